@@ -1,0 +1,1 @@
+"""Built-in source and target plugins, registered through entry points like any third party's."""

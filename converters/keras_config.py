@@ -1,0 +1,162 @@
+"""Keras model configs as plain dicts: which layers they hold, what rnnexport supports, and the
+rewrites that make a saved model accept any length. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+RECURRENT = {"LSTM", "GRU", "SimpleRNN"}
+WRAPPERS = {"Bidirectional", "TimeDistributed"}
+# Layers whose computation does not depend on the sequence length.
+LENGTH_GENERIC = {
+    "InputLayer", "Masking", "Embedding", "Dense", "Dropout", "SpatialDropout1D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Activation", "BatchNormalization",
+    "LayerNormalization", "Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
+    "GlobalAveragePooling1D", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+    "Concatenate", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity",
+}
+# Elementwise Keras ops that functional graphs hold as nodes (Keras 3 adds `NotEqual` for masks).
+ELEMENTWISE_OPS = {
+    "NotEqual", "Equal", "Cast", "LogicalAnd", "LogicalOr", "LogicalNot", "Any", "All", "Where",
+    "Add", "Subtract", "Multiply", "Divide", "Negative", "Abs", "Square", "Sqrt", "Exp", "Log",
+}
+SUPPORTED = RECURRENT | WRAPPERS | LENGTH_GENERIC
+# Only meaningful while training; dropped from the rebuilt model so exports carry no dead branches.
+TRAINING_ONLY_KEYS = ("dropout", "recurrent_dropout")
+# Keys Keras 2 wrote that Keras 3 refuses or that only matter while training.
+LEGACY_DROPPED_KEYS = ("implementation", "input_length")
+
+
+def layer_configs(model_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layer entries of a Functional or Sequential config (Keras 2 and Keras 3 forms)."""
+    config = model_config.get("config", model_config)
+    layers = config["layers"] if isinstance(config, dict) else config
+    return list(layers)
+
+
+def walk(layer: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A layer entry and the layers its wrappers hold (Bidirectional, TimeDistributed)."""
+    yield layer
+    inner = layer.get("config", {})
+    for key in ("layer", "backward_layer"):
+        if isinstance(inner.get(key), dict) and "class_name" in inner[key]:
+            yield from walk(inner[key])
+
+
+def layer_name(layer: dict[str, Any]) -> str:
+    return layer.get("config", {}).get("name") or layer.get("name") or "?"
+
+
+def check_loadable(model_config: dict[str, Any], unsafe: bool) -> None:
+    """Raise for what cannot even be loaded safely: Lambda code, custom classes, nested models."""
+    from rnnexport.errors import UnsupportedModelError
+
+    if model_config.get("class_name") not in ("Functional", "Model", "Sequential"):
+        raise UnsupportedModelError(
+            f"the model is a subclassed '{model_config.get('class_name')}'; rnnexport reads Functional and "
+            "Sequential models (rebuild it with the functional API, or pass a keras.Model object)"
+        )
+    for entry in layer_configs(model_config):
+        for layer in walk(entry):
+            cls, name = layer.get("class_name"), layer_name(layer)
+            if cls == "Lambda" and not unsafe:
+                raise UnsupportedModelError(
+                    f"layer '{name}' is a Lambda layer: it holds Python code that Keras safe_mode refuses to "
+                    "load; pass --unsafe if you trust this file"
+                )
+            if cls in ("Functional", "Model", "Sequential"):
+                raise UnsupportedModelError(f"layer '{name}' is a nested model ({cls}); flatten it into one model")
+            module = layer.get("module")
+            if module and not module.startswith("keras") and cls not in SUPPORTED and cls != "Lambda":
+                raise UnsupportedModelError(
+                    f"layer '{name}' is a custom layer ({module}.{cls}) that rnnexport cannot export"
+                )
+
+
+def unsupported_layers(model_config: dict[str, Any], unsafe: bool) -> list[str]:
+    """One line per layer that cannot be exported for any length."""
+    problems = []
+    allowed = SUPPORTED | ({"Lambda"} if unsafe else set())
+    for entry in layer_configs(model_config):
+        for layer in walk(entry):
+            cls, name, cfg = layer.get("class_name"), layer_name(layer), layer.get("config", {})
+            is_op = (layer.get("module") or "").startswith("keras.src.ops") and cls in ELEMENTWISE_OPS
+            if cls not in allowed and not is_op:
+                problems.append(
+                    f"layer '{name}' ({cls}) is not supported: it may tie the model to one length; "
+                    f"supported layers: {', '.join(sorted(SUPPORTED))}"
+                )
+            elif cls in RECURRENT and cfg.get("stateful"):
+                problems.append(f"layer '{name}' ({cls}) is stateful=True; rnnexport exports stateless models")
+            elif cls in RECURRENT and cfg.get("time_major"):
+                problems.append(f"layer '{name}' ({cls}) is time_major=True, which Keras 3 cannot run")
+    return problems
+
+
+def legacy_patch(model_config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rewrite a Keras 2 config into what Keras 3 builds with the same semantics.
+
+    GRUs saved before `reset_after` existed (Keras < 2.1.3) computed `reset_after=False`;
+    initializers, regularizers and constraints only matter for training and are dropped because
+    Keras 3 cannot read all of their Keras 2 forms. Returns the patched config and the names of
+    the GRUs given `reset_after=False`.
+    """
+    patched = copy.deepcopy(model_config)
+    reset_before = []
+    entries = layer_configs(patched)
+    for position, entry in enumerate(entries):
+        for layer in walk(entry):
+            cfg = layer.get("config", {})
+            for key in list(cfg):
+                if key.endswith(("_initializer", "_regularizer", "_constraint")) or key in LEGACY_DROPPED_KEYS:
+                    del cfg[key]
+            cfg.pop("time_major", None)
+            if layer.get("class_name") == "GRU" and "reset_after" not in cfg:
+                cfg["reset_after"] = False
+                reset_before.append(layer_name(layer))
+            is_functional_layer = "inbound_nodes" in entry
+            if layer is entry and layer.get("class_name") != "InputLayer" and (is_functional_layer or position > 0):
+                cfg.pop("batch_input_shape", None)
+                cfg.pop("batch_size", None)
+    return patched, reset_before
+
+
+def input_batch_shapes(model_config: dict[str, Any]) -> list[list[int | None]]:
+    """Declared input shapes, in the order the InputLayers appear."""
+    shapes = []
+    for entry in layer_configs(model_config):
+        cfg = entry.get("config", {})
+        if entry.get("class_name") == "InputLayer":
+            shapes.append(list(cfg.get("batch_shape") or cfg.get("batch_input_shape") or []))
+    return shapes
+
+
+def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[str, Any]:
+    """A copy whose inputs take any length, whose RNNs run as loops, with no training-only parts."""
+    rebuilt = copy.deepcopy(model_config)
+    build_shape = rebuilt.get("build_input_shape")
+    if isinstance(build_shape, list) and len(build_shape) >= 2:
+        build_shape[1] = None
+    for entry in layer_configs(rebuilt):
+        entry.pop("build_config", None)
+        for layer in walk(entry):
+            cfg = layer.get("config", {})
+            layer.pop("build_config", None)
+            if layer.get("class_name") == "InputLayer":
+                shape = list(cfg.get("batch_shape") or [])
+                if len(shape) >= 2:
+                    shape[1] = None
+                    cfg["batch_shape"] = shape
+                if cfg.get("name") in int_inputs:
+                    cfg["dtype"] = "int32"
+            if layer.get("class_name") == "TimeDistributed":
+                layer.update(class_name="VariableTimeDistributed", module=None,
+                             registered_name="rnnexport>VariableTimeDistributed")
+            if layer.get("class_name") in RECURRENT:
+                cfg["unroll"] = False
+                for key in TRAINING_ONLY_KEYS:
+                    cfg[key] = 0.0
+    return rebuilt

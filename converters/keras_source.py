@@ -1,0 +1,318 @@
+"""Source plugin for Keras models: `.keras` files, Keras 2 `.h5` files and `keras.Model` objects.
+
+Every model is rebuilt from its config with a dynamic time axis, loops instead of unrolled
+steps, no cuDNN-only kernels and no training-only dropout, and the weights carried over.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import keras_config, keras_legacy
+from rnnexport.device import Device
+from rnnexport.errors import SourceError, UnsupportedModelError
+from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo
+from rnnexport.options import SourceOptions
+from rnnexport.plugins import OpenedSource, Source
+from rnnexport.runner import Arrays
+from rnnexport.tf import tensorflow
+
+ZIP_MAGIC = b"PK\x03\x04"
+SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def signature_name(name: str) -> str:
+    """A name SavedModel signatures accept, kept as close to the Keras name as possible."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-/]", "_", name)
+    return cleaned if re.match(r"[A-Za-z0-9.]", cleaned) else f"x{cleaned}"
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique.append(name if count == 0 else f"{name}_{count}")
+    return unique
+
+
+def _read_keras_config(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in archive.namelist() else {}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: not a valid .keras archive ({exc})") from None
+    return config, metadata.get("keras_version", "3")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+class KerasSource(Source):
+    name = "keras"
+    description = "Keras models: .keras, Keras 2 .h5, keras.Model objects"
+
+    def sniff(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() in SUFFIXES
+
+    def accepts(self, obj: Any) -> bool:
+        try:
+            import keras
+        except ImportError:
+            return False
+        return isinstance(obj, keras.Model)
+
+    def open(self, source: Path | Any, options: SourceOptions) -> OpenedSource:
+        tensorflow()
+        if isinstance(source, Path):
+            model, fmt, legacy = self._load_file(source, options)
+            label = str(source)
+        else:
+            config = {"class_name": type(source).__name__, "config": _model_config(source, "in-memory model")}
+            if type(source).__name__ not in ("Functional", "Sequential"):
+                raise UnsupportedModelError(
+                    f"in-memory model '{source.name}' is a subclassed {type(source).__name__}; rnnexport reads "
+                    "Functional and Sequential models"
+                )
+            keras_config.check_loadable(config, options.unsafe)
+            model, fmt, legacy, label = source, "in-memory keras.Model", None, f"<keras.Model {source.name}>"
+        return OpenedKeras(label, model, fmt, legacy, options)
+
+    def _load_file(self, path: Path, options: SourceOptions) -> tuple[Any, str, list[str] | None]:
+        """The model, a description of its format, and for Keras 2 files the notes on reading it."""
+        with path.open("rb") as f:
+            magic = f.read(8)
+        if magic.startswith(ZIP_MAGIC):
+            config, version = _read_keras_config(path)
+            keras_config.check_loadable(config, options.unsafe)
+            import keras
+
+            try:
+                model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
+            except Exception as exc:  # noqa: BLE001 - Keras raises anything here
+                raise SourceError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
+            return model, f".keras (Keras {version})", None
+        if magic == keras_legacy.HDF5_MAGIC:
+            config, version = keras_legacy.read_h5(path)
+            keras_config.check_loadable(config, options.unsafe)
+            if keras_legacy.is_keras2(version):
+                model, notes = keras_legacy.build_keras2_model(path, config)
+                return model, f"legacy .h5 (Keras {version})", notes
+            import keras
+
+            try:
+                model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
+            except Exception as exc:  # noqa: BLE001
+                raise SourceError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
+            return model, f".h5 (Keras {version})", None
+        raise SourceError(f"{path}: not a Keras model file (neither a .keras archive nor HDF5)")
+
+
+def _model_config(model: Any, label: str) -> dict[str, Any]:
+    try:
+        return model.get_config()
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"{label}: Keras cannot describe this model's config: {_first_line(exc)}") from None
+
+
+def _input_consumers(model: Any) -> dict[int, list[Any]]:
+    """Layers fed directly by each model input, keyed by the input's index."""
+    consumers: dict[int, list[Any]] = {i: [] for i in range(len(model.inputs))}
+    ids = {id(t): i for i, t in enumerate(model.inputs)}
+    for layer in model.layers:
+        for node in getattr(layer, "_inbound_nodes", []):
+            for tensor in getattr(node, "input_tensors", []):
+                if id(tensor) in ids:
+                    consumers[ids[id(tensor)]].append(layer)
+    return consumers
+
+
+def _layer_info(layer: Any) -> LayerInfo:
+    kind = type(layer).__name__
+    if kind == "Bidirectional":
+        inner = layer.forward_layer
+        details = {"merge_mode": layer.merge_mode, "return_sequences": inner.return_sequences}
+        if type(inner).__name__ == "GRU":
+            details["reset_after"] = inner.reset_after
+        return LayerInfo(layer.name, f"Bidirectional({type(inner).__name__})", True, inner.units, "bidirectional", details)
+    if kind in keras_config.RECURRENT:
+        details = {"return_sequences": layer.return_sequences}
+        if layer.return_state:
+            details["return_state"] = True
+        if kind == "GRU":
+            details["reset_after"] = layer.reset_after
+        if layer.unroll:
+            details["unroll"] = True
+        direction = "backward" if layer.go_backwards else "forward"
+        return LayerInfo(layer.name, kind, True, layer.units, direction, details)
+    if kind == "TimeDistributed":
+        return LayerInfo(layer.name, f"TimeDistributed({type(layer.layer).__name__})")
+    details = {}
+    if kind == "Embedding":
+        details = {"vocab": layer.input_dim, "dim": layer.output_dim, "mask_zero": layer.mask_zero}
+    elif kind == "Masking":
+        details = {"mask_value": layer.mask_value}
+    elif kind == "Dense":
+        details = {"units": layer.units}
+    return LayerInfo(layer.name, kind, details=details)
+
+
+def _output_info(name: str, tensor: Any, fixed_length: int | None) -> TensorInfo:
+    shape = list(tensor.shape)
+    timed = len(shape) >= 3 and (shape[1] is None or shape[1] == fixed_length)
+    dims = (None, None, *shape[2:]) if timed else (None, *shape[1:])
+    return TensorInfo(name, str(tensor.dtype), dims, 1 if timed else None)
+
+
+def _is_causal(model: Any) -> bool:
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Bidirectional" or getattr(layer, "go_backwards", False):
+            return False
+        if kind in ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D"):
+            return False
+        if kind == "Conv1D" and layer.padding != "causal":
+            return False
+    return True
+
+
+class OpenedKeras(OpenedSource):
+    def __init__(self, label: str, model: Any, fmt: str, legacy: list[str] | None, options: SourceOptions) -> None:
+        self.label = label
+        self.original = model
+        self.legacy = legacy is not None
+        self.legacy_notes = legacy or []
+        self.options = options
+        self.config = _model_config(model, label)
+        self._rebuilt: Any = None
+        declared = [list(t.shape) for t in model.inputs]
+        fixed = {shape[1] for shape in declared if len(shape) >= 2 and shape[1] is not None}
+        self.fixed_length = fixed.pop() if len(fixed) == 1 else None
+        self.input_names = _unique([signature_name(n) for n in self._input_layer_names()])
+        self.output_names = _unique([signature_name(n) for n in model.output_names])
+        self.info = self._describe(fmt, declared)
+
+    def _input_layer_names(self) -> list[str]:
+        names = [getattr(t, "name", "") for t in self.original.inputs]
+        return [n.split(":")[0] or f"input_{i}" for i, n in enumerate(names)]
+
+    def _describe(self, fmt: str, declared: list[list[int | None]]) -> SourceInfo:
+        consumers = _input_consumers(self.original)
+        self.int_inputs: set[str] = set()
+        inputs = []
+        for index, (name, shape) in enumerate(zip(self.input_names, declared)):
+            dtype, vocab, mask = str(self.original.inputs[index].dtype), None, None
+            for layer in consumers[index]:
+                kind = type(layer).__name__
+                if kind == "Embedding":
+                    dtype, vocab = "int32", layer.input_dim
+                    mask = 0.0 if layer.mask_zero else None
+                    self.int_inputs.add(self._input_layer_names()[index])
+                elif kind == "Masking":
+                    mask = float(layer.mask_value)
+            dims = tuple([None, None, *shape[2:]]) if len(shape) >= 2 else tuple([None, *shape[1:]])
+            inputs.append(TensorInfo(name, dtype, dims, 1 if len(shape) >= 2 else None, vocab, mask))
+        layers = tuple(_layer_info(layer) for layer in self.original.layers if type(layer).__name__ != "InputLayer")
+        notes = []
+        if self.fixed_length is not None:
+            notes.append(f"the source fixes the time dimension at {self.fixed_length}; the export accepts any length")
+        unrolled = [layer.name for layer in layers if layer.details.get("unroll")]
+        if unrolled:
+            notes.append(f"unroll=True on {', '.join(unrolled)}: the export runs them as loops")
+        notes += self.legacy_notes
+        if self.int_inputs:
+            notes.append("inputs feeding an Embedding take int32 token ids")
+        problems = tuple(keras_config.unsupported_layers({"config": self.config}, self.options.unsafe))
+        outputs = tuple(_output_info(n, t, self.fixed_length) for n, t in zip(self.output_names, self.original.outputs))
+        return SourceInfo(self.label, "keras", fmt, tuple(inputs), outputs, layers, self.fixed_length,
+                          _is_causal(self.original), tuple(notes), problems)
+
+    def rebuilt(self) -> Any:
+        """The same layers and weights, for any length, tracing no GPU-only kernel."""
+        if self._rebuilt is None:
+            import keras
+            from keras.src.saving.serialization_lib import SafeModeScope
+
+            from converters import keras_layers  # noqa: F401 - registers the replacement layers
+
+            config = keras_config.variable_length(self.config, self.int_inputs)
+            cls = type(self.original)
+            try:
+                with SafeModeScope(not self.options.unsafe):
+                    model = cls.from_config(config)
+                model.set_weights(self.original.get_weights())
+            except Exception as exc:  # noqa: BLE001
+                raise UnsupportedModelError(
+                    f"{self.label}: cannot rebuild the model for any length: {_first_line(exc)}"
+                ) from None
+            for layer in keras_legacy.all_layers(model):
+                # Keras picks cuDNN at trace time when it sees a GPU; those kernels fail on CPUs.
+                if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+                    layer.use_cudnn = False
+            self._rebuilt = model
+        return self._rebuilt
+
+    def recurrent_model(self) -> RecurrentModel:
+        tf = tensorflow()
+        model = self.rebuilt()
+        specs = [
+            tf.TensorSpec(spec.shape, spec.dtype, name=spec.name)
+            for spec in self.info.inputs
+        ]
+        output_names = [o.name for o in self.info.outputs]
+
+        def sequence(*tensors: Any) -> dict[str, Any]:
+            outputs = model(tensors[0] if len(tensors) == 1 else list(tensors), training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return {name: tf.identity(out, name=name) for name, out in zip(output_names, outputs)}
+
+        module = tf.Module(name="rnnexport")
+        module.model_variables = [v.value for v in model.variables]
+        with tf.device("/CPU:0"):
+            module.sequence = tf.function(sequence, input_signature=specs)
+            module.sequence.get_concrete_function()
+        return RecurrentModel(self.info, module, module.sequence)
+
+    def reference(self, device: Device) -> KerasReference:
+        return KerasReference(self, device)
+
+
+class KerasReference:
+    """The Keras model run eagerly: as loaded where it can serve the inputs, else rebuilt."""
+
+    name = "keras"
+
+    def __init__(self, opened: OpenedKeras, device: Device) -> None:
+        self.opened = opened
+        self.tf_device = device.tf_name
+        self.device = f"{device.label} (TensorFlow eager)"
+
+    def _serves_as_is(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        fixed = self.opened.fixed_length
+        return fixed is None or all(a.ndim < 2 or a.shape[1] == fixed for a in inputs.values())
+
+    def method(self, inputs: Mapping[str, np.ndarray]) -> str:
+        return "source" if self._serves_as_is(inputs) else "source rebuilt for any length"
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        tf = tensorflow()
+        original = self._serves_as_is(inputs)
+        model = self.opened.original if original else self.opened.rebuilt()
+        arrays = [inputs[spec.name] for spec in self.opened.info.inputs]
+        if original:
+            arrays = [a.astype(str(t.dtype)) for a, t in zip(arrays, model.inputs)]
+        with tf.device(self.tf_device):
+            outputs = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}

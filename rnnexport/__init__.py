@@ -1,0 +1,33 @@
+"""rnnexport: recurrent TensorFlow models to SavedModel, TFLite and ONNX, for any length, proven.
+
+    >>> import rnnexport
+    >>> info = rnnexport.inspect("model.h5")
+    >>> result = rnnexport.convert("model.h5", "exports", ConvertOptions(targets=("savedmodel",)))
+    >>> bool(result.report)
+    True
+"""
+
+__version__ = "0.1.0"
+
+from rnnexport.api import ConvertResult, convert, inspect, validate  # noqa: E402
+from rnnexport.options import (  # noqa: E402
+    ConvertOptions,
+    SourceOptions,
+    SweepOptions,
+    Tolerance,
+    ToleranceOverrides,
+    ValidateOptions,
+)
+
+__all__ = [
+    "ConvertOptions",
+    "ConvertResult",
+    "SourceOptions",
+    "SweepOptions",
+    "Tolerance",
+    "ToleranceOverrides",
+    "ValidateOptions",
+    "convert",
+    "inspect",
+    "validate",
+]

@@ -1,0 +1,222 @@
+"""The Python API: `inspect`, `convert`, `validate`. Every entry point funnels into the same steps
+(read the source, build the RecurrentModel, export, run the parity sweep) and returns objects.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnexport import plugins
+from rnnexport.device import Device, resolve_device
+from rnnexport.errors import OutputExistsError, UnsupportedModelError, UserError
+from rnnexport.model import SourceInfo
+from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
+from rnnexport.parity import ExportUnderTest, check
+from rnnexport.plugins import OpenedSource, Target
+from rnnexport.report import ParityReport
+from rnnexport.sweep import build_cases
+
+# progress(message, done, total): total == 0 announces a stage, otherwise counts cases.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    source: str
+    target: str
+    path: Path
+
+
+@dataclass
+class ConvertResult:
+    """What `convert` wrote, and its parity report (None with `validate=False`)."""
+
+    artifacts: list[Artifact] = field(default_factory=list)
+    report: ParityReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or self.report.passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+SourceLike = str | Path | Any
+
+
+def _as_source(source: SourceLike) -> Path | Any:
+    return Path(source) if isinstance(source, str) else source
+
+
+def _label(source: Path | Any) -> str:
+    return str(source) if isinstance(source, Path) else f"<{type(source).__name__} {getattr(source, 'name', '')}>"
+
+
+def _stem(source: Path | Any) -> str:
+    if isinstance(source, Path):
+        return source.name.split(".")[0] if source.is_file() else source.name
+    return getattr(source, "name", None) or "model"
+
+
+def _open(source: Path | Any, options: SourceOptions, kind: str | None = None) -> OpenedSource:
+    return plugins.find_source(source, kind).open(source, options)
+
+
+def inspect(source: SourceLike, options: SourceOptions = SourceOptions(), kind: str | None = None) -> SourceInfo:
+    """What a source holds and whether it can be exported.
+
+    >>> rnnexport.inspect("samples/gru_fixed.keras").fixed_length
+    50
+    """
+    return _open(_as_source(source), options, kind).info
+
+
+def _targets(names: Sequence[str]) -> list[Target]:
+    if "all" in names:
+        return plugins.targets()
+    chosen = []
+    for name in names:
+        target = plugins.get_target(name)
+        if target not in chosen:
+            chosen.append(target)
+    return chosen
+
+
+def _install(built: Path, dest: Path, force: bool) -> None:
+    """Move a complete export into place; an existing one is removed only after that succeeds."""
+    old = None
+    if dest.exists():
+        if not force:
+            raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
+        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+        dest.rename(old)
+    built.rename(dest)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _exports_under_test(
+    opened: OpenedSource, label: str, exports: Sequence[tuple[Target, Path]], device: Device, options: ValidateOptions
+) -> list[ExportUnderTest]:
+    time_axes = {o.name: o.time_axis for o in opened.info.outputs}
+    return [
+        ExportUnderTest(
+            source=label,
+            source_kind=opened.info.kind,
+            target=target.name,
+            path=str(path),
+            runner=target.runner(path, device),
+            tolerance=options.tolerance.apply(target.name, target.default_tolerance(device)),
+            time_axes=time_axes,
+        )
+        for target, path in exports
+    ]
+
+
+def _validate_opened(
+    opened: OpenedSource,
+    label: str,
+    exports: Sequence[tuple[Target, Path]],
+    device: Device,
+    options: ValidateOptions,
+    progress: Progress | None,
+) -> list:
+    under_test = _exports_under_test(opened, label, exports, device, options)
+    cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+    reference = opened.reference(device)
+    return check(reference, under_test, cases, progress)
+
+
+def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
+    from rnnexport.tf import versions
+
+    return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions())
+
+
+def convert(
+    sources: SourceLike | Sequence[SourceLike],
+    out: str | Path,
+    options: ConvertOptions = ConvertOptions(),
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """Export each source to each target under `out`, then run the parity sweep on every file.
+
+    >>> result = rnnexport.convert("samples/lstm_variable.keras", "exports")
+    >>> [a.path.name for a in result.artifacts], result.report.passed
+    (['lstm_variable.savedmodel'], True)
+    """
+    items = [sources] if isinstance(sources, (str, Path)) or not isinstance(sources, Sequence) else list(sources)
+    items = [_as_source(s) for s in items]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    targets = _targets(options.targets)
+    plan: list[tuple[Path | Any, list[tuple[Target, Path]]]] = []
+    seen: set[Path] = set()
+    for source in items:
+        dests = [(t, out / f"{_stem(source)}{t.suffix}") for t in targets]
+        for _, dest in dests:
+            if dest in seen:
+                raise UserError(f"{dest}: two sources would be exported to the same path; convert them separately")
+            if dest.exists() and not options.force:
+                raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
+            seen.add(dest)
+        plan.append((source, dests))
+    device = resolve_device(options.validation.device) if options.validate else None
+    result = ConvertResult(report=_new_report(device, options.validation) if device else None)
+    out.mkdir(parents=True, exist_ok=True)
+    for source, dests in plan:
+        label = _label(source)
+        if progress:
+            progress(f"reading {label}", 0, 0)
+        opened = _open(source, options.source)
+        if not opened.info.exportable:
+            raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
+        model = opened.recurrent_model()
+        for target, dest in dests:
+            if progress:
+                progress(f"exporting {label} to {target.name}", 0, 0)
+            with tempfile.TemporaryDirectory(dir=out, prefix=".rnnexport-") as tmp:
+                built = Path(tmp) / dest.name
+                target.export(model, built)
+                _install(built, dest, options.force)
+            result.artifacts.append(Artifact(label, target.name, dest))
+        if device is not None:
+            if progress:
+                progress(f"validating {label}", 0, 0)
+            result.report.exports += _validate_opened(opened, label, dests, device, options.validation, progress)
+    return result
+
+
+def validate(
+    source: SourceLike,
+    exports: Sequence[str | Path],
+    options: ValidateOptions = ValidateOptions(),
+    source_options: SourceOptions = SourceOptions(),
+    progress: Progress | None = None,
+) -> ParityReport:
+    """Check existing exports against their source over the parity sweep.
+
+    >>> report = rnnexport.validate("model.h5", ["exports/model.savedmodel"])
+    >>> report.passed, report.failures()
+    (True, [])
+    """
+    source = _as_source(source)
+    paths = [Path(p) for p in exports]
+    pairs = [(plugins.find_target_for(p), p) for p in paths]
+    device = resolve_device(options.device)
+    if progress:
+        progress(f"reading {_label(source)}", 0, 0)
+    opened = _open(source, source_options)
+    report = _new_report(device, options)
+    if progress:
+        progress(f"validating {_label(source)}", 0, 0)
+    report.exports += _validate_opened(opened, _label(source), pairs, device, options, progress)
+    return report

@@ -1,0 +1,272 @@
+"""The `rnnexport` command. Heavy imports happen inside the commands, so `--help` is instant."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnexport import __version__
+from rnnexport.console import ConsoleProgress, native_stderr_silenced
+from rnnexport.errors import UserError
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class BadInput(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+
+def _run(fn: Callable[..., int]) -> Callable[..., None]:
+    """Turn the library's typed errors into one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        with native_stderr_silenced(not debug):
+            try:
+                code = fn(*args, **kwargs)
+            except UserError as exc:
+                if debug:
+                    traceback.print_exc()
+                raise BadInput(str(exc)) from None
+            except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug in rnnexport: one line unless --debug
+                if debug:
+                    traceback.print_exc()
+                click.echo(
+                    f"Error: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    " (run with --debug for the traceback, and please report it)",
+                    err=True,
+                )
+                sys.exit(EXIT_INTERNAL)
+        sys.exit(code)
+
+    return wrapper
+
+
+def _parse_list(value: str | None, name: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'", param_hint=name) from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("values must be positive integers", param_hint=name)
+    return numbers
+
+
+def _parse_tolerances(values: tuple[str, ...], name: str) -> dict[str, float]:
+    parsed = {}
+    for value in values:
+        target, _, number = value.rpartition("=")
+        try:
+            tolerance = float(number)
+        except ValueError:
+            raise click.BadParameter(f"expected a number or TARGET=NUMBER, got '{value}'", param_hint=name) from None
+        if tolerance < 0 or tolerance != tolerance:
+            raise click.BadParameter(f"tolerance must be a non-negative number, got '{value}'", param_hint=name)
+        parsed[target or "*"] = tolerance
+    return parsed
+
+
+def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+                     help="Where to run reference and exports; auto picks a GPU when TensorFlow sees one."),
+        click.option("--lengths", metavar="N,N,...",
+                     help="Sequence lengths to check [default: 1, 2, short, source length, 4x beyond]."),
+        click.option("--batches", metavar="N,N,...", default="1,3", show_default=True, help="Batch sizes to check."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs."),
+        click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Check on the arrays of this .npz (keyed by input name) instead of random inputs."),
+        click.option("--atol", multiple=True, metavar="[TARGET=]X",
+                     help="Absolute tolerance, for every target or one (repeatable)."),
+        click.option("--rtol", multiple=True, metavar="[TARGET=]X",
+                     help="Relative tolerance, for every target or one (repeatable)."),
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
+        click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
+        click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _validate_options(params: dict[str, Any]) -> Any:
+    from rnnexport.options import SweepOptions, ToleranceOverrides, ValidateOptions
+
+    sweep = SweepOptions(
+        lengths=_parse_list(params["lengths"], "--lengths"),
+        batches=_parse_list(params["batches"], "--batches") or (1, 3),
+        seed=params["seed"],
+        data=params["data"],
+    )
+    tolerance = ToleranceOverrides(
+        atol=_parse_tolerances(params["atol"], "--atol"), rtol=_parse_tolerances(params["rtol"], "--rtol")
+    )
+    return ValidateOptions(device=params["device"], sweep=sweep, tolerance=tolerance)
+
+
+def _emit(report: Any, params: dict[str, Any]) -> int:
+    if params["report"] is not None:
+        report.write_json(params["report"])
+    if params["as_json"]:
+        click.echo(report.to_json())
+    elif not params["quiet"]:
+        click.echo(report.table(verbose=params["verbose"]))
+    return 0 if report.passed else EXIT_FAILED
+
+
+def _progress(params: dict[str, Any]) -> ConsoleProgress:
+    return ConsoleProgress(enabled=not (params.get("quiet") or params.get("as_json")))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnnexport")
+@click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own logs.")
+def cli(debug: bool) -> None:
+    """Export recurrent TensorFlow models for any sequence length, and prove parity.
+
+    \b
+    Examples:
+      rnnexport inspect model.h5
+      rnnexport convert model.h5 --to savedmodel --out exports/
+      rnnexport validate model.h5 exports/model.savedmodel --report parity.json
+
+    Exit codes: 0 every parity check passed, 1 a parity check failed, 2 bad usage or input.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_run
+def plugins(as_json: bool) -> int:
+    """List installed source and target plugins, including broken ones."""
+    from rnnexport import plugins as registry
+
+    entries = [*registry.source_entries(), *registry.target_entries()]
+    if as_json:
+        rows = [{"group": e.group, "name": e.name, "value": e.value, "distribution": e.distribution,
+                 "description": getattr(e.plugin, "description", None), "error": e.error} for e in entries]
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    for title, group in (("sources", registry.SOURCE_GROUP), ("targets", registry.TARGET_GROUP)):
+        click.echo(f"{title}:")
+        for e in (e for e in entries if e.group == group):
+            state = f"BROKEN: {e.error}" if e.broken else e.plugin.description
+            click.echo(f"  {e.name:<12} {state}  [{e.value} from {e.distribution or '?'}]")
+    return 0
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file).")
+@_run
+def inspect(source: Path, as_json: bool, unsafe: bool) -> int:
+    """Show what SOURCE holds: layers, units, inputs, fixed length, what can be exported.
+
+    \b
+    Example:
+      rnnexport inspect samples/gru_fixed.keras
+    """
+    import rnnexport
+    from rnnexport.options import SourceOptions
+
+    info = rnnexport.inspect(source, SourceOptions(unsafe=unsafe))
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2))
+        return 0
+    click.echo(f"{info.path}: {info.kind} source, {info.format}")
+    click.echo("inputs:   " + "; ".join(t.describe() for t in info.inputs))
+    click.echo("outputs:  " + "; ".join(t.describe() for t in info.outputs))
+    click.echo(f"length:   {'fixed at ' + str(info.fixed_length) if info.fixed_length else 'any'}"
+               f"  ({'causal' if info.causal else 'not causal'})")
+    click.echo("layers:")
+    for layer in info.layers:
+        click.echo(f"  {layer.describe()}")
+    for note in info.notes:
+        click.echo(f"note:     {note}")
+    from rnnexport.plugins import targets
+
+    if info.exportable:
+        click.echo(f"exportable to: {', '.join(t.name for t in targets())}")
+    for problem in info.problems:
+        click.echo(f"cannot export: {problem}")
+    return 0
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "targets", multiple=True, default=("savedmodel",), show_default=True, metavar="TARGET",
+              help="Target format (repeatable), or 'all'. See `rnnexport plugins`.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the exports, written as <source stem><target suffix>.")
+@click.option("--force", is_flag=True, help="Overwrite existing exports.")
+@click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
+@validation_options
+@_run
+def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, force: bool, validate: bool,
+            **params: Any) -> int:
+    """Export SOURCES to each target under --out, then prove each file matches its source.
+
+    \b
+    Examples:
+      rnnexport convert model.h5 --to savedmodel --out exports/
+      rnnexport convert samples/*.keras --to all --out build/ --report parity.json
+    """
+    import rnnexport
+    from rnnexport.options import ConvertOptions, SourceOptions
+
+    options = ConvertOptions(
+        targets=targets, force=force, validate=validate, source=SourceOptions(unsafe=params["unsafe"]),
+        validation=_validate_options(params),
+    )
+    result = rnnexport.convert(list(sources), out, options, progress=_progress(params))
+    if not (params["quiet"] or params["as_json"]):
+        for artifact in result.artifacts:
+            click.echo(f"wrote {artifact.path}")
+    if result.report is None:
+        return 0
+    return _emit(result.report, params)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("exports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@validation_options
+@_run
+def validate(source: Path, exports: tuple[Path, ...], **params: Any) -> int:
+    """Check existing EXPORTS of SOURCE over the parity sweep; exit 1 on any drift.
+
+    \b
+    Example:
+      rnnexport validate model.h5 exports/model.savedmodel --lengths 1,30,500
+    """
+    import rnnexport
+    from rnnexport.options import SourceOptions
+
+    report = rnnexport.validate(
+        source, list(exports), _validate_options(params), SourceOptions(unsafe=params["unsafe"]),
+        progress=_progress(params),
+    )
+    return _emit(report, params)
+
+
+def main() -> None:
+    cli(prog_name="rnnexport")

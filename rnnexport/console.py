@@ -1,0 +1,77 @@
+"""Terminal plumbing for the command line: TensorFlow's C++ noise, and the progress display."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool) -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to /dev/null, keeping Python's stderr.
+
+    TensorFlow's C++ runtime logs (oneDNN, CUDA probing) before TF_CPP_MIN_LOG_LEVEL is read, so
+    only redirecting the descriptor keeps them off the user's terminal.
+    """
+    if not enabled or not _writes_to_fd2(sys.stderr):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    python_stderr = sys.stderr
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), write_through=True)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+
+
+def _writes_to_fd2(stream: TextIO) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class ConsoleProgress:
+    """Stage lines on stderr, and a case counter that redraws in place on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._open_line = False
+
+    def __call__(self, message: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        stream = sys.stderr
+        elapsed = f"{time.monotonic() - self.started:5.1f}s"
+        if total == 0:
+            self._end_line(stream)
+            stream.write(f"[{elapsed}] {message}\n")
+        elif stream.isatty():
+            label = "" if done == total else f" {message}"
+            stream.write(f"\r[{elapsed}]   case {done}/{total}{label}\033[K")
+            self._open_line = done != total
+            if done == total:
+                stream.write("\n")
+        elif done == total:
+            stream.write(f"[{elapsed}]   {total} cases run\n")
+        stream.flush()
+
+    def _end_line(self, stream: TextIO) -> None:
+        if self._open_line:
+            stream.write("\n")
+            self._open_line = False

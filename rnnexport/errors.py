@@ -1,0 +1,40 @@
+"""Two roots: errors the user caused (bad input, unsupported model) and the tool's own bugs.
+
+Only the command line turns these into messages and exit codes; the library raises them.
+"""
+
+
+class RnnexportError(Exception):
+    """Base of every error rnnexport raises on purpose."""
+
+
+class UserError(RnnexportError):
+    """The input or the request cannot be served; the message says what to change."""
+
+
+class SourceError(UserError):
+    """A source file is missing, unreadable or not a model rnnexport understands."""
+
+
+class UnsupportedModelError(UserError):
+    """The model loads, but holds something rnnexport cannot export faithfully."""
+
+
+class OutputExistsError(UserError):
+    """An export would overwrite an existing file or directory."""
+
+
+class ExportError(UserError):
+    """An existing export cannot be read back."""
+
+
+class DeviceError(UserError):
+    """The requested device is not available."""
+
+
+class PluginError(UserError):
+    """No plugin matches the request, or the plugin that matches failed to load."""
+
+
+class InternalError(RnnexportError):
+    """A bug in rnnexport itself: please report it with the `--debug` output."""

@@ -1,0 +1,101 @@
+"""The canonical hand-off between sources and targets, and what `inspect` reports.
+
+A source builds a `RecurrentModel`: TensorFlow code whose sequence entry point takes
+`[batch, time, ...]` with both leading dimensions dynamic. Targets only ever see this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output of a model. `None` in `shape` is a dynamic dimension.
+
+    `time_axis` is None for tensors without a time dimension (a final state, a class score).
+    For token-id inputs `vocab_size` bounds the ids; `mask_value` is the padding value the
+    model masks (0 for `Embedding(mask_zero=True)`, the `Masking` layer's value otherwise).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+    time_axis: int | None = 1
+    vocab_size: int | None = None
+    mask_value: float | None = None
+
+    def describe(self) -> str:
+        dims = []
+        for axis, dim in enumerate(self.shape):
+            if axis == 0:
+                dims.append("batch")
+            elif axis == self.time_axis:
+                dims.append("time")
+            else:
+                dims.append("?" if dim is None else str(dim))
+        extra = f" ids<{self.vocab_size}" if self.vocab_size else ""
+        if self.mask_value is not None:
+            extra += f" masks={self.mask_value:g}"
+        return f"{self.name} {self.dtype}[{', '.join(dims)}]{extra}"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer as `inspect` shows it; `units` and `direction` are set for recurrent layers."""
+
+    name: str
+    kind: str
+    recurrent: bool = False
+    units: int | None = None
+    direction: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [self.name, self.kind]
+        if self.units is not None:
+            parts.append(f"units={self.units}")
+        if self.direction:
+            parts.append(self.direction)
+        parts += [f"{k}={v}" for k, v in self.details.items()]
+        return "  ".join(parts)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source plugin found. `problems` lists what blocks an export (empty: exportable)."""
+
+    path: str
+    kind: str
+    format: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    layers: tuple[LayerInfo, ...]
+    fixed_length: int | None
+    causal: bool
+    notes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def exportable(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["exportable"] = self.exportable
+        return data
+
+
+@dataclass
+class RecurrentModel:
+    """A variable-length model ready for export.
+
+    `module` is a `tf.Module` that tracks every variable the model reads; `sequence` is a
+    `tf.function` with an input signature of dynamic batch and time, taking the inputs as
+    keyword arguments named after `info.inputs` and returning a dict keyed by `info.outputs`.
+    """
+
+    info: SourceInfo
+    module: Any
+    sequence: Any

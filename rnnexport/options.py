@@ -1,0 +1,73 @@
+"""Options travel as frozen dataclasses, shared by the command line and the Python API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An output passes where every element satisfies |export - reference| <= atol + rtol * |reference|."""
+
+    atol: float
+    rtol: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"atol": self.atol, "rtol": self.rtol}
+
+
+@dataclass(frozen=True)
+class ToleranceOverrides:
+    """User overrides keyed by target name; the key `*` applies to every target.
+
+    >>> ToleranceOverrides(atol={"*": 1e-4, "tflite": 1e-3}).apply("tflite", Tolerance(1e-5, 1e-5))
+    Tolerance(atol=0.001, rtol=1e-05)
+    """
+
+    atol: Mapping[str, float] = field(default_factory=dict)
+    rtol: Mapping[str, float] = field(default_factory=dict)
+
+    def apply(self, target: str, default: Tolerance) -> Tolerance:
+        return Tolerance(
+            atol=self.atol.get(target, self.atol.get("*", default.atol)),
+            rtol=self.rtol.get(target, self.rtol.get("*", default.rtol)),
+        )
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Which cases the parity engine runs.
+
+    `lengths=None` picks 1, 2, a short length, the source's own length and 4x beyond it.
+    `data` replaces the random inputs with the arrays of an `.npz` file keyed by input name.
+    """
+
+    lengths: tuple[int, ...] | None = None
+    batches: tuple[int, ...] = (1, 3)
+    seed: int = 0
+    data: Path | None = None
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source is read. `unsafe` lets Keras deserialise arbitrary code (Lambda layers)."""
+
+    unsafe: bool = False
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    device: str = "auto"
+    sweep: SweepOptions = field(default_factory=SweepOptions)
+    tolerance: ToleranceOverrides = field(default_factory=ToleranceOverrides)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    targets: tuple[str, ...] = ("savedmodel",)
+    force: bool = False
+    validate: bool = True
+    source: SourceOptions = field(default_factory=SourceOptions)
+    validation: ValidateOptions = field(default_factory=ValidateOptions)

@@ -1,0 +1,232 @@
+"""The parity engine: same inputs to the reference and to each export, every output compared.
+
+It knows nothing of formats. Results are objects: truthy when they pass, serialisable, and when
+they fail they say which case and output drifted, from which time step, and the tolerance that
+would have been needed to pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnexport.options import Tolerance
+from rnnexport.runner import ReferenceRunner, Runner
+from rnnexport.sweep import Case
+
+# Relative error divides by max(|reference|, REL_FLOOR) so that near-zero outputs do not explode.
+REL_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    name: str
+    passed: bool
+    reference_shape: tuple[int, ...]
+    export_shape: tuple[int, ...] | None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    nonfinite_reference: int = 0
+    nonfinite_export: int = 0
+    first_bad_step: int | None = None
+    needed_atol: float | None = None
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "reference_shape": list(self.reference_shape),
+            "export_shape": None if self.export_shape is None else list(self.export_shape),
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "nonfinite_reference": self.nonfinite_reference,
+            "nonfinite_export": self.nonfinite_export,
+            "first_bad_step": self.first_bad_step,
+            "needed_atol": self.needed_atol,
+            "reason": self.reason,
+        }
+
+
+def compare_output(
+    name: str, reference: np.ndarray, exported: np.ndarray | None, tolerance: Tolerance, time_axis: int | None
+) -> OutputComparison:
+    ref_shape = tuple(reference.shape)
+    if exported is None:
+        return OutputComparison(name, False, ref_shape, None, reason=f"the export has no output '{name}'")
+    exp_shape = tuple(exported.shape)
+    if exp_shape != ref_shape:
+        return OutputComparison(name, False, ref_shape, exp_shape, reason=f"shape {exp_shape} != reference {ref_shape}")
+    ref = reference.astype(np.float64)
+    exp = exported.astype(np.float64)
+    bad_ref = int(np.size(ref) - np.count_nonzero(np.isfinite(ref)))
+    bad_exp = int(np.size(exp) - np.count_nonzero(np.isfinite(exp)))
+    if ref.size == 0:
+        return OutputComparison(name, True, ref_shape, exp_shape, 0.0, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(exp - ref)
+        excess = diff - tolerance.rtol * np.abs(ref)
+        rel = diff / np.maximum(np.abs(ref), REL_FLOOR)
+    finite = np.isfinite(diff)
+    max_abs = float(np.max(diff[finite])) if finite.any() else float("nan")
+    max_rel = float(np.max(rel[finite])) if finite.any() else float("nan")
+    needed = float(max(0.0, np.max(excess[finite]))) if finite.any() else float("nan")
+    within = np.where(np.isfinite(excess), excess <= tolerance.atol, False)
+    first_bad = None
+    if not within.all() and time_axis is not None and ref.ndim > time_axis:
+        per_step = np.moveaxis(~within, time_axis, 0).reshape(ref.shape[time_axis], -1).any(axis=1)
+        first_bad = int(np.argmax(per_step))
+    reasons = []
+    if bad_ref or bad_exp:
+        reasons.append(f"NaN/Inf: {bad_exp} in export, {bad_ref} in reference")
+    if not within.all() and not (bad_ref or bad_exp):
+        where = f" from time step {first_bad}" if first_bad is not None else ""
+        reasons.append(
+            f"max abs err {max_abs:.3g} exceeds atol {tolerance.atol:g} + rtol {tolerance.rtol:g}{where}"
+            f" (would pass with atol {needed:.3g})"
+        )
+    passed = not reasons
+    return OutputComparison(
+        name, passed, ref_shape, exp_shape, max_abs, max_rel, bad_ref, bad_exp, first_bad, needed, "; ".join(reasons)
+    )
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    reference_method: str
+    outputs: tuple[OutputComparison, ...]
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(self.outputs)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        if self.error:
+            return [f"{self.case.name}: {self.error}"]
+        return [f"{self.case.name}: output '{o.name}': {o.reason}" for o in self.outputs if not o]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.case.to_dict(),
+            "reference_method": self.reference_method,
+            "passed": self.passed,
+            "error": self.error,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Parity of one export against its source over the whole sweep."""
+
+    source: str
+    source_kind: str
+    target: str
+    path: str
+    device: str
+    reference_device: str
+    tolerance: Tolerance
+    cases: tuple[CaseResult, ...]
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and bool(self.cases) and all(self.cases)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _stat(self, attribute: str) -> float | None:
+        values = [getattr(o, attribute) for c in self.cases for o in c.outputs if getattr(o, attribute) is not None]
+        return max(values) if values else None
+
+    @property
+    def max_abs(self) -> float | None:
+        return self._stat("max_abs")
+
+    @property
+    def max_rel(self) -> float | None:
+        return self._stat("max_rel")
+
+    def failures(self) -> list[str]:
+        if self.error:
+            return [self.error]
+        return [line for case in self.cases for line in case.failures()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "target": self.target,
+            "path": self.path,
+            "device": self.device,
+            "reference_device": self.reference_device,
+            "tolerance": self.tolerance.to_dict(),
+            "passed": self.passed,
+            "error": self.error,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+@dataclass(frozen=True)
+class ExportUnderTest:
+    source: str
+    source_kind: str
+    target: str
+    path: str
+    runner: Runner
+    tolerance: Tolerance
+    time_axes: Mapping[str, int | None] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: Case, export: ExportUnderTest, method: str) -> CaseResult:
+    try:
+        outputs = runner.run(case.inputs)
+    except Exception as exc:  # noqa: BLE001 - an export that cannot run this case fails it, with the reason
+        return CaseResult(case, method, (), error=f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0])
+    comparisons = tuple(
+        compare_output(name, ref, outputs.get(name), export.tolerance, export.time_axes.get(name))
+        for name, ref in reference_outputs.items()
+    )
+    return CaseResult(case, method, comparisons)
+
+
+def check(
+    reference: ReferenceRunner,
+    exports: Sequence[ExportUnderTest],
+    cases: Sequence[Case],
+    progress: ProgressFn | None = None,
+) -> list[ExportResult]:
+    """Run every case once on the reference and on every export; compare every output."""
+    per_export: list[list[CaseResult]] = [[] for _ in exports]
+    for index, case in enumerate(cases):
+        if progress:
+            progress(case.name, index, len(cases))
+        expected = reference.run(case.inputs)
+        method = reference.method(case.inputs)
+        for results, export in zip(per_export, exports):
+            results.append(run_case(expected, export.runner, case, export, method))
+    if progress:
+        progress("done", len(cases), len(cases))
+    return [
+        ExportResult(
+            e.source, e.source_kind, e.target, e.path, e.runner.device, reference.device, e.tolerance, tuple(results)
+        )
+        for e, results in zip(exports, per_export)
+    ]

@@ -1,0 +1,182 @@
+"""Sources and targets, discovered through entry points.
+
+The built-in plugins in `converters/` register in `pyproject.toml` exactly as a third-party
+package would (groups `rnnexport.sources` and `rnnexport.targets`). A plugin that fails to
+load is listed as broken with its error; the others keep working.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rnnexport.errors import ExportError, PluginError, SourceError
+
+if TYPE_CHECKING:
+    from rnnexport.device import Device
+    from rnnexport.model import RecurrentModel, SourceInfo
+    from rnnexport.options import SourceOptions, Tolerance
+    from rnnexport.runner import ReferenceRunner, Runner
+
+SOURCE_GROUP = "rnnexport.sources"
+TARGET_GROUP = "rnnexport.targets"
+
+
+class OpenedSource(ABC):
+    """A source that has been read: what was found, the model to export, the reference."""
+
+    info: SourceInfo
+
+    @abstractmethod
+    def recurrent_model(self) -> RecurrentModel:
+        """Build the variable-length model every target exports."""
+
+    @abstractmethod
+    def reference(self, device: Device) -> ReferenceRunner:
+        """The source itself, executed, as ground truth for parity."""
+
+
+class Source(ABC):
+    """Reads one kind of input. `sniff` must be cheap: no TensorFlow import."""
+
+    name: str
+    description: str
+
+    @abstractmethod
+    def sniff(self, path: Path) -> bool:
+        """True when `path` looks like this source's kind of file."""
+
+    def accepts(self, obj: Any) -> bool:
+        """True when this source can read the in-memory object `obj`."""
+        return False
+
+    @abstractmethod
+    def open(self, source: Path | Any, options: SourceOptions) -> OpenedSource:
+        """Read the file or object; raise `SourceError` or `UnsupportedModelError`."""
+
+
+class Target(ABC):
+    """Writes one format from a RecurrentModel and runs what it wrote."""
+
+    name: str
+    description: str
+    suffix: str
+
+    @abstractmethod
+    def export(self, model: RecurrentModel, path: Path) -> None:
+        """Write the artifact at `path`, which does not exist yet."""
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """True when `path` is an artifact of this format (cheap, no heavy import)."""
+
+    @abstractmethod
+    def runner(self, path: Path, device: Device) -> Runner:
+        """A runner for the artifact; raise `ExportError` when it cannot be read."""
+
+    @abstractmethod
+    def default_tolerance(self, device: Device) -> Tolerance:
+        """The tolerance this format meets against the reference on `device`."""
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    group: str
+    name: str
+    value: str
+    distribution: str | None
+    plugin: Any = None
+    error: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None
+
+
+def _load(group: str, base: type) -> tuple[PluginEntry, ...]:
+    found = []
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else None
+        try:
+            cls = ep.load()
+            plugin = cls()
+            if not isinstance(plugin, base):
+                raise TypeError(f"{ep.value} is not a {base.__name__}")
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
+            found.append(PluginEntry(group, ep.name, ep.value, dist, error=f"{type(exc).__name__}: {exc}"))
+        else:
+            found.append(PluginEntry(group, ep.name, ep.value, dist, plugin=plugin))
+    return tuple(found)
+
+
+@functools.cache
+def source_entries() -> tuple[PluginEntry, ...]:
+    return _load(SOURCE_GROUP, Source)
+
+
+@functools.cache
+def target_entries() -> tuple[PluginEntry, ...]:
+    return _load(TARGET_GROUP, Target)
+
+
+def _working(entries: tuple[PluginEntry, ...]) -> list[Any]:
+    return [e.plugin for e in entries if not e.broken]
+
+
+def sources() -> list[Source]:
+    return _working(source_entries())
+
+
+def targets() -> list[Target]:
+    return _working(target_entries())
+
+
+def _lookup(entries: tuple[PluginEntry, ...], name: str, what: str) -> Any:
+    for entry in entries:
+        if entry.name == name:
+            if entry.broken:
+                raise PluginError(f"{what} plugin '{name}' failed to load: {entry.error}")
+            return entry.plugin
+    supported = ", ".join(e.name for e in entries if not e.broken) or "none"
+    raise PluginError(f"{what} '{name}' is not supported; supported are: {supported}")
+
+
+def get_target(name: str) -> Target:
+    return _lookup(target_entries(), name, "target")
+
+
+def get_source(name: str) -> Source:
+    return _lookup(source_entries(), name, "source")
+
+
+def find_source(source: Path | Any, kind: str | None = None) -> Source:
+    """The source plugin for a path or an in-memory model, or a one-line `SourceError`."""
+    if kind is not None:
+        return get_source(kind)
+    if not isinstance(source, Path):
+        for plugin in sources():
+            if plugin.accepts(source):
+                return plugin
+        raise SourceError(f"no source plugin reads objects of type {type(source).__name__}")
+    if not source.exists():
+        raise SourceError(f"{source}: no such file or directory")
+    for plugin in sources():
+        if plugin.sniff(source):
+            return plugin
+    known = "; ".join(f"{p.name} ({p.description})" for p in sources())
+    raise SourceError(f"{source}: not a model rnnexport can read; supported sources: {known}")
+
+
+def find_target_for(path: Path) -> Target:
+    """The target plugin that wrote an existing artifact."""
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    for plugin in targets():
+        if plugin.detect(path):
+            return plugin
+    known = ", ".join(f"{p.name} (*{p.suffix})" for p in targets())
+    raise ExportError(f"{path}: not an export rnnexport can run; supported formats: {known}")

@@ -1,0 +1,99 @@
+"""The parity report: one object for the terminal table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnexport import __version__
+from rnnexport.parity import ExportResult
+
+# Bump on any change a consumer of the JSON could notice; documented in README.md.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ParityReport:
+    """Every export checked in one run. Truthy when all of them passed."""
+
+    exports: list[ExportResult] = field(default_factory=list)
+    device: str = ""
+    seed: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.exports) and all(self.exports)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        return [f"{e.target} {e.path}: {line}" for e in self.exports for line in e.failures()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "rnnexport_version": __version__,
+            "passed": self.passed,
+            "device": self.device,
+            "seed": self.seed,
+            "versions": self.versions,
+            "exports": [e.to_dict() for e in self.exports],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_jsonable)
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+
+    def table(self, verbose: bool = False) -> str:
+        return format_table(self, verbose)
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def format_table(report: ParityReport, verbose: bool = False) -> str:
+    header = ("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
+    rows = []
+    for e in report.exports:
+        passed = sum(1 for c in e.cases if c)
+        rows.append((
+            Path(e.source).name,
+            e.target,
+            e.device,
+            f"{passed}/{len(e.cases)}",
+            _num(e.max_abs),
+            _num(e.max_rel),
+            f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}",
+            "PASS" if e else "FAIL",
+        ))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for e in report.exports:
+        if verbose:
+            lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
+            for c in e.cases:
+                errs = ", ".join(f"{o.name} {_num(o.max_abs)}" for o in c.outputs)
+                mark = "ok  " if c else "FAIL"
+                lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs}")
+        for failure in e.failures()[:10]:
+            lines.append(f"  FAIL {e.target} {Path(e.path).name}: {failure}")
+        if len(e.failures()) > 10:
+            lines.append(f"  ... {len(e.failures()) - 10} more failing checks in the JSON report")
+    lines.append("")
+    lines.append(f"{'PASS' if report else 'FAIL'}: {sum(1 for e in report.exports if e)}/{len(report.exports)} exports match their source")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The cases the parity engine runs: lengths and batch sizes, seeded, or the user's own data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnexport.errors import UserError
+from rnnexport.model import TensorInfo
+from rnnexport.options import SweepOptions
+
+DEFAULT_LENGTHS = (1, 2, 7, 32, 128)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of inputs. `kind` is `random`, `padded` (masked tail) or `data` (from a file)."""
+
+    name: str
+    kind: str
+    batch: int
+    length: int | None
+    inputs: dict[str, np.ndarray] = field(compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "batch": self.batch, "length": self.length}
+
+
+def default_lengths(fixed_length: int | None) -> tuple[int, ...]:
+    """1, 2, a short length, the source's own length and 4x beyond it."""
+    if fixed_length is None:
+        return DEFAULT_LENGTHS
+    short = max(3, fixed_length // 4)
+    return tuple(sorted({1, 2, short, fixed_length, 4 * fixed_length}))
+
+
+def _sample(spec: TensorInfo, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if axis == 0:
+            shape.append(batch)
+        elif axis == spec.time_axis:
+            shape.append(length)
+        elif dim is None:
+            raise UserError(f"input '{spec.name}' has an unknown size on axis {axis}; pass inputs with --data")
+        else:
+            shape.append(dim)
+    if spec.vocab_size is not None:
+        # Id 0 is padding when the model masks zeros: keep it out of unpadded sequences.
+        low = 1 if spec.mask_value == 0 else 0
+        return rng.integers(low, spec.vocab_size, size=shape).astype(spec.dtype)
+    if np.issubdtype(np.dtype(spec.dtype), np.integer):
+        return rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return rng.standard_normal(shape).astype(spec.dtype)
+
+
+def _pad_tail(array: np.ndarray, spec: TensorInfo, true_lengths: Sequence[int]) -> np.ndarray:
+    padded = array.copy()
+    for row, true_length in enumerate(true_lengths):
+        padded[row, true_length:] = spec.mask_value
+    return padded
+
+
+def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions) -> list[Case]:
+    lengths = options.lengths or default_lengths(fixed_length)
+    cases = []
+    for length in lengths:
+        for batch in options.batches:
+            rng = np.random.default_rng([options.seed, length, batch])
+            arrays = {spec.name: _sample(spec, batch, length, rng) for spec in inputs}
+            cases.append(Case(f"len={length} batch={batch}", "random", batch, length, arrays))
+    masked = [spec for spec in inputs if spec.mask_value is not None and spec.time_axis == 1]
+    if masked:
+        length = max(4, fixed_length or 16)
+        true_lengths = (length, length // 2, 1)
+        rng = np.random.default_rng([options.seed, length, 0])
+        arrays = {spec.name: _sample(spec, len(true_lengths), length, rng) for spec in inputs}
+        for spec in masked:
+            arrays[spec.name] = _pad_tail(arrays[spec.name], spec, true_lengths)
+        name = f"padded len={length} batch=3 true={','.join(map(str, true_lengths))}"
+        cases.append(Case(name, "padded", len(true_lengths), length, arrays))
+    return cases
+
+
+def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    names = [spec.name for spec in inputs]
+    if len(inputs) == 1 and len(stored) == 1:
+        stored = {names[0]: next(iter(stored.values()))}
+    missing = [n for n in names if n not in stored]
+    if missing:
+        raise UserError(f"{path}: no array for input(s) {', '.join(missing)}; arrays found: {', '.join(stored)}")
+    arrays = {}
+    for spec in inputs:
+        array = stored[spec.name]
+        if array.ndim != len(spec.shape):
+            raise UserError(
+                f"{path}: array '{spec.name}' has {array.ndim} dimensions, the model expects {len(spec.shape)}"
+            )
+        arrays[spec.name] = array.astype(spec.dtype)
+    first = arrays[names[0]]
+    length = first.shape[1] if inputs[0].time_axis == 1 else None
+    return Case(f"data {path.name}", "data", first.shape[0], length, arrays)
+
+
+def build_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions) -> list[Case]:
+    if options.data is not None:
+        return [_data_case(inputs, Path(options.data))]
+    return _random_cases(inputs, fixed_length, options)
