@@ -126,6 +126,14 @@ def _model_config(model: Any, label: str) -> dict[str, Any]:
         raise UnsupportedModelError(f"{label}: Keras cannot describe this model's config: {_first_line(exc)}") from None
 
 
+def _output_names(model: Any) -> list[str]:
+    """Functional models name their outputs; Sequential ones take the producing layer's name."""
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    return [t._keras_history[0].name for t in model.outputs]
+
+
 def _input_consumers(model: Any) -> dict[int, list[Any]]:
     """Layers fed directly by each model input, keyed by the input's index."""
     consumers: dict[int, list[Any]] = {i: [] for i in range(len(model.inputs))}
@@ -200,7 +208,7 @@ class OpenedKeras(OpenedSource):
         fixed = {shape[1] for shape in declared if len(shape) >= 2 and shape[1] is not None}
         self.fixed_length = fixed.pop() if len(fixed) == 1 else None
         self.input_names = _unique([signature_name(n) for n in self._input_layer_names()])
-        self.output_names = _unique([signature_name(n) for n in model.output_names])
+        self.output_names = _unique([signature_name(n) for n in _output_names(model)])
         self.info = self._describe(fmt, declared)
 
     def _input_layer_names(self) -> list[str]:

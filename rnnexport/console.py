@@ -46,10 +46,13 @@ def _writes_to_fd2(stream: TextIO) -> bool:
 
 
 class ConsoleProgress:
-    """Stage lines on stderr, and a case counter that redraws in place on a terminal."""
+    """On a terminal: stage lines on stderr and a case counter that redraws in place.
+
+    Scripts and CI logs (stderr not a terminal) get none of it, only the result and errors.
+    """
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self.started = time.monotonic()
         self._open_line = False
 
@@ -61,14 +64,12 @@ class ConsoleProgress:
         if total == 0:
             self._end_line(stream)
             stream.write(f"[{elapsed}] {message}\n")
-        elif stream.isatty():
+        else:
             label = "" if done == total else f" {message}"
             stream.write(f"\r[{elapsed}]   case {done}/{total}{label}\033[K")
             self._open_line = done != total
             if done == total:
                 stream.write("\n")
-        elif done == total:
-            stream.write(f"[{elapsed}]   {total} cases run\n")
         stream.flush()
 
     def _end_line(self, stream: TextIO) -> None:

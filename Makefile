@@ -1,0 +1,30 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each creates .venv and installs
+# everything from pyproject.toml into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test samples clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Convert every bundled sample to every target, validate each, print the parity table.
+demo: $(STAMP)
+	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 --to all --out build/demo --force \
+		--report build/demo/parity.json
+
+## Run the test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Rewrite the bundled sample models.
+samples: $(STAMP)
+	$(BIN)/python samples/make_samples.py
+
+clean:
+	rm -rf build $(VENV)

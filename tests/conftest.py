@@ -1,0 +1,40 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+REALWORLD = ROOT.parent / "shared" / "realworld"
+
+
+def run_python(script: Path, *args: str, legacy_keras: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a helper script in a fresh interpreter (no rnnexport state, optionally tf-keras)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if legacy_keras:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    result = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Keras 2 `.h5` files written by tf-keras itself, as users of tf.keras < 2.16 have them."""
+    out = tmp_path_factory.mktemp("keras2")
+    run_python(TESTS / "tfkeras_helper.py", "write", str(out), legacy_keras=True)
+    return {p.stem: p for p in out.glob("*.h5")}
+
+
+@pytest.fixture(scope="session")
+def realworld() -> Path:
+    if not REALWORLD.is_dir():
+        pytest.skip(f"{REALWORLD} is absent (a clone outside the team); the real-world models live there")
+    return REALWORLD

@@ -1,0 +1,196 @@
+"""The command line: exit codes, one-line errors, output files, and a fast start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnnexport.cli import cli
+
+from conftest import ROOT
+from keras_models import build
+
+
+def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed console entry point, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def lstm_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "lstm.keras"
+    build("lstm").save(path)
+    return path
+
+
+def test_help_and_plugins_do_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from rnnexport.cli import cli\n"
+        "for args in (['--help'], ['convert', '--help'], ['validate', '--help'], ['inspect', '--help'], ['plugins']):\n"
+        "    result = CliRunner().invoke(cli, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_shows_examples_and_exit_codes():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert "rnnexport convert model.h5 --to savedmodel --out exports/" in result.output
+    assert "Exit codes: 0" in result.output
+    convert_help = CliRunner().invoke(cli, ["convert", "--help"]).output
+    for option in ("--to", "--out", "--force", "--no-validate", "--device", "--lengths", "--atol", "--report", "--json"):
+        assert option in convert_help
+
+
+def test_plugins_lists_builtin_source_and_target():
+    result = CliRunner().invoke(cli, ["plugins", "--json"])
+    rows = json.loads(result.output)
+    assert {(r["group"], r["name"], r["distribution"]) for r in rows} >= {
+        ("rnnexport.sources", "keras", "rnnexport"),
+        ("rnnexport.targets", "savedmodel", "rnnexport"),
+    }
+    assert all(r["error"] is None for r in rows)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["inspect", "missing.keras"], "Error: missing.keras: no such file or directory"),
+        (["convert", "notes.keras", "--out", "out"], "Error: notes.keras: not a Keras model file"),
+        (["convert", "notes.txt", "--out", "out"], "Error: notes.txt: not a model rnnexport can read; supported sources: keras"),
+        (["convert", "flat.keras", "--out", "out"], "Error: flat.keras: layer 'flatten' (Flatten) is not supported"),
+        (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: savedmodel"),
+        (["validate", "lstm.keras", "notes.txt"], "Error: notes.txt: not an export rnnexport can run"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, lstm_file, args, message):
+    import keras
+
+    (tmp_path / "notes.keras").write_text("not a zip")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "lstm.keras").write_bytes(lstm_file.read_bytes())
+    i = keras.Input((6, 2))
+    keras.Model(i, keras.layers.Flatten(name="flatten")(keras.layers.LSTM(3, return_sequences=True)(i))).save(tmp_path / "flat.keras")
+    result = rnnexport_cmd(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(message), lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "notes.keras").write_text("not a zip")
+    result = rnnexport_cmd("--debug", "inspect", "notes.keras", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_existing_output_needs_force(tmp_path, lstm_file):
+    runner = CliRunner()
+    out = tmp_path / "exports"
+    first = runner.invoke(cli, ["convert", str(lstm_file), "--out", str(out), "--no-validate"])
+    assert first.exit_code == 0, first.output
+    saved = out / "lstm.savedmodel" / "saved_model.pb"
+    before = saved.stat().st_mtime_ns
+    again = runner.invoke(cli, ["convert", str(lstm_file), "--out", str(out)])
+    assert again.exit_code == 2
+    assert f"{out / 'lstm.savedmodel'}: already exists; pass --force to overwrite" in again.output
+    assert saved.stat().st_mtime_ns == before
+    forced = runner.invoke(cli, ["convert", str(lstm_file), "--out", str(out), "--force", "-q"])
+    assert forced.exit_code == 0 and forced.output == ""
+    assert saved.stat().st_mtime_ns != before
+    assert sorted(p.name for p in out.iterdir()) == ["lstm.savedmodel"]
+
+
+def test_gpu_without_a_gpu_is_a_clear_error(lstm_file, tmp_path):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path), "--device", "gpu"])
+    assert result.exit_code == 2
+    assert "--device gpu: TensorFlow sees no GPU on this machine" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_json_report_and_device(tmp_path, lstm_file):
+    result = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "e"), "--json",
+                                      "--report", str(tmp_path / "r.json"), "--lengths", "1,9,300", "--batches", "2"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    written = json.loads((tmp_path / "r.json").read_text())
+    for report in (printed, written):
+        assert report["schema_version"] == 1 and report["passed"] is True
+        assert report["device"] == "CPU"
+        assert {"tensorflow", "keras", "numpy", "python"} <= set(report["versions"])
+        (export,) = report["exports"]
+        assert export["device"] == "CPU (TensorFlow)"
+        assert export["reference_device"] == "CPU (TensorFlow eager)"
+        assert [(c["length"], c["batch"]) for c in export["cases"]] == [(1, 2), (9, 2), (300, 2)]
+
+
+def test_tolerance_overrides(tmp_path, lstm_file):
+    result = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path), "--json",
+                                      "--atol", "3e-4", "--rtol", "savedmodel=2e-3", "--lengths", "4"])
+    export = json.loads(result.output)["exports"][0]
+    assert export["tolerance"] == {"atol": 3e-4, "rtol": 2e-3}
+    bad = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path), "--atol", "x=abc"])
+    assert bad.exit_code == 2 and "expected a number or TARGET=NUMBER" in bad.output
+
+
+def test_user_data_from_npz(tmp_path, lstm_file):
+    x = np.random.default_rng(1).standard_normal((4, 55, 5)).astype("float32")
+    np.savez(tmp_path / "data.npz", x=x)
+    result = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "e"), "--json",
+                                      "--data", str(tmp_path / "data.npz")])
+    assert result.exit_code == 0, result.output
+    (case,) = json.loads(result.output)["exports"][0]["cases"]
+    assert (case["kind"], case["batch"], case["length"]) == ("data", 4, 55)
+    np.savez(tmp_path / "wrong.npz", y=x[0])
+    wrong = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "f"), "--data",
+                                     str(tmp_path / "wrong.npz")])
+    assert wrong.exit_code == 2
+    assert "wrong.npz: array 'x' has 2 dimensions, the model expects 3" in wrong.output
+
+
+def test_inspect_shows_what_was_found(tmp_path):
+    path = tmp_path / "fixed.keras"
+    build("fixed_length").save(path)
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert "inputs:   x float32[batch, time, 5]" in result.output
+    assert "length:   fixed at 12" in result.output
+    assert "gru  GRU  units=8  forward  return_sequences=True  reset_after=True" in result.output
+    assert "exportable to: savedmodel" in result.output
+    data = json.loads(CliRunner().invoke(cli, ["inspect", str(path), "--json"]).output)
+    assert data["fixed_length"] == 12 and data["exportable"] is True
+
+
+def test_tensorflow_noise_stays_off_the_terminal(tmp_path, lstm_file):
+    result = rnnexport_cmd("convert", str(lstm_file), "--out", str(tmp_path), "--lengths", "3", "--batches", "1")
+    assert result.returncode == 0, result.stderr
+    assert "absl" not in result.stderr and "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
+    assert "PASS: 1/1 exports match their source" in result.stdout
+    debug = rnnexport_cmd("--debug", "inspect", str(lstm_file))
+    assert "oneDNN" in debug.stderr or "absl" in debug.stderr
+
+
+def test_samples_script_and_readme_samples_exist():
+    names = sorted(p.name for p in (ROOT / "samples").iterdir())
+    assert names == ["bidirectional_stack.h5", "gru_fixed.keras", "lstm_unrolled.keras", "lstm_variable.keras",
+                     "make_samples.py"]

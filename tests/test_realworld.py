@@ -1,0 +1,61 @@
+"""Models other people trained and published (../shared/realworld): they must convert and match."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnnexport
+from rnnexport import plugins
+from rnnexport.device import resolve_device
+
+from conftest import TESTS, run_python
+
+H5_MODELS = {
+    "dgaintel": "dgaintel-cnn-lstm-h5/domain_classifier_model.h5",
+    "sentinews": "sentinews-gru-h5/default_best.h5",
+}
+
+
+@pytest.fixture(scope="module")
+def converted(realworld, tmp_path_factory):
+    out = tmp_path_factory.mktemp("realworld")
+    return rnnexport.convert([realworld / p for p in H5_MODELS.values()], out)
+
+
+def test_keras2_h5_models_convert_and_pass_parity(converted):
+    report = converted.report
+    assert report.passed, report.failures()
+    by_source = {e.source.split("/")[-1]: e for e in report.exports}
+    dgaintel = by_source["domain_classifier_model.h5"]
+    assert {c.case.length for c in dgaintel.cases} == {1, 2, 20, 82, 328}
+    sentinews = by_source["default_best.h5"]
+    assert {c.case.length for c in sentinews.cases} >= {100, 400}
+    assert any(c.case.kind == "padded" and c.passed for c in sentinews.cases)
+
+
+def test_sentinews_is_read_with_keras2_semantics(realworld):
+    info = rnnexport.inspect(realworld / H5_MODELS["sentinews"])
+    assert info.format == "legacy .h5 (Keras 2.0.6)"
+    assert [(l.kind, l.units, l.details.get("reset_after")) for l in info.layers if l.recurrent] == [
+        ("GRU", 8, False), ("GRU", 16, False), ("GRU", 8, False)]
+    assert info.inputs[0].vocab_size == 43224 and info.inputs[0].mask_value == 0.0
+    assert "Keras 2 hard_sigmoid (clip(0.2x + 0.5)) kept on: gru_1, gru_2, gru_3" in info.notes
+
+
+@pytest.mark.parametrize("name", sorted(H5_MODELS))
+def test_our_reading_matches_tf_keras_on_the_original_file(realworld, tmp_path, name):
+    """The reference is only ground truth if it computes what the authors' Keras computed."""
+    path = realworld / H5_MODELS[name]
+    opened = plugins.find_source(path).open(path, rnnexport.SourceOptions())
+    spec = opened.info.inputs[0]
+    x = np.random.default_rng(2).integers(1, spec.vocab_size, size=(3, opened.info.fixed_length)).astype("int32")
+    if spec.mask_value == 0:
+        x[1, 60:] = 0
+    np.savez(tmp_path / "in.npz", x=x.astype("float32"))
+    run_python(TESTS / "tfkeras_helper.py", "predict", str(path), str(tmp_path / "in.npz"),
+               str(tmp_path / "out.npz"), legacy_keras=True)
+    expected = np.load(tmp_path / "out.npz")["arr_0"]
+    ours = next(iter(opened.reference(resolve_device("cpu")).run({spec.name: x}).values()))
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
