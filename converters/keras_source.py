@@ -274,10 +274,7 @@ class OpenedKeras(OpenedSource):
     def recurrent_model(self) -> RecurrentModel:
         tf = tensorflow()
         model = self.rebuilt()
-        specs = [
-            tf.TensorSpec(spec.shape, spec.dtype, name=spec.name)
-            for spec in self.info.inputs
-        ]
+        specs = [tf.TensorSpec(spec.shape, spec.dtype, name=spec.name) for spec in self.info.inputs]
         output_names = [o.name for o in self.info.outputs]
 
         def sequence(*tensors: Any) -> dict[str, Any]:
@@ -287,9 +284,8 @@ class OpenedKeras(OpenedSource):
 
         module = tf.Module(name="rnnexport")
         module.model_variables = [v.value for v in model.variables]
-        with tf.device("/CPU:0"):
-            module.sequence = tf.function(sequence, input_signature=specs)
-            module.sequence.get_concrete_function()
+        module.sequence = tf.function(sequence, input_signature=specs)
+        module.sequence.get_concrete_function()
         return RecurrentModel(self.info, module, module.sequence)
 
     def reference(self, device: Device) -> KerasReference:

@@ -169,6 +169,8 @@ def convert(
                 raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
             seen.add(dest)
         plan.append((source, dests))
+    if progress:
+        progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None
     result = ConvertResult(report=_new_report(device, options.validation) if device else None)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +213,8 @@ def validate(
     source = _as_source(source)
     paths = [Path(p) for p in exports]
     pairs = [(plugins.find_target_for(p), p) for p in paths]
+    if progress:
+        progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.device)
     if progress:
         progress(f"reading {_label(source)}", 0, 0)
