@@ -38,3 +38,20 @@ def realworld() -> Path:
     if not REALWORLD.is_dir():
         pytest.skip(f"{REALWORLD} is absent (a clone outside the team); the real-world models live there")
     return REALWORLD
+
+
+@pytest.fixture(scope="session")
+def converted_kinds(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every Keras layer kind saved as .keras and converted (and validated) once per session:
+    kind -> (model, source path, ConvertResult)."""
+    import rnnexport
+    from keras_models import KINDS, build
+
+    out = tmp_path_factory.mktemp("kinds")
+    results = {}
+    for kind in KINDS:
+        model = build(kind)
+        path = out / f"{kind}.keras"
+        model.save(path)
+        results[kind] = (model, path, rnnexport.convert(path, out / "exports"))
+    return results

@@ -13,17 +13,9 @@ from rnnexport.errors import SourceError, UnsupportedModelError
 from keras_models import KINDS, build
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Each kind saved as .keras and converted once; the tests below share the results."""
-    out = tmp_path_factory.mktemp("kinds")
-    results = {}
-    for kind in KINDS:
-        model = build(kind)
-        path = out / f"{kind}.keras"
-        model.save(path)
-        results[kind] = (model, path, rnnexport.convert(path, out / "exports"))
-    return results
+@pytest.fixture
+def converted(converted_kinds):
+    return converted_kinds
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

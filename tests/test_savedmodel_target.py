@@ -18,15 +18,10 @@ from conftest import TESTS, run_python
 from keras_models import KINDS, build
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    out = tmp_path_factory.mktemp("savedmodels")
-    made = {}
-    for kind in KINDS:
-        model = build(kind)
-        result = rnnexport.convert(model, out, rnnexport.ConvertOptions(validate=False))
-        made[kind] = (model, result.artifacts[0].path)
-    return made
+@pytest.fixture
+def exports(converted_kinds):
+    """kind -> (source .keras path, SavedModel path), from the session's conversions."""
+    return {kind: (source, result.artifacts[0].path) for kind, (_, source, result) in converted_kinds.items()}
 
 
 def _graph_ops(path: Path) -> set[str]:
@@ -48,12 +43,12 @@ def test_loads_in_a_fresh_process_without_rnnexport(exports, tmp_path):
 
     rng = np.random.default_rng(9)
     arrays = {}
-    for kind, (model, path) in exports.items():
+    for kind, (source, path) in exports.items():
         if kind.startswith("embedding"):
             x = rng.integers(1, 50, size=(2, 37)).astype("int32")
         else:
             x = rng.standard_normal((2, 37, 5)).astype("float32")
-        opened = plugins.find_source(model).open(model, rnnexport.SourceOptions())
+        opened = plugins.find_source(source).open(source, rnnexport.SourceOptions())
         name = opened.info.inputs[0].name
         arrays[f"{kind}/path"] = np.array(str(path))
         arrays[f"{kind}/input/{name}"] = x
