@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import keras_config, keras_legacy
+from converters import keras_config, keras_legacy, keras_recurrences
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo
+from rnnexport.model import DirectionWeights, LayerInfo, Recurrence, RecurrentModel, Replacement, SourceInfo, TensorInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.runner import Arrays
@@ -212,8 +212,7 @@ class OpenedKeras(OpenedSource):
         self.info = self._describe(fmt, declared)
 
     def _input_layer_names(self) -> list[str]:
-        names = [getattr(t, "name", "") for t in self.original.inputs]
-        return [n.split(":")[0] or f"input_{i}" for i, n in enumerate(names)]
+        return [t._keras_history[0].name for t in self.original.inputs]
 
     def _describe(self, fmt: str, declared: list[list[int | None]]) -> SourceInfo:
         consumers = _input_consumers(self.original)
@@ -271,9 +270,9 @@ class OpenedKeras(OpenedSource):
             self._rebuilt = model
         return self._rebuilt
 
-    def recurrent_model(self) -> RecurrentModel:
+    def _sequence(self, model: Any) -> Any:
+        """The rebuilt model as a tf.function of dynamic batch and time, outputs keyed by name."""
         tf = tensorflow()
-        model = self.rebuilt()
         specs = [tf.TensorSpec(spec.shape, spec.dtype, name=spec.name) for spec in self.info.inputs]
         output_names = [o.name for o in self.info.outputs]
 
@@ -282,11 +281,27 @@ class OpenedKeras(OpenedSource):
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             return {name: tf.identity(out, name=name) for name, out in zip(output_names, outputs)}
 
+        function = tf.function(sequence, input_signature=specs)
+        function.get_concrete_function()
+        return function
+
+    def recurrent_model(self) -> RecurrentModel:
+        tf = tensorflow()
+        model = self.rebuilt()
         module = tf.Module(name="rnnexport")
         module.model_variables = [v.value for v in model.variables]
-        module.sequence = tf.function(sequence, input_signature=specs)
-        module.sequence.get_concrete_function()
-        return RecurrentModel(self.info, module, module.sequence)
+        module.sequence = self._sequence(model)
+        recurrences = tuple(keras_recurrences.describe(layer) for layer in model.layers
+                            if keras_recurrences.is_recurrent(layer))
+        return RecurrentModel(self.info, module, module.sequence, recurrences, self._trace_with)
+
+    def _trace_with(self, replacement: Replacement) -> tuple[Any, dict[str, str]]:
+        model = self.rebuilt()
+        by_name = {layer.name: layer for layer in model.layers if keras_recurrences.is_recurrent(layer)}
+        left: dict[str, str] = {}
+        with keras_recurrences.replaced(by_name.values(), replacement, left):
+            function = self._sequence(model)
+        return function, left
 
     def reference(self, device: Device) -> KerasReference:
         return KerasReference(self, device)

@@ -11,7 +11,7 @@ import numpy as np
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import Tolerance
+from rnnexport.options import ExportOptions, Tolerance
 from rnnexport.plugins import Target
 from rnnexport.runner import Arrays
 from rnnexport.tf import tensorflow
@@ -24,7 +24,7 @@ class SavedModelTarget(Target):
     description = "TensorFlow SavedModel directory, serving_default takes [batch, time, ...]"
     suffix = ".savedmodel"
 
-    def export(self, model: RecurrentModel, path: Path) -> None:
+    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
         tf = tensorflow()
         concrete = model.sequence.get_concrete_function()
         tf.saved_model.save(model.module, str(path), signatures={SIGNATURE: concrete})

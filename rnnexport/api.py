@@ -115,6 +115,7 @@ def _exports_under_test(
             runner=target.runner(path, device),
             tolerance=options.tolerance.apply(target.name, target.default_tolerance(device)),
             time_axes=time_axes,
+            details=target.describe(path),
         )
         for target, path in exports
     ]
@@ -187,13 +188,16 @@ def convert(
                 progress(f"exporting {label} to {target.name}", 0, 0)
             with tempfile.TemporaryDirectory(dir=out, prefix=".rnnexport-") as tmp:
                 built = Path(tmp) / dest.name
-                target.export(model, built)
+                target.export(model, built, options.export)
                 _install(built, dest, options.force)
             result.artifacts.append(Artifact(label, target.name, dest))
         if device is not None:
             if progress:
                 progress(f"validating {label}", 0, 0)
-            result.report.exports += _validate_opened(opened, label, dests, device, options.validation, progress)
+            checked = _validate_opened(opened, label, dests, device, options.validation, progress)
+            for (target, dest), export in zip(dests, checked):
+                target.record_parity(dest, export.summary())
+            result.report.exports += checked
     return result
 
 

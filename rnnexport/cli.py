@@ -219,10 +219,11 @@ def inspect(source: Path, as_json: bool, unsafe: bool) -> int:
               help="Directory for the exports, written as <source stem><target suffix>.")
 @click.option("--force", is_flag=True, help="Overwrite existing exports.")
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
+@click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True, help="ONNX opset version.")
 @validation_options
 @_run
 def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, force: bool, validate: bool,
-            **params: Any) -> int:
+            opset: int, **params: Any) -> int:
     """Export SOURCES to each target under --out, then prove each file matches its source.
 
     \b
@@ -231,11 +232,11 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, forc
       rnnexport convert samples/*.keras --to all --out build/ --report parity.json
     """
     import rnnexport
-    from rnnexport.options import ConvertOptions, SourceOptions
+    from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
 
     options = ConvertOptions(
         targets=targets, force=force, validate=validate, source=SourceOptions(unsafe=params["unsafe"]),
-        validation=_validate_options(params),
+        export=ExportOptions(opset=opset), validation=_validate_options(params),
     )
     result = rnnexport.convert(list(sources), out, options, progress=_progress(params))
     if not (params["quiet"] or params["as_json"]):

@@ -6,8 +6,11 @@ A source builds a `RecurrentModel`: TensorFlow code whose sequence entry point t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,54 @@ class SourceInfo:
         return data
 
 
+# Activation names a recurrence may carry. `hard_sigmoid` is Keras 3's (relu6(x + 3) / 6),
+# `hard_sigmoid_keras2` is clip(0.2 x + 0.5, 0, 1).
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid", "hard_sigmoid_keras2")
+
+
+@dataclass(frozen=True)
+class DirectionWeights:
+    """One direction's weights, in Keras's convention whatever the source.
+
+    Gate order along the last axis: LSTM i, f, c, o; GRU z, r, h; simple RNN one block.
+    `recurrent_bias` is zero except for GRUs with `reset_after=True`.
+    """
+
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    input_bias: np.ndarray
+    recurrent_bias: np.ndarray
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A recurrent layer as targets see it: cell kind, direction, activations and weights.
+
+    `directions` holds the forward weights, then the backward ones for bidirectional layers.
+    `unfusable` says why a target cannot emit this layer as one fused op (empty: it can).
+    """
+
+    name: str
+    cell: str
+    units: int
+    directions: tuple[DirectionWeights, ...]
+    activation: str
+    recurrent_activation: str
+    return_sequences: bool
+    return_state: bool = False
+    merge_mode: str | None = None
+    reset_after: bool = False
+    unfusable: str = ""
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.directions) == 2
+
+
+# Given a recurrence and its input tensor [batch, time, features], return what the layer returns.
+Replacement = Callable[[Recurrence, Any], Any]
+
+
 @dataclass
 class RecurrentModel:
     """A variable-length model ready for export.
@@ -94,8 +145,14 @@ class RecurrentModel:
     `module` is a `tf.Module` that tracks every variable the model reads; `sequence` is a
     `tf.function` with an input signature of dynamic batch and time, taking the inputs as
     keyword arguments named after `info.inputs` and returning a dict keyed by `info.outputs`.
+
+    `trace_with(replacement)` traces the same function with each recurrent layer computed by
+    `replacement` instead, where the layer can be; it returns the `tf.function` and, per layer
+    left as it was, the reason. Targets use it to emit fused recurrent ops.
     """
 
     info: SourceInfo
     module: Any
     sequence: Any
+    recurrences: tuple[Recurrence, ...] = ()
+    trace_with: Callable[[Replacement], tuple[Any, dict[str, str]]] | None = None

@@ -57,6 +57,16 @@ class SourceOptions:
     unsafe: bool = False
 
 
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How targets write their files. `opset` is the ONNX opset version."""
+
+    opset: int = DEFAULT_OPSET
+
+
 @dataclass(frozen=True)
 class ValidateOptions:
     device: str = "auto"
@@ -70,4 +80,5 @@ class ConvertOptions:
     force: bool = False
     validate: bool = True
     source: SourceOptions = field(default_factory=SourceOptions)
+    export: ExportOptions = field(default_factory=ExportOptions)
     validation: ValidateOptions = field(default_factory=ValidateOptions)

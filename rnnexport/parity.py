@@ -139,10 +139,24 @@ class ExportResult:
     tolerance: Tolerance
     cases: tuple[CaseResult, ...]
     error: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.error and bool(self.cases) and all(self.cases)
+
+    def summary(self) -> dict[str, Any]:
+        """What an artifact records of the parity it was checked for."""
+        return {
+            "passed": self.passed,
+            "cases": len(self.cases),
+            "cases_passed": sum(1 for c in self.cases if c),
+            "lengths": sorted({c.case.length for c in self.cases if c.case.length is not None}),
+            "batches": sorted({c.case.batch for c in self.cases}),
+            "max_abs": self.max_abs,
+            "tolerance": self.tolerance.to_dict(),
+            "device": self.device,
+        }
 
     def __bool__(self) -> bool:
         return self.passed
@@ -177,6 +191,7 @@ class ExportResult:
             "error": self.error,
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
+            "details": self.details,
             "cases": [c.to_dict() for c in self.cases],
         }
 
@@ -190,6 +205,7 @@ class ExportUnderTest:
     runner: Runner
     tolerance: Tolerance
     time_axes: Mapping[str, int | None] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -226,7 +242,8 @@ def check(
         progress("done", len(cases), len(cases))
     return [
         ExportResult(
-            e.source, e.source_kind, e.target, e.path, e.runner.device, reference.device, e.tolerance, tuple(results)
+            e.source, e.source_kind, e.target, e.path, e.runner.device, reference.device, e.tolerance, tuple(results),
+            details=dict(e.details),
         )
         for e, results in zip(exports, per_export)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,7 +20,7 @@ from rnnexport.errors import ExportError, PluginError, SourceError
 if TYPE_CHECKING:
     from rnnexport.device import Device
     from rnnexport.model import RecurrentModel, SourceInfo
-    from rnnexport.options import SourceOptions, Tolerance
+    from rnnexport.options import ExportOptions, SourceOptions, Tolerance
     from rnnexport.runner import ReferenceRunner, Runner
 
 SOURCE_GROUP = "rnnexport.sources"
@@ -67,7 +68,7 @@ class Target(ABC):
     suffix: str
 
     @abstractmethod
-    def export(self, model: RecurrentModel, path: Path) -> None:
+    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
         """Write the artifact at `path`, which does not exist yet."""
 
     @abstractmethod
@@ -81,6 +82,13 @@ class Target(ABC):
     @abstractmethod
     def default_tolerance(self, device: Device) -> Tolerance:
         """The tolerance this format meets against the reference on `device`."""
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        """Facts about an artifact for the report (op types, fused layers); cheap to compute."""
+        return {}
+
+    def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
+        """Store the parity summary in an artifact that can carry it; others ignore it."""
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,12 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for e in report.exports:
+        ops = e.details.get("recurrent_ops")
+        if ops is not None:
+            found = ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())) or "none"
+            lines.append(f"  {e.target} {Path(e.path).name}: recurrent ops {found}")
+        for layer, reason in e.details.get("not_fused", {}).items():
+            lines.append(f"    not fused: {layer}: {reason}")
         if verbose:
             lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
             for c in e.cases:

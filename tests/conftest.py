@@ -42,8 +42,8 @@ def realworld() -> Path:
 
 @pytest.fixture(scope="session")
 def converted_kinds(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Every Keras layer kind saved as .keras and converted (and validated) once per session:
-    kind -> (model, source path, ConvertResult)."""
+    """Every Keras layer kind saved as .keras and converted to every target (and validated) once
+    per session: kind -> (model, source path, ConvertResult)."""
     import rnnexport
     from keras_models import KINDS, build
 
@@ -53,5 +53,15 @@ def converted_kinds(tmp_path_factory: pytest.TempPathFactory) -> dict:
         model = build(kind)
         path = out / f"{kind}.keras"
         model.save(path)
-        results[kind] = (model, path, rnnexport.convert(path, out / "exports"))
+        results[kind] = (model, path, rnnexport.convert(path, out / "exports", rnnexport.ConvertOptions(targets=("all",))))
     return results
+
+
+def artifact(result, target: str) -> Path:
+    """The path a ConvertResult wrote for one target."""
+    return next(a.path for a in result.artifacts if a.target == target)
+
+
+def export_result(result, target: str):
+    """The parity result of one target in a ConvertResult."""
+    return next(e for e in result.report.exports if e.target == target)

@@ -61,6 +61,7 @@ def test_plugins_lists_builtin_source_and_target():
     assert {(r["group"], r["name"], r["distribution"]) for r in rows} >= {
         ("rnnexport.sources", "keras", "rnnexport"),
         ("rnnexport.targets", "savedmodel", "rnnexport"),
+        ("rnnexport.targets", "onnx", "rnnexport"),
     }
     assert all(r["error"] is None for r in rows)
 
@@ -72,7 +73,7 @@ def test_plugins_lists_builtin_source_and_target():
         (["convert", "notes.keras", "--out", "out"], "Error: notes.keras: not a Keras model file"),
         (["convert", "notes.txt", "--out", "out"], "Error: notes.txt: not a model rnnexport can read; supported sources: keras"),
         (["convert", "flat.keras", "--out", "out"], "Error: flat.keras: layer 'flatten' (Flatten) is not supported"),
-        (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: savedmodel"),
+        (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: onnx, savedmodel"),
         (["validate", "lstm.keras", "notes.txt"], "Error: notes.txt: not an export rnnexport can run"),
     ],
 )
@@ -176,7 +177,7 @@ def test_inspect_shows_what_was_found(tmp_path):
     assert "inputs:   x float32[batch, time, 5]" in result.output
     assert "length:   fixed at 12" in result.output
     assert "gru  GRU  units=8  forward  return_sequences=True  reset_after=True" in result.output
-    assert "exportable to: savedmodel" in result.output
+    assert "exportable to: onnx, savedmodel" in result.output
     data = json.loads(CliRunner().invoke(cli, ["inspect", str(path), "--json"]).output)
     assert data["fixed_length"] == 12 and data["exportable"] is True
 
@@ -194,3 +195,4 @@ def test_samples_script_and_readme_samples_exist():
     names = sorted(p.name for p in (ROOT / "samples").iterdir())
     assert names == ["bidirectional_stack.h5", "gru_fixed.keras", "lstm_unrolled.keras", "lstm_variable.keras",
                      "make_samples.py"]
+    assert "--to all" in (ROOT / "Makefile").read_text()

@@ -10,6 +10,7 @@ from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
 from rnnexport import plugins
 from rnnexport.errors import SourceError, UnsupportedModelError
 
+from conftest import artifact, export_result
 from keras_models import KINDS, build
 
 
@@ -23,9 +24,8 @@ def test_kind_passes_parity_at_lengths_the_source_never_saw(converted, kind):
     model, path, result = converted[kind]
     report = result.report
     assert report.passed, report.failures()
-    (export,) = report.exports
-    assert export.target == "savedmodel"
-    assert result.artifacts[0].path.name == f"{kind}.savedmodel"
+    export = export_result(result, "savedmodel")
+    assert artifact(result, "savedmodel").name == f"{kind}.savedmodel"
     lengths = {c.case.length for c in export.cases}
     batches = {c.case.batch for c in export.cases}
     assert {1, 2} <= lengths and {1, 3} <= batches
@@ -39,7 +39,7 @@ def test_kind_passes_parity_at_lengths_the_source_never_saw(converted, kind):
 
 def test_outputs_keep_the_source_names(converted):
     _, _, result = converted["return_state"]
-    names = [o.name for o in result.report.exports[0].cases[0].outputs]
+    names = [o.name for o in export_result(result, "savedmodel").cases[0].outputs]
     assert names == ["lstm", "lstm_1", "lstm_2"]
     info = rnnexport.inspect(converted["return_state"][1])
     assert [o.time_axis for o in info.outputs] == [1, None, None]
@@ -51,7 +51,7 @@ def test_fixed_length_and_unrolled_models_are_rebuilt_for_any_length(converted):
         assert info.fixed_length == length
         assert info.inputs[0].shape == (None, None, 5)
         assert any("accepts any length" in n for n in info.notes)
-        methods = {c.case.length: c.reference_method for c in converted[kind][2].report.exports[0].cases}
+        methods = {c.case.length: c.reference_method for c in export_result(converted[kind][2], "savedmodel").cases}
         assert methods[length] == "source"
         assert methods[4 * length] == "source rebuilt for any length"
     assert any("unroll=True" in n for n in rnnexport.inspect(converted["unrolled"][1]).notes)
@@ -70,12 +70,12 @@ def test_embedding_inputs_take_token_ids_within_vocabulary(converted):
     info = rnnexport.inspect(converted["embedding_mask_zero"][1])
     (tokens,) = info.inputs
     assert (tokens.dtype, tokens.shape, tokens.vocab_size, tokens.mask_value) == ("int32", (None, None), 50, 0.0)
-    kinds = {c.case.kind for c in converted["embedding_mask_zero"][2].report.exports[0].cases}
+    kinds = {c.case.kind for c in export_result(converted["embedding_mask_zero"][2], "savedmodel").cases}
     assert kinds == {"random", "padded"}
 
 
 def test_masked_model_is_checked_on_padded_batches(converted):
-    cases = converted["masking"][2].report.exports[0].cases
+    cases = export_result(converted["masking"][2], "savedmodel").cases
     padded = [c for c in cases if c.case.kind == "padded"]
     assert len(padded) == 1 and padded[0].passed
     x = padded[0].case.inputs["x"]

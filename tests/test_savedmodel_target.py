@@ -14,14 +14,14 @@ from click.testing import CliRunner
 import rnnexport
 from rnnexport.cli import cli
 
-from conftest import TESTS, run_python
+from conftest import TESTS, artifact, run_python
 from keras_models import KINDS, build
 
 
 @pytest.fixture
 def exports(converted_kinds):
     """kind -> (source .keras path, SavedModel path), from the session's conversions."""
-    return {kind: (source, result.artifacts[0].path) for kind, (_, source, result) in converted_kinds.items()}
+    return {kind: (source, artifact(result, "savedmodel")) for kind, (_, source, result) in converted_kinds.items()}
 
 
 def _graph_ops(path: Path) -> set[str]:
