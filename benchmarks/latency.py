@@ -69,8 +69,8 @@ def main() -> None:
         for length in LENGTHS:
             x = np.random.default_rng(length).standard_normal((batch, length, 128)).astype(np.float32)
             repeats = max(3, args.repeats // (4 if length * batch >= 8192 else 1))
-            tf_ms = median_ms(lambda: source(x).numpy(), repeats)
-            onnx_ms = median_ms(lambda: session.run(None, {"features": x}), repeats)
+            tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
+            onnx_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
             print(f"{batch:>5} {length:>6} {tf_ms:>10.2f} {onnx_ms:>11.2f} {tf_ms / onnx_ms:>9.1f}x")
 
 

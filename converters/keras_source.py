@@ -18,7 +18,7 @@ import numpy as np
 from converters import keras_config, keras_legacy, keras_recurrences
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.model import DirectionWeights, LayerInfo, Recurrence, RecurrentModel, Replacement, SourceInfo, TensorInfo
+from rnnexport.model import LayerInfo, RecurrentModel, Replacement, SourceInfo, TensorInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.runner import Arrays
@@ -297,9 +297,9 @@ class OpenedKeras(OpenedSource):
 
     def _trace_with(self, replacement: Replacement) -> tuple[Any, dict[str, str]]:
         model = self.rebuilt()
-        by_name = {layer.name: layer for layer in model.layers if keras_recurrences.is_recurrent(layer)}
+        layers = [layer for layer in model.layers if keras_recurrences.is_recurrent(layer)]
         left: dict[str, str] = {}
-        with keras_recurrences.replaced(by_name.values(), replacement, left):
+        with keras_recurrences.replaced(layers, replacement, left):
             function = self._sequence(model)
         return function, left
 
