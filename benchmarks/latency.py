@@ -1,5 +1,7 @@
 """Median latency of a 256-unit LSTM over 128 features: TensorFlow source versus exports.
 
+TFLite files have a fixed batch (1 here), so the TFLite column is filled at batch 1 only.
+
     .venv/bin/python benchmarks/latency.py [--repeats 15]
 
 Exports with rnnexport (parity checked at the benchmarked shapes), then times each runtime on
@@ -43,13 +45,14 @@ def main() -> None:
     import tensorflow as tf
 
     import rnnexport
+    from converters.tflite_target import TfliteRunner
     from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 128), name="features")
     model = keras.Model(inputs, keras.layers.LSTM(256, return_sequences=True, name="lstm")(inputs), name="lstm256")
     out = Path(tempfile.mkdtemp(prefix="rnnexport-bench-"))
-    options = ConvertOptions(targets=("savedmodel", "onnx"), validation=ValidateOptions(
+    options = ConvertOptions(targets=("savedmodel", "onnx", "tflite"), validation=ValidateOptions(
         sweep=SweepOptions(lengths=LENGTHS, batches=BATCHES)))
     result = rnnexport.convert(model, out, options)
     paths = {a.target: a.path for a in result.artifacts}
@@ -57,12 +60,16 @@ def main() -> None:
 
     source = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
-    onnx_ops = result.report.exports[1].details["recurrent_ops"]
+    details = {e.target: e.details for e in result.report.exports}
+    tflite = TfliteRunner(paths["tflite"])
 
     print(f"LSTM(256) over 128 features, CPU x{os.cpu_count()}, median of {args.repeats} runs, milliseconds")
-    print(f"parity max abs err over this sweep: savedmodel {errors['savedmodel']:.2e}, onnx {errors['onnx']:.2e}"
-          f" ({'PASS' if result.report.passed else 'FAIL'}); ONNX recurrent ops: {onnx_ops}")
-    header = f"{'batch':>5} {'length':>6} {'TF source':>10} {'ONNX (ORT)':>11} {'TF / ONNX':>10}"
+    print("parity max abs err over this sweep: "
+          + ", ".join(f"{target} {error:.2e}" for target, error in errors.items())
+          + f" ({'PASS' if result.report.passed else 'FAIL'})")
+    print(f"recurrent ops: ONNX {details['onnx']['recurrent_ops']}, TFLite {details['tflite']['recurrent_ops']}")
+    header = (f"{'batch':>5} {'length':>6} {'TF source':>10} {'ONNX (ORT)':>11} {'TF / ONNX':>10}"
+              f" {'TFLite':>9} {'TF / TFLite':>12}")
     print(header)
     print("-" * len(header))
     for batch in BATCHES:
@@ -71,7 +78,11 @@ def main() -> None:
             repeats = max(3, args.repeats // (4 if length * batch >= 8192 else 1))
             tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
             onnx_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
-            print(f"{batch:>5} {length:>6} {tf_ms:>10.2f} {onnx_ms:>11.2f} {tf_ms / onnx_ms:>9.1f}x")
+            row = f"{batch:>5} {length:>6} {tf_ms:>10.2f} {onnx_ms:>11.2f} {tf_ms / onnx_ms:>9.1f}x"
+            if batch == 1:
+                tflite_ms = median_ms(lambda x=x: tflite.run({"features": x}), repeats)
+                row += f" {tflite_ms:>9.2f} {tf_ms / tflite_ms:>11.1f}x"
+            print(row)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def replaced(layers: Iterable[Any], replacement: Replacement, left: dict[str, st
             if reason:
                 left[_rec.name] = reason
                 return _orig(inputs, *args, **kwargs)
-            return replacement(_rec, inputs)
+            outputs = replacement(_rec, inputs)
+            return _orig(inputs, *args, **kwargs) if outputs is None else outputs
 
         # An instance attribute shadows the class's call for this tracing only.
         layer.call = call

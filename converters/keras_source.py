@@ -270,10 +270,11 @@ class OpenedKeras(OpenedSource):
             self._rebuilt = model
         return self._rebuilt
 
-    def _sequence(self, model: Any) -> Any:
-        """The rebuilt model as a tf.function of dynamic batch and time, outputs keyed by name."""
+    def _sequence(self, model: Any, batch: int | None = None) -> Any:
+        """The rebuilt model as a tf.function of dynamic time (and batch unless fixed), outputs
+        keyed by name."""
         tf = tensorflow()
-        specs = [tf.TensorSpec(spec.shape, spec.dtype, name=spec.name) for spec in self.info.inputs]
+        specs = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype, name=spec.name) for spec in self.info.inputs]
         output_names = [o.name for o in self.info.outputs]
 
         def sequence(*tensors: Any) -> dict[str, Any]:
@@ -295,12 +296,14 @@ class OpenedKeras(OpenedSource):
                             if keras_recurrences.is_recurrent(layer))
         return RecurrentModel(self.info, module, module.sequence, recurrences, self._trace_with)
 
-    def _trace_with(self, replacement: Replacement) -> tuple[Any, dict[str, str]]:
+    def _trace_with(self, replacement: Replacement | None, batch: int | None = None) -> tuple[Any, dict[str, str]]:
         model = self.rebuilt()
         layers = [layer for layer in model.layers if keras_recurrences.is_recurrent(layer)]
         left: dict[str, str] = {}
+        if replacement is None:
+            return self._sequence(model, batch), left
         with keras_recurrences.replaced(layers, replacement, left):
-            function = self._sequence(model)
+            function = self._sequence(model, batch)
         return function, left
 
     def reference(self, device: Device) -> KerasReference:

@@ -81,7 +81,7 @@ class OnnxTarget(Target):
         fusion = FusedOps()
         function, not_fused = model.sequence, {}
         if model.trace_with is not None:
-            function, not_fused = model.trace_with(fusion.stub)
+            function, not_fused = model.trace_with(fusion.stub, None)
         for recurrence in model.recurrences:
             if recurrence.name not in fusion.fused and recurrence.name not in not_fused:
                 not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
@@ -110,7 +110,7 @@ class OnnxTarget(Target):
     def runner(self, path: Path, device: Device) -> OnnxRunner:
         return OnnxRunner(path, device)
 
-    def default_tolerance(self, device: Device) -> Tolerance:
+    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         # Fused kernels reorder sums and use their own tanh/sigmoid approximations.
         if device.kind == "gpu":
             return Tolerance(atol=1e-4, rtol=1e-4)

@@ -35,7 +35,7 @@ class SavedModelTarget(Target):
     def runner(self, path: Path, device: Device) -> SavedModelRunner:
         return SavedModelRunner(path, device)
 
-    def default_tolerance(self, device: Device) -> Tolerance:
+    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         # Same TensorFlow kernels as the eager reference on CPU; graph-mode fusion reorders a few
         # sums. GPU references differ more: cuDNN and TF32-free matmuls take other paths.
         if device.kind == "gpu":

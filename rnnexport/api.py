@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnexport import plugins
 from rnnexport.device import Device, resolve_device
-from rnnexport.errors import OutputExistsError, UnsupportedModelError, UserError
+from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport.parity import ExportUnderTest, check
@@ -106,19 +106,25 @@ def _exports_under_test(
     opened: OpenedSource, label: str, exports: Sequence[tuple[Target, Path]], device: Device, options: ValidateOptions
 ) -> list[ExportUnderTest]:
     time_axes = {o.name: o.time_axis for o in opened.info.outputs}
-    return [
-        ExportUnderTest(
+    under_test = []
+    for target, path in exports:
+        runner, not_runnable = None, ""
+        try:
+            runner = target.runner(path, device)
+        except NotRunnableError as exc:
+            not_runnable = str(exc)
+        under_test.append(ExportUnderTest(
             source=label,
             source_kind=opened.info.kind,
             target=target.name,
             path=str(path),
-            runner=target.runner(path, device),
-            tolerance=options.tolerance.apply(target.name, target.default_tolerance(device)),
+            runner=runner,
+            tolerance=options.tolerance.apply(target.name, target.default_tolerance(device, path)),
             time_axes=time_axes,
             details=target.describe(path),
-        )
-        for target, path in exports
-    ]
+            not_runnable=not_runnable,
+        ))
+    return under_test
 
 
 def _validate_opened(

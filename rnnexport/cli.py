@@ -38,6 +38,8 @@ def _run(fn: Callable[..., int]) -> Callable[..., None]:
             except UserError as exc:
                 if debug:
                     traceback.print_exc()
+                    if getattr(exc, "log", ""):
+                        click.echo(exc.log, err=True)
                 raise BadInput(str(exc)) from None
             except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
                 raise
@@ -220,10 +222,16 @@ def inspect(source: Path, as_json: bool, unsafe: bool) -> int:
 @click.option("--force", is_flag=True, help="Overwrite existing exports.")
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
 @click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True, help="ONNX opset version.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fixed batch of TFLite exports (time stays dynamic); larger batches run in chunks.")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic-range"]),
+              help="Quantize TFLite weights; validated with that quantization's own tolerance.")
+@click.option("--tflite-select-ops", is_flag=True,
+              help="Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex delegate.")
 @validation_options
 @_run
 def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, force: bool, validate: bool,
-            opset: int, **params: Any) -> int:
+            opset: int, batch: int, quantize: str | None, tflite_select_ops: bool, **params: Any) -> int:
     """Export SOURCES to each target under --out, then prove each file matches its source.
 
     \b
@@ -236,7 +244,8 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, forc
 
     options = ConvertOptions(
         targets=targets, force=force, validate=validate, source=SourceOptions(unsafe=params["unsafe"]),
-        export=ExportOptions(opset=opset), validation=_validate_options(params),
+        export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops),
+        validation=_validate_options(params),
     )
     result = rnnexport.convert(list(sources), out, options, progress=_progress(params))
     if not (params["quiet"] or params["as_json"]):

@@ -25,7 +25,16 @@ class OutputExistsError(UserError):
 
 
 class ExportError(UserError):
-    """An existing export cannot be read back."""
+    """An export cannot be written, or cannot be read back. `log` keeps a converter's full
+    output for `--debug`."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class NotRunnableError(ExportError):
+    """A valid export that the runtime installed here cannot run (for example Flex ops)."""
 
 
 class DeviceError(UserError):

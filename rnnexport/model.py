@@ -134,7 +134,8 @@ class Recurrence:
         return len(self.directions) == 2
 
 
-# Given a recurrence and its input tensor [batch, time, features], return what the layer returns.
+# Given a recurrence and its input tensor [batch, time, features], return what the layer returns,
+# or None to keep the layer's own computation.
 Replacement = Callable[[Recurrence, Any], Any]
 
 
@@ -146,13 +147,14 @@ class RecurrentModel:
     `tf.function` with an input signature of dynamic batch and time, taking the inputs as
     keyword arguments named after `info.inputs` and returning a dict keyed by `info.outputs`.
 
-    `trace_with(replacement)` traces the same function with each recurrent layer computed by
-    `replacement` instead, where the layer can be; it returns the `tf.function` and, per layer
-    left as it was, the reason. Targets use it to emit fused recurrent ops.
+    `trace_with(replacement, batch)` traces the same function, at a fixed batch if given, with
+    each recurrent layer computed by `replacement` instead where the layer can be and the
+    replacement returns outputs (None keeps the layer). It returns the `tf.function` and, per
+    layer the source kept, the reason. Targets use it to emit fused recurrent ops.
     """
 
     info: SourceInfo
     module: Any
     sequence: Any
     recurrences: tuple[Recurrence, ...] = ()
-    trace_with: Callable[[Replacement], tuple[Any, dict[str, str]]] | None = None
+    trace_with: Callable[[Replacement | None, int | None], tuple[Any, dict[str, str]]] | None = None

@@ -60,11 +60,22 @@ class SourceOptions:
 DEFAULT_OPSET = 17
 
 
+QUANTIZATIONS = ("float16", "dynamic-range")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
-    """How targets write their files. `opset` is the ONNX opset version."""
+    """How targets write their files.
+
+    `opset`: ONNX opset version. `batch`: the fixed batch of TFLite exports (their converter
+    needs one; time stays dynamic). `quantize`: TFLite weight quantization, one of
+    QUANTIZATIONS. `select_ops`: let TFLite fall back to TensorFlow (Flex) ops.
+    """
 
     opset: int = DEFAULT_OPSET
+    batch: int = 1
+    quantize: str | None = None
+    select_ops: bool = False
 
 
 @dataclass(frozen=True)

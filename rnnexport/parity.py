@@ -140,10 +140,15 @@ class ExportResult:
     cases: tuple[CaseResult, ...]
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    validated: bool = True
 
     @property
     def passed(self) -> bool:
-        return not self.error and bool(self.cases) and all(self.cases)
+        return self.validated and not self.error and bool(self.cases) and all(self.cases)
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL" if self.validated else "NOT VALIDATED"
 
     def summary(self) -> dict[str, Any]:
         """What an artifact records of the parity it was checked for."""
@@ -188,6 +193,7 @@ class ExportResult:
             "reference_device": self.reference_device,
             "tolerance": self.tolerance.to_dict(),
             "passed": self.passed,
+            "validated": self.validated,
             "error": self.error,
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
@@ -198,14 +204,18 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class ExportUnderTest:
+    """An export and its runner; `runner` is None when this machine cannot run the export,
+    and `not_runnable` says why (the export is then reported as not validated)."""
+
     source: str
     source_kind: str
     target: str
     path: str
-    runner: Runner
+    runner: Runner | None
     tolerance: Tolerance
     time_axes: Mapping[str, int | None] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
+    not_runnable: str = ""
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -215,7 +225,8 @@ def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: 
     try:
         outputs = runner.run(case.inputs)
     except Exception as exc:  # noqa: BLE001 - an export that cannot run this case fails it, with the reason
-        return CaseResult(case, method, (), error=f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0])
+        text = f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0]
+        return CaseResult(case, method, (), error=text if len(text) <= 300 else text[:297] + "...")
     comparisons = tuple(
         compare_output(name, ref, outputs.get(name), export.tolerance, export.time_axes.get(name))
         for name, ref in reference_outputs.items()
@@ -237,13 +248,14 @@ def check(
         expected = reference.run(case.inputs)
         method = reference.method(case.inputs)
         for results, export in zip(per_export, exports):
-            results.append(run_case(expected, export.runner, case, export, method))
+            if export.runner is not None:
+                results.append(run_case(expected, export.runner, case, export, method))
     if progress:
         progress("done", len(cases), len(cases))
     return [
         ExportResult(
-            e.source, e.source_kind, e.target, e.path, e.runner.device, reference.device, e.tolerance, tuple(results),
-            details=dict(e.details),
+            e.source, e.source_kind, e.target, e.path, e.runner.device if e.runner else "-", reference.device,
+            e.tolerance, tuple(results), error=e.not_runnable, details=dict(e.details), validated=e.runner is not None,
         )
         for e, results in zip(exports, per_export)
     ]

@@ -80,8 +80,8 @@ class Target(ABC):
         """A runner for the artifact; raise `ExportError` when it cannot be read."""
 
     @abstractmethod
-    def default_tolerance(self, device: Device) -> Tolerance:
-        """The tolerance this format meets against the reference on `device`."""
+    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
+        """The tolerance the artifact at `path` meets against the reference on `device`."""
 
     def describe(self, path: Path) -> dict[str, Any]:
         """Facts about an artifact for the report (op types, fused layers); cheap to compute."""

@@ -78,7 +78,7 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
             _num(e.max_abs),
             _num(e.max_rel),
             f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}",
-            "PASS" if e else "FAIL",
+            e.status,
         ))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
@@ -87,7 +87,8 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
         ops = e.details.get("recurrent_ops")
         if ops is not None:
             found = ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())) or "none"
-            lines.append(f"  {e.target} {Path(e.path).name}: recurrent ops {found}")
+            extra = "".join(f", {key} {e.details[key]}" for key in ("batch", "quantize") if e.details.get(key))
+            lines.append(f"  {e.target} {Path(e.path).name}: recurrent ops {found}{extra}")
         for layer, reason in e.details.get("not_fused", {}).items():
             lines.append(f"    not fused: {layer}: {reason}")
         if verbose:
@@ -97,7 +98,7 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
                 mark = "ok  " if c else "FAIL"
                 lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs}")
         for failure in e.failures()[:10]:
-            lines.append(f"  FAIL {e.target} {Path(e.path).name}: {failure}")
+            lines.append(f"  {'FAIL' if e.validated else 'NOT VALIDATED'} {e.target} {Path(e.path).name}: {failure}")
         if len(e.failures()) > 10:
             lines.append(f"  ... {len(e.failures()) - 10} more failing checks in the JSON report")
     lines.append("")

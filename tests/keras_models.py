@@ -116,3 +116,18 @@ KINDS: dict[str, Callable[[], keras.Model]] = {
 def build(kind: str) -> keras.Model:
     keras.utils.set_random_seed(1)
     return KINDS[kind]()
+
+
+@keras.saving.register_keras_serializable(package="rnnexport_tests")
+def running_product(x):
+    """A TensorFlow op TFLite has only as a Flex op (Cumprod): exporting it needs select ops."""
+    import tensorflow as tf
+
+    return tf.math.cumprod(x, axis=1)
+
+
+def flex_op():
+    """Not in KINDS: a Lambda layer needs --unsafe, and its op needs TFLite's Flex delegate."""
+    i = keras.Input((None, 3), name="x")
+    x = L.Lambda(running_product, name="cumprod")(i)
+    return _model(i, L.GRU(4, return_sequences=True, name="gru")(x), "flex_op")

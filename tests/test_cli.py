@@ -51,7 +51,8 @@ def test_help_shows_examples_and_exit_codes():
     assert "rnnexport convert model.h5 --to savedmodel --out exports/" in result.output
     assert "Exit codes: 0" in result.output
     convert_help = CliRunner().invoke(cli, ["convert", "--help"]).output
-    for option in ("--to", "--out", "--force", "--no-validate", "--device", "--lengths", "--atol", "--report", "--json"):
+    for option in ("--to", "--out", "--force", "--no-validate", "--device", "--lengths", "--atol", "--report", "--json",
+                   "--opset", "--batch", "--quantize", "--tflite-select-ops"):
         assert option in convert_help
 
 
@@ -62,6 +63,7 @@ def test_plugins_lists_builtin_source_and_target():
         ("rnnexport.sources", "keras", "rnnexport"),
         ("rnnexport.targets", "savedmodel", "rnnexport"),
         ("rnnexport.targets", "onnx", "rnnexport"),
+        ("rnnexport.targets", "tflite", "rnnexport"),
     }
     assert all(r["error"] is None for r in rows)
 
@@ -73,7 +75,7 @@ def test_plugins_lists_builtin_source_and_target():
         (["convert", "notes.keras", "--out", "out"], "Error: notes.keras: not a Keras model file"),
         (["convert", "notes.txt", "--out", "out"], "Error: notes.txt: not a model rnnexport can read; supported sources: keras"),
         (["convert", "flat.keras", "--out", "out"], "Error: flat.keras: layer 'flatten' (Flatten) is not supported"),
-        (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: onnx, savedmodel"),
+        (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: onnx, savedmodel, tflite"),
         (["validate", "lstm.keras", "notes.txt"], "Error: notes.txt: not an export rnnexport can run"),
     ],
 )
@@ -177,7 +179,7 @@ def test_inspect_shows_what_was_found(tmp_path):
     assert "inputs:   x float32[batch, time, 5]" in result.output
     assert "length:   fixed at 12" in result.output
     assert "gru  GRU  units=8  forward  return_sequences=True  reset_after=True" in result.output
-    assert "exportable to: onnx, savedmodel" in result.output
+    assert "exportable to: onnx, savedmodel, tflite" in result.output
     data = json.loads(CliRunner().invoke(cli, ["inspect", str(path), "--json"]).output)
     assert data["fixed_length"] == 12 and data["exportable"] is True
 

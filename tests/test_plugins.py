@@ -33,7 +33,7 @@ class EchoTarget(Target):
     def runner(self, path, device):
         raise NotImplementedError
 
-    def default_tolerance(self, device):
+    def default_tolerance(self, device, path):
         return Tolerance(0.0, 0.0)
 '''
 
@@ -70,14 +70,15 @@ def test_entry_point_plugin_is_found_and_a_broken_one_is_listed(third_party):
 def test_builtins_register_through_entry_points():
     assert [e.value for e in plugins.source_entries()] == ["converters.keras_source:KerasSource"]
     assert [e.value for e in plugins.target_entries()] == [
-        "converters.onnx_target:OnnxTarget", "converters.savedmodel_target:SavedModelTarget"]
+        "converters.onnx_target:OnnxTarget", "converters.savedmodel_target:SavedModelTarget",
+        "converters.tflite_target:TfliteTarget"]
     assert all(e.distribution == "rnnexport" for e in plugins.source_entries() + plugins.target_entries())
 
 
 def test_every_registered_plugin_has_a_test_fixture():
     """A plugin without coverage fails here: the test suite must grow with the registry."""
     covered = {"keras": "tests/test_keras_source.py", "savedmodel": "tests/test_savedmodel_target.py",
-               "onnx": "tests/test_onnx_target.py"}
+               "onnx": "tests/test_onnx_target.py", "tflite": "tests/test_tflite_target.py"}
     root = Path(__file__).resolve().parents[1]
     for entry in plugins.source_entries() + plugins.target_entries():
         assert entry.name in covered, f"no tests for plugin '{entry.name}'"
@@ -85,7 +86,7 @@ def test_every_registered_plugin_has_a_test_fixture():
 
 
 def test_lookup_errors_name_what_is_supported(tmp_path):
-    with pytest.raises(PluginError, match="target 'onnx2' is not supported; supported are: onnx, savedmodel"):
+    with pytest.raises(PluginError, match="target 'onnx2' is not supported; supported are: onnx, savedmodel, tflite"):
         plugins.get_target("onnx2")
     (tmp_path / "weights.bin").write_bytes(b"\0" * 8)
     with pytest.raises(SourceError, match="weights.bin: not a model rnnexport can read; supported sources: keras"):
