@@ -143,8 +143,10 @@ def test_quantized_export_passes_its_tolerance_and_fails_the_float32_one(tmp_pat
 
 def test_flex_ops_need_the_option_and_are_never_reported_as_passed(tmp_path):
     model = flex_op()
-    with pytest.raises(ExportError, match="no builtin op for Cumprod; pass --tflite-select-ops"):
+    with pytest.raises(ExportError, match="no builtin op for Cumprod; pass --tflite-select-ops") as refused:
         rnnexport.convert(model, tmp_path, ConvertOptions(targets=("tflite",), source=SourceOptions(unsafe=True)))
+    assert "\n" not in str(refused.value)
+    assert "'tf.Cumprod' op is neither a custom op nor a flex op" in refused.value.log  # shown with --debug
     assert not (tmp_path / "flex_op.tflite").exists()
     result = rnnexport.convert(model, tmp_path, ConvertOptions(
         targets=("tflite",), source=SourceOptions(unsafe=True), export=ExportOptions(select_ops=True)))
