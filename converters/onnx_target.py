@@ -14,7 +14,7 @@ from rnnexport import __version__
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions, Tolerance
+from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
 from rnnexport.runner import Arrays
 from rnnexport.tf import tensorflow
@@ -111,10 +111,7 @@ class OnnxTarget(Target):
         return OnnxRunner(path, device)
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        # Fused kernels reorder sums and use their own tanh/sigmoid approximations.
-        if device.kind == "gpu":
-            return Tolerance(atol=1e-4, rtol=1e-4)
-        return Tolerance(atol=1e-5, rtol=1e-5)
+        return FLOAT32_TOLERANCE[device.kind]
 
     def describe(self, path: Path) -> dict[str, Any]:
         import onnx

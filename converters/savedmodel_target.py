@@ -11,7 +11,7 @@ import numpy as np
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions, Tolerance
+from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
 from rnnexport.runner import Arrays
 from rnnexport.tf import tensorflow
@@ -36,11 +36,7 @@ class SavedModelTarget(Target):
         return SavedModelRunner(path, device)
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        # Same TensorFlow kernels as the eager reference on CPU; graph-mode fusion reorders a few
-        # sums. GPU references differ more: cuDNN and TF32-free matmuls take other paths.
-        if device.kind == "gpu":
-            return Tolerance(atol=1e-4, rtol=1e-4)
-        return Tolerance(atol=1e-5, rtol=1e-5)
+        return FLOAT32_TOLERANCE[device.kind]
 
 
 class SavedModelRunner:

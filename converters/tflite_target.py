@@ -14,16 +14,16 @@ from rnnexport import __version__
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, NotRunnableError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions, Tolerance
+from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
 from rnnexport.runner import Arrays
 from rnnexport.tf import tensorflow
 
 METADATA_NAME = "rnnexport"
 RECURRENT_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "WHILE")
-# Measured on the layer-kind fixtures and the real-world models; quantized weights trade accuracy.
-TOLERANCES = {
-    None: Tolerance(atol=1e-5, rtol=1e-5),
+# Quantized weights trade accuracy; measured worst on the layer-kind fixtures and the real-world
+# models: float16 1.2e-3, dynamic-range 4.1e-3.
+QUANTIZED_TOLERANCE = {
     "float16": Tolerance(atol=5e-3, rtol=5e-3),
     "dynamic-range": Tolerance(atol=2e-2, rtol=2e-2),
 }
@@ -156,7 +156,7 @@ class TfliteTarget(Target):
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         meta, _ = read_file(path)
-        return TOLERANCES.get(meta.get("quantize"), TOLERANCES[None])
+        return QUANTIZED_TOLERANCE.get(meta.get("quantize"), FLOAT32_TOLERANCE[device.kind])
 
     def describe(self, path: Path) -> dict[str, Any]:
         meta, ops = read_file(path)
