@@ -198,3 +198,19 @@ def test_samples_script_and_readme_samples_exist():
     assert names == ["bidirectional_stack.h5", "gru_fixed.keras", "lstm_unrolled.keras", "lstm_variable.keras",
                      "make_samples.py"]
     assert "--to all" in (ROOT / "Makefile").read_text()
+
+
+def test_export_of_a_different_model_fails_validate(tmp_path):
+    import keras
+
+    build("lstm").save(tmp_path / "a.keras")
+    keras.utils.set_random_seed(99)
+    i = keras.Input((None, 5), name="x")
+    keras.Model(i, keras.layers.LSTM(8, return_sequences=True, name="lstm")(i)).save(tmp_path / "b.keras")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["convert", str(tmp_path / "b.keras"), "--out", str(tmp_path), "--no-validate",
+                               "--to", "all"]).exit_code == 0
+    for export in ("b.savedmodel", "b.onnx", "b.tflite"):
+        result = runner.invoke(cli, ["validate", str(tmp_path / "a.keras"), str(tmp_path / export)])
+        assert result.exit_code == 1, (export, result.output)
+        assert "output 'lstm': max abs err" in result.output

@@ -148,6 +148,7 @@ def test_flex_ops_need_the_option_and_are_never_reported_as_passed(tmp_path):
     assert "\n" not in str(refused.value)
     assert "'tf.Cumprod' op is neither a custom op nor a flex op" in refused.value.log  # shown with --debug
     assert not (tmp_path / "flex_op.tflite").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rnnexport-")], "temporary export left behind"
     result = rnnexport.convert(model, tmp_path, ConvertOptions(
         targets=("tflite",), source=SourceOptions(unsafe=True), export=ExportOptions(select_ops=True)))
     export = export_result(result, "tflite")
