@@ -65,17 +65,17 @@ def _stem(source: Path | Any) -> str:
     return getattr(source, "name", None) or "model"
 
 
-def _open(source: Path | Any, options: SourceOptions, kind: str | None = None) -> OpenedSource:
-    return plugins.find_source(source, kind).open(source, options)
+def _open(source: Path | Any, options: SourceOptions) -> OpenedSource:
+    return plugins.find_source(source).open(source, options)
 
 
-def inspect(source: SourceLike, options: SourceOptions = SourceOptions(), kind: str | None = None) -> SourceInfo:
+def inspect(source: SourceLike, options: SourceOptions = SourceOptions()) -> SourceInfo:
     """What a source holds and whether it can be exported.
 
     >>> rnnexport.inspect("samples/gru_fixed.keras").fixed_length
     50
     """
-    return _open(_as_source(source), options, kind).info
+    return _open(_as_source(source), options).info
 
 
 def _targets(names: Sequence[str]) -> list[Target]:

@@ -157,14 +157,8 @@ def get_target(name: str) -> Target:
     return _lookup(target_entries(), name, "target")
 
 
-def get_source(name: str) -> Source:
-    return _lookup(source_entries(), name, "source")
-
-
-def find_source(source: Path | Any, kind: str | None = None) -> Source:
+def find_source(source: Path | Any) -> Source:
     """The source plugin for a path or an in-memory model, or a one-line `SourceError`."""
-    if kind is not None:
-        return get_source(kind)
     if not isinstance(source, Path):
         for plugin in sources():
             if plugin.accepts(source):
