@@ -47,7 +47,8 @@ class ParityReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_jsonable)
 
-    def write_json(self, path: Path) -> None:
+    def write_json(self, path: str | Path) -> None:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.to_json() + "\n")

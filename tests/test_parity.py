@@ -85,3 +85,13 @@ def test_unknown_feature_size_needs_data():
     spec = TensorInfo("x", "float32", (None, None, None), 1)
     with pytest.raises(UserError, match="input 'x' has an unknown size on axis 2; pass inputs with --data"):
         build_cases([spec], None, SweepOptions())
+
+
+def test_report_writes_json_to_a_string_path(tmp_path):
+    import json
+
+    from rnnexport.report import ParityReport
+
+    ParityReport(device="CPU").write_json(str(tmp_path / "sub" / "r.json"))
+    data = json.loads((tmp_path / "sub" / "r.json").read_text())
+    assert data["schema_version"] == 1 and data["passed"] is False and data["exports"] == []
