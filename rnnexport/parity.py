@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport.errors import SourceError
 from rnnexport.options import Tolerance
 from rnnexport.runner import ReferenceRunner, Runner
 from rnnexport.sweep import Case
@@ -245,7 +246,12 @@ def check(
     for index, case in enumerate(cases):
         if progress:
             progress(case.name, index, len(cases))
-        expected = reference.run(case.inputs)
+        try:
+            expected = reference.run(case.inputs)
+        except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise SourceError(f"the source itself cannot run case {case.name} ({type(exc).__name__}: {first}); "
+                              "choose lengths and batches it accepts with --lengths and --batches") from None
         method = reference.method(case.inputs)
         for results, export in zip(per_export, exports):
             if export.runner is not None:

@@ -104,6 +104,11 @@ def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
             raise UserError(
                 f"{path}: array '{spec.name}' has {array.ndim} dimensions, the model expects {len(spec.shape)}"
             )
+        for axis, size in enumerate(spec.shape):
+            if size is not None and array.shape[axis] != size:
+                raise UserError(
+                    f"{path}: array '{spec.name}' has size {array.shape[axis]} on axis {axis}, the model expects {size}"
+                )
         arrays[spec.name] = array.astype(spec.dtype)
     first = arrays[names[0]]
     length = first.shape[1] if inputs[0].time_axis == 1 else None

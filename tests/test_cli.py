@@ -164,6 +164,11 @@ def test_user_data_from_npz(tmp_path, lstm_file):
     assert result.exit_code == 0, result.output
     (case,) = json.loads(result.output)["exports"][0]["cases"]
     assert (case["kind"], case["batch"], case["length"]) == ("data", 4, 55)
+    np.savez(tmp_path / "narrow.npz", x=x[..., :3])
+    narrow = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "g"), "--data",
+                                      str(tmp_path / "narrow.npz")])
+    assert narrow.exit_code == 2
+    assert "narrow.npz: array 'x' has size 3 on axis 2, the model expects 5" in narrow.output
     np.savez(tmp_path / "wrong.npz", y=x[0])
     wrong = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "f"), "--data",
                                      str(tmp_path / "wrong.npz")])
@@ -214,3 +219,18 @@ def test_export_of_a_different_model_fails_validate(tmp_path):
         result = runner.invoke(cli, ["validate", str(tmp_path / "a.keras"), str(tmp_path / export)])
         assert result.exit_code == 1, (export, result.output)
         assert "output 'lstm': max abs err" in result.output
+
+
+def test_lengths_the_source_cannot_run_are_a_clear_error(tmp_path):
+    import keras
+
+    i = keras.Input((None, 4), name="x")
+    x = keras.layers.Conv1D(6, 5, padding="valid", name="conv")(i)
+    keras.Model(i, keras.layers.GRU(3, name="gru")(x)).save(tmp_path / "conv.keras")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2, result.output
+    assert "the source itself cannot run case len=1 batch=1" in result.output
+    assert "--lengths" in result.output
+    ok = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "--force",
+                                  "--lengths", "5,9,200"])
+    assert ok.exit_code == 0, ok.output
