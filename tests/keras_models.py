@@ -99,6 +99,15 @@ def unrolled():
     return _model(i, L.SimpleRNN(4, unroll=True, name="rnn")(x), "unrolled")
 
 
+def multi_input():
+    """Features and token ids in, a per-step and a per-sequence output."""
+    audio = keras.Input((None, 4), name="audio")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = L.Concatenate(name="cat")([audio, L.Embedding(20, 4, name="embed")(tokens)])
+    x = L.GRU(6, return_sequences=True, name="gru")(x)
+    return _model([audio, tokens], [L.Dense(3, name="frame")(x), L.LSTM(5, name="summary")(x)], "multi_input")
+
+
 def sequential():
     return keras.Sequential([keras.Input((None, 5)), L.LSTM(6, return_sequences=True), L.Dense(2)], name="sequential")
 
@@ -108,7 +117,7 @@ KINDS: dict[str, Callable[[], keras.Model]] = {
     for f in (
         lstm, gru_reset_after, gru_reset_before, simple_rnn, bidirectional_stack, stacked, last_step,
         return_state, masking, embedding, embedding_mask_zero, time_distributed, fixed_length, unrolled,
-        sequential,
+        multi_input, sequential,
     )
 }
 

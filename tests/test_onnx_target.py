@@ -32,6 +32,7 @@ FUSED = {
     "time_distributed": {"RNN": 1},
     "fixed_length": {"GRU": 1},
     "unrolled": {"LSTM": 1, "RNN": 1},
+    "multi_input": {"GRU": 1, "LSTM": 1},
     "sequential": {"LSTM": 1},
 }
 

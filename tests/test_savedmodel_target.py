@@ -41,18 +41,18 @@ def test_loads_in_a_fresh_process_without_rnnexport(exports, tmp_path):
     from rnnexport import plugins
     from rnnexport.device import resolve_device
 
-    rng = np.random.default_rng(9)
+    from rnnexport.sweep import build_cases
+
     arrays = {}
     for kind, (source, path) in exports.items():
-        if kind.startswith("embedding"):
-            x = rng.integers(1, 50, size=(2, 37)).astype("int32")
-        else:
-            x = rng.standard_normal((2, 37, 5)).astype("float32")
         opened = plugins.find_source(source).open(source, rnnexport.SourceOptions())
-        name = opened.info.inputs[0].name
+        # A length no sweep case uses, at a batch no case uses.
+        cases = build_cases(opened.info.inputs, None, rnnexport.SweepOptions(lengths=(37,), batches=(2,), seed=9))
+        (case,) = [c for c in cases if c.kind == "random"]
         arrays[f"{kind}/path"] = np.array(str(path))
-        arrays[f"{kind}/input/{name}"] = x
-        for output, value in opened.reference(resolve_device("cpu")).run({name: x}).items():
+        for name, value in case.inputs.items():
+            arrays[f"{kind}/input/{name}"] = value
+        for output, value in opened.reference(resolve_device("cpu")).run(case.inputs).items():
             arrays[f"{kind}/expected/{output}"] = value
     np.savez(tmp_path / "cases.npz", **arrays)
     lines = run_python(TESTS / "savedmodel_helper.py", str(tmp_path / "cases.npz")).stdout.strip().splitlines()

@@ -33,6 +33,7 @@ RECURRENT = {
     "time_distributed": {"WHILE": 1},
     "fixed_length": {"WHILE": 1},
     "unrolled": {LSTM: 1, "WHILE": 1},
+    "multi_input": {LSTM: 1, "WHILE": 1},
     "sequential": {LSTM: 1},
 }
 
