@@ -225,6 +225,9 @@ ProgressFn = Callable[[str, int, int], None]
 def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: Case, export: ExportUnderTest, method: str) -> CaseResult:
     try:
         outputs = runner.run(case.inputs)
+    except KeyError as exc:
+        return CaseResult(case, method, (), error=f"the export takes an input {exc} that the source does not have "
+                                                   f"(source inputs: {', '.join(case.inputs)})")
     except Exception as exc:  # noqa: BLE001 - an export that cannot run this case fails it, with the reason
         text = f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0]
         return CaseResult(case, method, (), error=text if len(text) <= 300 else text[:297] + "...")

@@ -234,3 +234,12 @@ def test_lengths_the_source_cannot_run_are_a_clear_error(tmp_path):
     ok = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "--force",
                                   "--lengths", "5,9,200"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_export_with_other_inputs_names_the_mismatch(tmp_path, lstm_file):
+    other = tmp_path / "tokens.keras"
+    build("embedding").save(other)
+    assert CliRunner().invoke(cli, ["convert", str(other), "--out", str(tmp_path), "--no-validate"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["validate", str(lstm_file), str(tmp_path / "tokens.savedmodel")])
+    assert result.exit_code == 1
+    assert "the export takes an input 'tokens' that the source does not have (source inputs: x)" in result.output
