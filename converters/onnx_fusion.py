@@ -7,6 +7,7 @@ ONNX gate orders: LSTM i, o, f, c (Keras: i, f, c, o); GRU z, r, h (as Keras).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -105,8 +106,10 @@ class FusedOps:
         return {op: (self._convert, []) for op in ("PyFunc", "PyFuncStateless")}
 
     def _convert(self, ctx: Any, node: Any, name: str, args: list[Any]) -> None:
-        tag = next((t for t in self.stubs if f"{t}" in name.split("/")[-1] or name.endswith(t)), None)
-        if tag is None:
+        # The digits in full: a substring test would take stub 1 for stub 10.
+        found = re.search(rf"{STUB_PREFIX}(\d+)", name)
+        tag = f"{STUB_PREFIX}{found.group(1)}" if found else None
+        if tag not in self.stubs:
             raise ValueError(f"unexpected PyFunc node '{name}' in the traced model")
         recurrence = self.stubs[tag]
         results = _emit(ctx, node.input[0], recurrence)

@@ -163,3 +163,20 @@ def test_realworld_h5_models_export_to_onnx(realworld, tmp_path):
     assert dgaintel.details["recurrent_ops"] == {"LSTM": 1}
     assert sentinews.details["recurrent_ops"] == {"Loop": 3}
     assert set(sentinews.details["not_fused"]) == {"gru_1", "gru_2", "gru_3"}
+
+
+def test_more_than_ten_recurrent_layers_each_get_their_own_op(tmp_path):
+    """Stub 1 must not be taken for stub 10: each layer has its own width, so a mix-up breaks."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    x = i = keras.Input((None, 3), name="x")
+    for n in range(12):
+        x = (keras.layers.GRU, keras.layers.LSTM, keras.layers.SimpleRNN)[n % 3](4 + n, return_sequences=True,
+                                                                              name=f"r{n}")(x)
+    result = rnnexport.convert(keras.Model(i, x, name="deep"), tmp_path, ConvertOptions(
+        targets=("onnx",), validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(1, 9, 40)))))
+    export = export_result(result, "onnx")
+    assert export.passed, export.failures()
+    assert export.details["recurrent_ops"] == {"GRU": 4, "LSTM": 4, "RNN": 4}
+    assert len(export.details["fused"]) == 12
