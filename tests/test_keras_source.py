@@ -167,3 +167,19 @@ def test_stateful_model_is_refused(tmp_path):
     path = tmp_path / "stateful.keras"
     keras.Model(i, keras.layers.LSTM(4, stateful=True, name="memory")(i)).save(path)
     assert "layer 'memory' (LSTM) is stateful=True" in rnnexport.inspect(path).problems[0]
+
+
+def test_custom_layer_is_refused_naming_it(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="rnnexport_tests")
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    i = keras.Input((None, 3), name="x")
+    path = tmp_path / "custom.keras"
+    keras.Model(i, keras.layers.GRU(4)(Scale(name="scale")(i))).save(path)
+    with pytest.raises(UnsupportedModelError, match=r"layer 'scale' is a custom layer \(.*Scale\) that rnnexport "
+                                                    r"cannot export"):
+        rnnexport.inspect(path)
