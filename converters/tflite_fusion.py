@@ -4,9 +4,9 @@ The converter replaces a function whose `api_implements` attribute starts with `
 whose signature is Keras 2's standard LSTM: arguments (inputs, init_h, init_c, kernel,
 recurrent_kernel, bias), five results (last output, sequence, h, c, runtime), attributes
 `time_major` and `go_backwards`. It needs constant weights and a static initial-state shape
-(fixed batch); time may stay dynamic. The fused kernel is fixed to sigmoid gates, tanh
-activations and cell_clip 10, and returns zeros for the final states, so only layers that
-match and do not return their state are replaced.
+(fixed batch); time may stay dynamic. The fused kernel is fixed to sigmoid gates and tanh
+activations (the target turns off the cell_clip of 10 the converter sets), and returns zeros
+for the final states, so only layers that match and do not return their state are replaced.
 """
 
 from __future__ import annotations

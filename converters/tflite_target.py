@@ -71,13 +71,33 @@ def _unshare_variable_tensors(model: Any) -> int:
     return split
 
 
+def _unclip_fused_lstms(model: Any) -> int:
+    """Turn off the cell clipping the converter gives every fused Keras LSTM.
+
+    The converter sets `cell_clip=10` on each UNIDIRECTIONAL_SEQUENCE_LSTM it makes from a Keras
+    LSTM, which Keras never clips: once a cell state passes 10 (long sequences, forget bias
+    1) the export drifts. 0 means no clipping. Returns how many ops were changed.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    changed = 0
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            options = op.builtinOptions
+            if isinstance(options, schema.UnidirectionalSequenceLSTMOptionsT) and options.cellClip:
+                options.cellClip = 0.0
+                changed += 1
+    return changed
+
+
 def _finish(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
-    """Split shared state tensors and store rnnexport's metadata in the flatbuffer."""
+    """Split shared state tensors, unclip fused LSTMs, store rnnexport's metadata."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     _unshare_variable_tensors(model)
+    _unclip_fused_lstms(model)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
