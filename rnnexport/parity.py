@@ -104,9 +104,11 @@ class CaseResult:
     reference_method: str
     outputs: tuple[OutputComparison, ...]
     error: str = ""
+    skipped: str = ""
 
     @property
     def passed(self) -> bool:
+        """Skipped cases (no ground truth at this length) hold no comparison and do not fail."""
         return not self.error and all(self.outputs)
 
     def __bool__(self) -> bool:
@@ -122,6 +124,7 @@ class CaseResult:
             **self.case.to_dict(),
             "reference_method": self.reference_method,
             "passed": self.passed,
+            "skipped": self.skipped,
             "error": self.error,
             "outputs": [o.to_dict() for o in self.outputs],
         }
@@ -145,7 +148,16 @@ class ExportResult:
 
     @property
     def passed(self) -> bool:
-        return self.validated and not self.error and bool(self.cases) and all(self.cases)
+        return self.validated and not self.error and bool(self.checked) and all(self.cases)
+
+    @property
+    def checked(self) -> list[CaseResult]:
+        """The cases compared against a reference (not skipped)."""
+        return [c for c in self.cases if not c.skipped]
+
+    @property
+    def skipped(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.skipped]
 
     @property
     def status(self) -> str:
@@ -155,10 +167,11 @@ class ExportResult:
         """What an artifact records of the parity it was checked for."""
         return {
             "passed": self.passed,
-            "cases": len(self.cases),
-            "cases_passed": sum(1 for c in self.cases if c),
-            "lengths": sorted({c.case.length for c in self.cases if c.case.length is not None}),
-            "batches": sorted({c.case.batch for c in self.cases}),
+            "cases": len(self.checked),
+            "cases_passed": sum(1 for c in self.checked if c),
+            "cases_skipped": len(self.skipped),
+            "lengths": sorted({c.case.length for c in self.checked if c.case.length is not None}),
+            "batches": sorted({c.case.batch for c in self.checked}),
             "max_abs": self.max_abs,
             "tolerance": self.tolerance.to_dict(),
             "device": self.device,
@@ -249,6 +262,13 @@ def check(
     for index, case in enumerate(cases):
         if progress:
             progress(case.name, index, len(cases))
+        serves = getattr(reference, "serves", None)
+        reason = serves(case.inputs) if serves else ""
+        if reason:
+            for results, export in zip(per_export, exports):
+                if export.runner is not None:
+                    results.append(CaseResult(case, "not checked", (), skipped=reason))
+            continue
         try:
             expected = reference.run(case.inputs)
         except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem

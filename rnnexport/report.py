@@ -70,12 +70,12 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
     header = ("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
     rows = []
     for e in report.exports:
-        passed = sum(1 for c in e.cases if c)
+        passed = sum(1 for c in e.checked if c)
         rows.append((
             Path(e.source).name,
             e.target,
             e.device,
-            f"{passed}/{len(e.cases)}",
+            f"{passed}/{len(e.checked)}",
             _num(e.max_abs),
             _num(e.max_rel),
             f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}",
@@ -92,12 +92,15 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
             lines.append(f"  {e.target} {Path(e.path).name}: recurrent ops {found}{extra}")
         for layer, reason in e.details.get("not_fused", {}).items():
             lines.append(f"    not fused: {layer}: {reason}")
+        reasons = sorted({c.skipped for c in e.skipped})
+        if reasons:
+            lines.append(f"  {e.target} {Path(e.path).name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")
         if verbose:
             lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
             for c in e.cases:
                 errs = ", ".join(f"{o.name} {_num(o.max_abs)}" for o in c.outputs)
-                mark = "ok  " if c else "FAIL"
-                lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs}")
+                mark = "skip" if c.skipped else "ok  " if c else "FAIL"
+                lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs or c.skipped}")
         for failure in e.failures()[:10]:
             lines.append(f"  {'FAIL' if e.validated else 'NOT VALIDATED'} {e.target} {Path(e.path).name}: {failure}")
         if len(e.failures()) > 10:

@@ -23,3 +23,6 @@ class ReferenceRunner(Runner, Protocol):
     def method(self, inputs: Mapping[str, np.ndarray]) -> str:
         """How the reference serves these inputs (e.g. the source as is, or rebuilt)."""
         ...
+
+    # A reference may also define `serves(inputs) -> str`: why it holds no ground truth for
+    # these inputs (empty when it does). The parity engine then skips the case and says why.
