@@ -16,7 +16,7 @@ from rnnexport import plugins
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError
 from rnnexport.model import SourceInfo
-from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
+from rnnexport.options import ConvertOptions, SourceOptions, Tolerance, ValidateOptions
 from rnnexport.parity import ExportUnderTest, check
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.report import ParityReport
@@ -61,7 +61,7 @@ def _label(source: Path | Any) -> str:
 
 def _stem(source: Path | Any) -> str:
     if isinstance(source, Path):
-        return source.name.split(".")[0] if source.is_file() else source.name
+        return source.name.split(".")[0] if source.is_file() or not source.exists() else source.name
     return getattr(source, "name", None) or "model"
 
 
@@ -113,13 +113,17 @@ def _exports_under_test(
             runner = target.runner(path, device)
         except NotRunnableError as exc:
             not_runnable = str(exc)
+        default = target.default_tolerance(device, path)
+        floor = opened.tolerance_floor(device)
+        if floor is not None:
+            default = Tolerance(max(default.atol, floor.atol), max(default.rtol, floor.rtol))
         under_test.append(ExportUnderTest(
             source=label,
             source_kind=opened.info.kind,
             target=target.name,
             path=str(path),
             runner=runner,
-            tolerance=options.tolerance.apply(target.name, target.default_tolerance(device, path)),
+            tolerance=options.tolerance.apply(target.name, default),
             time_axes=time_axes,
             details=target.describe(path),
             not_runnable=not_runnable,

@@ -101,11 +101,35 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
         click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return source_options(fn)
+
+
+def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
         click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file)."),
+        click.option("--inputs", metavar="NAME,...",
+                     help="TF1 graphs: the input placeholders, e.g. x:0 (found automatically where unambiguous)."),
+        click.option("--outputs", metavar="NAME",
+                     help="TF1 graphs: the output tensor, e.g. logits:0 (found automatically where unambiguous)."),
+        click.option("--step", type=click.IntRange(min=0),
+                     help="TF1 checkpoint directories: restore this global step instead of the newest."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _source_options(params: dict[str, Any]) -> Any:
+    from rnnexport.options import SourceOptions
+
+    def names(value: str | None) -> tuple[str, ...]:
+        return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+    return SourceOptions(unsafe=params["unsafe"], inputs=names(params["inputs"]), outputs=names(params["outputs"]),
+                         step=params["step"])
 
 
 def _validate_options(params: dict[str, Any]) -> Any:
@@ -178,19 +202,19 @@ def plugins(as_json: bool) -> int:
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file).")
+@source_options
 @_run
-def inspect(source: Path, as_json: bool, unsafe: bool) -> int:
+def inspect(source: Path, as_json: bool, **params: Any) -> int:
     """Show what SOURCE holds: layers, units, inputs, fixed length, what can be exported.
 
     \b
-    Example:
+    Examples:
       rnnexport inspect samples/gru_fixed.keras
+      rnnexport inspect checkpoints/ --step 2000 --outputs logits:0
     """
     import rnnexport
-    from rnnexport.options import SourceOptions
 
-    info = rnnexport.inspect(source, SourceOptions(unsafe=unsafe))
+    info = rnnexport.inspect(source, _source_options(params))
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
         return 0
@@ -238,12 +262,13 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, forc
     Examples:
       rnnexport convert model.h5 --to savedmodel --out exports/
       rnnexport convert samples/*.keras --to all --out build/ --report parity.json
+      rnnexport convert tf1/model.ckpt --outputs softmax:0 --to onnx --out build/
     """
     import rnnexport
-    from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
+    from rnnexport.options import ConvertOptions, ExportOptions
 
     options = ConvertOptions(
-        targets=targets, force=force, validate=validate, source=SourceOptions(unsafe=params["unsafe"]),
+        targets=targets, force=force, validate=validate, source=_source_options(params),
         export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops),
         validation=_validate_options(params),
     )
@@ -269,10 +294,9 @@ def validate(source: Path, exports: tuple[Path, ...], **params: Any) -> int:
       rnnexport validate model.h5 exports/model.savedmodel --lengths 1,30,500
     """
     import rnnexport
-    from rnnexport.options import SourceOptions
 
     report = rnnexport.validate(
-        source, list(exports), _validate_options(params), SourceOptions(unsafe=params["unsafe"]),
+        source, list(exports), _validate_options(params), _source_options(params),
         progress=_progress(params),
     )
     return _emit(report, params)

@@ -20,6 +20,8 @@ class TensorInfo:
     `time_axis` is None for tensors without a time dimension (a final state, a class score).
     For token-id inputs `vocab_size` bounds the ids; `mask_value` is the padding value the
     model masks (0 for `Embedding(mask_zero=True)`, the `Masking` layer's value otherwise).
+    `role` is `lengths` for a `[batch]` input holding each row's true length (TF1's
+    `sequence_length`), `data` otherwise.
     """
 
     name: str
@@ -28,6 +30,7 @@ class TensorInfo:
     time_axis: int | None = 1
     vocab_size: int | None = None
     mask_value: float | None = None
+    role: str = "data"
 
     def describe(self) -> str:
         dims = []
@@ -41,6 +44,8 @@ class TensorInfo:
         extra = f" ids<{self.vocab_size}" if self.vocab_size else ""
         if self.mask_value is not None:
             extra += f" masks={self.mask_value:g}"
+        if self.role == "lengths":
+            extra += " (sequence lengths)"
         return f"{self.name} {self.dtype}[{', '.join(dims)}]{extra}"
 
 

@@ -58,9 +58,15 @@ class SweepOptions:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How a source is read. `unsafe` lets Keras deserialise arbitrary code (Lambda layers)."""
+    """How a source is read. `unsafe` lets Keras deserialise arbitrary code (Lambda layers).
+
+    For graphs (TF1 checkpoints), `inputs` and `outputs` name the tensors to export where the
+    graph holds more than one candidate, and `step` picks a checkpoint other than the newest."""
 
     unsafe: bool = False
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    step: int | None = None
 
 
 DEFAULT_OPSET = 17

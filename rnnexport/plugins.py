@@ -40,6 +40,11 @@ class OpenedSource(ABC):
     def reference(self, device: Device) -> ReferenceRunner:
         """The source itself, executed, as ground truth for parity."""
 
+    def tolerance_floor(self, device: Device) -> Tolerance | None:
+        """A tolerance below which no export of this source can match it, when the source's own
+        arithmetic differs from the exported kind (None: the targets' defaults apply)."""
+        return None
+
 
 class Source(ABC):
     """Reads one kind of input. `sniff` must be cheap: no TensorFlow import."""
@@ -164,11 +169,12 @@ def find_source(source: Path | Any) -> Source:
             if plugin.accepts(source):
                 return plugin
         raise SourceError(f"no source plugin reads objects of type {type(source).__name__}")
-    if not source.exists():
-        raise SourceError(f"{source}: no such file or directory")
+    # A checkpoint prefix (model.ckpt) names files that exist only with suffixes: sniff first.
     for plugin in sources():
         if plugin.sniff(source):
             return plugin
+    if not source.exists():
+        raise SourceError(f"{source}: no such file or directory")
     known = "; ".join(f"{p.name} ({p.description})" for p in sources())
     raise SourceError(f"{source}: not a model rnnexport can read; supported sources: {known}")
 

@@ -48,6 +48,8 @@ def _sample(spec: TensorInfo, batch: int, length: int, rng: np.random.Generator)
             raise UserError(f"input '{spec.name}' has an unknown size on axis {axis}; pass inputs with --data")
         else:
             shape.append(dim)
+    if spec.role == "lengths":
+        return np.full(shape, length, dtype=spec.dtype)
     if spec.vocab_size is not None:
         # Id 0 is padding when the model masks zeros: keep it out of unpadded sequences.
         low = 1 if spec.mask_value == 0 else 0
@@ -82,6 +84,16 @@ def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, option
             arrays[spec.name] = _pad_tail(arrays[spec.name], spec, true_lengths)
         name = f"padded len={length} batch=3 true={','.join(map(str, true_lengths))}"
         cases.append(Case(name, "padded", len(true_lengths), length, arrays))
+    lengths_inputs = [spec for spec in inputs if spec.role == "lengths"]
+    if lengths_inputs:
+        for length in sorted({fixed_length or 16, 4 * (fixed_length or 16)}):
+            true_lengths = (length, length // 2 + 1, 1)
+            rng = np.random.default_rng([options.seed, length, 1])
+            arrays = {spec.name: _sample(spec, len(true_lengths), length, rng) for spec in inputs}
+            for spec in lengths_inputs:
+                arrays[spec.name] = np.asarray(true_lengths, dtype=spec.dtype)
+            name = f"lengths len={length} batch=3 true={','.join(map(str, true_lengths))}"
+            cases.append(Case(name, "padded", len(true_lengths), length, arrays))
     return cases
 
 
