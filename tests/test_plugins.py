@@ -68,7 +68,8 @@ def test_entry_point_plugin_is_found_and_a_broken_one_is_listed(third_party):
 
 
 def test_builtins_register_through_entry_points():
-    assert [e.value for e in plugins.source_entries()] == ["converters.keras_source:KerasSource"]
+    assert [e.value for e in plugins.source_entries()] == [
+        "converters.keras_source:KerasSource", "converters.tf1_source:Tf1CheckpointSource"]
     assert [e.value for e in plugins.target_entries()] == [
         "converters.onnx_target:OnnxTarget", "converters.savedmodel_target:SavedModelTarget",
         "converters.tflite_target:TfliteTarget"]
@@ -78,7 +79,8 @@ def test_builtins_register_through_entry_points():
 def test_every_registered_plugin_has_a_test_fixture():
     """A plugin without coverage fails here: the test suite must grow with the registry."""
     covered = {"keras": "tests/test_keras_source.py", "savedmodel": "tests/test_savedmodel_target.py",
-               "onnx": "tests/test_onnx_target.py", "tflite": "tests/test_tflite_target.py"}
+               "onnx": "tests/test_onnx_target.py", "tflite": "tests/test_tflite_target.py",
+               "tf1-checkpoint": "tests/test_tf1_source.py"}
     root = Path(__file__).resolve().parents[1]
     for entry in plugins.source_entries() + plugins.target_entries():
         assert entry.name in covered, f"no tests for plugin '{entry.name}'"

@@ -59,3 +59,28 @@ def test_our_reading_matches_tf_keras_on_the_original_file(realworld, tmp_path, 
     ours = next(iter(opened.reference(resolve_device("cpu")).run({spec.name: x}).values()))
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+DEEPNLP_OUTPUT = "pos_var_scope_zh_1/pos_variables/output_node:0"
+
+
+def test_deepnlp_tf14_checkpoint_converts_to_every_target_and_passes(realworld, tmp_path):
+    options = rnnexport.ConvertOptions(targets=("all",), source=rnnexport.SourceOptions(outputs=(DEEPNLP_OUTPUT,)))
+    result = rnnexport.convert(realworld / "deepnlp-pos-tf1ckpt", tmp_path, options)
+    assert result.report.passed, result.report.failures()
+    for export in result.report.exports:
+        assert {c.case.length for c in export.checked} == {1, 2, 7, 30, 120}
+        assert export.max_abs < 5e-5
+    methods = {c.reference_method for c in result.report.exports[0].cases}
+    assert "source in 4 windows of 30 steps, state carried, 1 row(s) at a time" in methods
+    onnx = next(e for e in result.report.exports if e.target == "onnx")
+    assert onnx.details["recurrent_ops"] == {"LSTM": 2}
+
+
+def test_deepnlp_graph_is_recognised_without_guessing(realworld):
+    info = rnnexport.inspect(realworld / "deepnlp-pos-tf1ckpt" / "pos.ckpt",
+                             rnnexport.SourceOptions(outputs=(DEEPNLP_OUTPUT,)))
+    assert [(t.name, t.dtype, t.vocab_size) for t in info.inputs] == [("input_data", "int32", 50000)]
+    assert [layer.kind for layer in info.layers if layer.recurrent] == ["LSTM(units=128, forget_bias=1)"] * 2
+    assert info.fixed_length == 30
+    assert any("fixes the batch at 1" in note for note in info.notes)
