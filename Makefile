@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## Convert every bundled sample to every target, validate each, print the parity table.
 demo: $(STAMP)
-	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 --to all --out build/demo --force \
+	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 samples/tf1_tagger --to all --out build/demo --force \
 		--report build/demo/parity.json
 
 ## Run the test suite (what CI runs).
@@ -25,6 +25,9 @@ test: $(STAMP)
 ## Rewrite the bundled sample models.
 samples: $(STAMP)
 	$(BIN)/python samples/make_samples.py
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/tf1_helper.py write build/tf1 embedded_multi_lstm
+	cp build/tf1/embedded_multi_lstm/model.ckpt.* samples/tf1_tagger/
+	printf 'model_checkpoint_path: "model.ckpt"\n' > samples/tf1_tagger/checkpoint
 
 clean:
 	rm -rf build $(VENV)
