@@ -133,14 +133,11 @@ class GraphView:
             tensor = tensor.op.inputs[0]
         return tensor
 
-    def forward(self, tensor: Any) -> Any:
-        """The last of a chain of single Identity consumers after `tensor`."""
-        while True:
-            users = self.users(tensor)
-            if len(users) == 1 and users[0].type == "Identity":
-                tensor = users[0].outputs[0]
-            else:
-                return tensor
+    def written(self, gather: Any) -> list[Any]:
+        """The values written into the TensorArray a TensorArrayGatherV3 reads (inside a loop)."""
+        handle = self.through(gather.inputs[0]).op
+        return [w.inputs[2] for w in self.graph.get_operations()
+                if w.type == "TensorArrayWriteV3" and self.through(w.inputs[0]).op.name == handle.name]
 
     def variable(self, tensor: Any) -> str | None:
         """The variable a tensor reads, if it is one."""

@@ -116,12 +116,10 @@ class Tracer:
                     raise UnsupportedModelError(f"op '{op.name}' reads a TensorArray rnnexport cannot trace")
                 tensor, axis = tensor.op.inputs[2], 0
             elif kind == "TensorArrayGatherV3":
-                handle = view.through(op.inputs[0]).op
-                writes = [w for w in view.graph.get_operations() if w.type == "TensorArrayWriteV3"
-                          and view.through(w.inputs[0]).op.name == handle.name]
+                writes = view.written(op)
                 if len(writes) != 1:
                     raise UnsupportedModelError(f"op '{op.name}' gathers a TensorArray rnnexport cannot trace")
-                tensor = writes[0].inputs[2]
+                tensor = writes[0]
             elif kind in ("Select", "SelectV2"):
                 tensor = op.inputs[2]
             elif kind == "ConcatV2":
@@ -241,7 +239,7 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
                 raise UnsupportedModelError(f"op '{op.name}': a transposed projection MatMul is not supported")
             head.append(("matmul", view.value(view.variable(op.inputs[1]))))
         elif op.type == "TensorArrayGatherV3":
-            frontier.extend(tracer_sources(view, op))
+            frontier.extend(view.written(op))
             continue
         elif op.type in ("Select", "SelectV2"):
             frontier.append(op.inputs[2])
@@ -272,12 +270,6 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
         raise UnsupportedModelError(f"the projection after the recurrent layers applies {', '.join(order)}; "
                                     "rnnexport places MatMul, then a bias, then an activation")
     return head, ops
-
-
-def tracer_sources(view: GraphView, gather: Any) -> list[Any]:
-    handle = view.through(gather.inputs[0]).op
-    return [w.inputs[2] for w in view.graph.get_operations()
-            if w.type == "TensorArrayWriteV3" and view.through(w.inputs[0]).op.name == handle.name]
 
 
 def claimed_ops(layers: list[Layer]) -> set[str]:
