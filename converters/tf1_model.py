@@ -63,8 +63,10 @@ class Origin:
 class Tracer:
     """Walks from a tensor back to the placeholders or cell outputs it is made of."""
 
-    def __init__(self, view: GraphView, cells: list[Cell]) -> None:
+    def __init__(self, view: GraphView, cells: list[Cell], inputs: set[str] = frozenset()) -> None:
+        """`inputs`: tensors (besides placeholders) where the graph is cut."""
         self.view = view
+        self.inputs = inputs
         self.step_of: dict[str, tuple[Cell, int]] = {}
         for cell in cells:
             for index, step in enumerate(cell.steps):
@@ -92,6 +94,8 @@ class Tracer:
             if tensor.name in self.step_of:
                 cell, step = self.step_of[tensor.name]
                 return [Origin("cell", cell.key, step, reverse)]
+            if tensor.name in self.inputs:
+                return [Origin("input", tensor.name, index, reverse, time_axis=axis)]
             op = tensor.op
             kind = op.type
             if kind == "Transpose":
@@ -128,16 +132,16 @@ class Tracer:
                     found += self.origins(value, index, reverse, axis)
                 return found
             elif kind in ("Placeholder", "PlaceholderWithDefault"):
-                return [Origin("input", op.name, index, reverse, time_axis=axis)]
+                return [Origin("input", tensor.name, index, reverse, time_axis=axis)]
             elif kind in ("Gather", "GatherV2", "ResourceGather"):
-                table = view.variable(op.inputs[0])
+                table = view.weight(op.inputs[0])
                 if table is None:
                     raise UnsupportedModelError(f"op '{op.name}' looks up ids in something that is not a variable")
                 self.claimed.add(op.name)
                 ids = view.through(op.inputs[1])
-                if ids.op.type != "Placeholder":
+                if ids.op.type != "Placeholder" and ids.name not in self.inputs:
                     raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
-                return [Origin("input", ids.op.name, index, reverse, table, axis)]
+                return [Origin("input", ids.name, index, reverse, table, axis)]
             else:
                 raise UnsupportedModelError(
                     f"op '{op.name}' ({kind}) lies between the inputs and a recurrent cell; rnnexport only places "
@@ -231,13 +235,13 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
         op = tensor.op
         if op.type in HEAD_ACTIVATIONS and op.outputs[0].dtype.is_floating:
             head.append(("activation", HEAD_ACTIVATIONS[op.type]))
-        elif op.type in ADDS and any(view.variable(t) for t in op.inputs):
-            variable = next(view.variable(t) for t in op.inputs if view.variable(t))
+        elif op.type in ADDS and any(view.weight(t) for t in op.inputs):
+            variable = next(view.weight(t) for t in op.inputs if view.weight(t))
             head.append(("bias", view.value(variable)))
-        elif op.type == "MatMul" and view.variable(op.inputs[1]):
+        elif op.type == "MatMul" and view.weight(op.inputs[1]):
             if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
                 raise UnsupportedModelError(f"op '{op.name}': a transposed projection MatMul is not supported")
-            head.append(("matmul", view.value(view.variable(op.inputs[1]))))
+            head.append(("matmul", view.value(view.weight(op.inputs[1]))))
         elif op.type == "TensorArrayGatherV3":
             frontier.extend(view.written(op))
             continue
@@ -311,7 +315,7 @@ def _gru_weights(cell: Cell) -> list[np.ndarray]:
 
 
 def standard_lstm(cell: Cell) -> bool:
-    return cell.kind == "lstm" and not (cell.peepholes or cell.num_proj or cell.cell_clip is not None)
+    return cell.kind == "lstm" and not cell.keras and not (cell.peepholes or cell.num_proj or cell.cell_clip is not None)
 
 
 def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: bool, masked: bool) -> tuple[Any, list]:
@@ -320,7 +324,11 @@ def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: boo
     from converters.keras_layers import PeepholeLSTMCell
 
     common = {"return_sequences": return_sequences, "go_backwards": go_backwards, "name": name}
-    if cell.kind == "gru":
+    if cell.keras:
+        kinds = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+        layer = kinds[cell.kind](cell.units, activation=cell.activation, **common)
+        weights = [cell.weights[k] for k in ("kernel", "recurrent_kernel", "bias")]
+    elif cell.kind == "gru":
         layer = keras.layers.GRU(cell.units, activation=cell.activation, recurrent_activation="sigmoid",
                                  reset_after=False, **common)
         weights = _gru_weights(cell)

@@ -115,15 +115,22 @@ class Tf1CheckpointSource(Source):
         if not isinstance(source, Path):
             raise SourceError("the tf1-checkpoint source reads files, not objects")
         prefix, meta = resolve(source, options.step)
-        return OpenedTf1(source, prefix, meta, options)
+        return OpenedTf1(source, Graph(prefix, meta), options)
 
 
 class Graph:
     """The imported meta graph and the checkpoint's values."""
 
+    kind = "tf1-checkpoint"
+    title = "TF1 Saver checkpoint"
+    # Names of the outputs a signature declares (none in a checkpoint): export name -> tensor.
+    signature_outputs: dict[str, str] = {}
+
     def __init__(self, prefix: Path, meta: Path) -> None:
         tf = tensorflow()
         self.prefix, self.meta = prefix, meta
+        self.path = meta
+        self.note = f"restored from {prefix} (meta graph {meta.name})"
         self.graph = tf.Graph()
         try:
             with self.graph.as_default():
@@ -177,48 +184,52 @@ def output_candidates(view: tf1_graph.GraphView) -> list[str]:
 
 
 class OpenedTf1(OpenedSource):
-    def __init__(self, label: Path, prefix: Path, meta: Path, options: SourceOptions) -> None:
+    def __init__(self, label: Path, source: Any, options: SourceOptions) -> None:
+        """`source` is a loaded graph: `graph`, `view`, `session()`, `path`, `kind`, `title`, `note`."""
         self.label = str(label)
         self.options = options
-        self.source = Graph(prefix, meta)
+        self.source = source
         view = self.source.view
+        path = source.path
         self.output = self._output(view)
         output = view.tensor(self.output)
-        scope = tf1_graph.ancestors([output])
+        chosen = self._chosen_inputs(view)
+        scope = tf1_graph.ancestors([output], stop={view.tensor(n).op.name for n in chosen})
         view.scope = scope
+        for name in chosen:
+            if not any(op.name in scope for op in view.consumers.get(name, [])):
+                raise SourceError(f"{self.label}: '{name}' is not an input of '{self.output}'")
         try:
             cells = tf1_graph.find_cells(view, scope)
             if not cells:
                 raise UnsupportedModelError(f"no recurrent cell feeds '{self.output}'")
-            tracer = tf1_model.Tracer(view, cells)
+            tracer = tf1_model.Tracer(view, cells, set(chosen))
             layers, origins = tf1_model.layers_of(view, cells, tracer)
             head, head_ops = tf1_model.head_of(view, output, tracer, layers[-1])
         except UnsupportedModelError as exc:
-            raise UnsupportedModelError(f"{meta}: {exc}") from None
+            raise UnsupportedModelError(f"{path}: {exc}") from None
         data = {o.name for o in origins}
         if len(data) != 1:
-            raise UnsupportedModelError(f"{meta}: the first recurrent layer reads several inputs ({', '.join(data)})")
+            raise UnsupportedModelError(f"{path}: the first recurrent layer reads several inputs ({', '.join(data)})")
         origin = origins[0]
         self.data_input = origin.name
         self.time_axis = origin.time_axis if origin.time_axis is not None else 1
-        placeholders = {view.op(n) for n in scope if view.op(n).type == "Placeholder"}
-        lengths = [p.name for p in placeholders if p.name != self.data_input and p.outputs[0].dtype.is_integer
-                   and p.outputs[0].shape.rank == 1]
-        extra = [p.name for p in placeholders if p.name != self.data_input and p.name not in lengths[:1]]
+        feeds = {view.op(n).outputs[0].name for n in scope if view.op(n).type == "Placeholder"} | set(chosen)
+        lengths = sorted(t for t in feeds if t != self.data_input and view.tensor(t).dtype.is_integer
+                         and view.tensor(t).shape.rank == 1)
+        extra = sorted(t for t in feeds if t != self.data_input and t not in lengths[:1])
         if extra:
-            raise UnsupportedModelError(f"{meta}: placeholder '{extra[0]}' feeds '{self.output}' but is neither the "
+            raise UnsupportedModelError(f"{path}: input '{extra[0]}' feeds '{self.output}' but is neither the "
                                         "sequence input nor a sequence_length")
-        self._check_inputs(placeholders)
         embedding = view.value(origin.embedding) if origin.embedding else None
         self.structure = tf1_model.Structure(self.data_input, lengths[0] if lengths else None, embedding, layers, head)
         claimed = tf1_model.claimed_ops(layers) | head_ops | tracer.claimed
         stray = next(tf1_graph.unclaimed(view, scope, claimed), None)
         if stray is not None:
-            raise UnsupportedModelError(f"{meta}: op '{stray.name}' ({stray.type}) computes part of '{self.output}' "
+            raise UnsupportedModelError(f"{path}: op '{stray.name}' ({stray.type}) computes part of '{self.output}' "
                                         "but belongs to no recognised cell, embedding or projection")
         self.cells = [c for layer in layers for c in layer.cells]
-        placeholder = view.tensor(f"{self.data_input}:0")
-        shape = placeholder.shape.as_list()
+        shape = view.tensor(self.data_input).shape.as_list()
         self.fixed_batch = shape[1 - self.time_axis] if len(shape) >= 2 else None
         steps = len(self.cells[0].steps)
         self.fixed_length = steps if steps > 1 else shape[self.time_axis]
@@ -226,6 +237,20 @@ class OpenedTf1(OpenedSource):
         self.features = None if embedding is not None else shape[-1]
         self.layout, self.keras = self._equivalent()
         self.info = self._describe()
+
+    def _chosen_inputs(self, view: tf1_graph.GraphView) -> list[str]:
+        """The tensors `--inputs` names, which may be any tensor: the graph is cut there."""
+        chosen = []
+        for name in self.options.inputs:
+            full = name if ":" in name else f"{name}:0"
+            try:
+                view.tensor(full)
+            except (KeyError, ValueError):
+                placeholders = [o.name for o in view.graph.get_operations() if o.type == "Placeholder"]
+                raise SourceError(f"{self.label}: no tensor '{name}' in the graph; its placeholders are "
+                                  f"{', '.join(placeholders) or 'none'}") from None
+            chosen.append(full)
+        return chosen
 
     def _output(self, view: tf1_graph.GraphView) -> str:
         wanted = self.options.outputs
@@ -247,17 +272,6 @@ class OpenedTf1(OpenedSource):
             raise UnsupportedModelError(f"{self.label}: found no output fed by a recurrent cell; name one with --outputs")
         raise SourceError(f"{self.label}: several outputs could be the model's; name one with --outputs: "
                           f"{', '.join(candidates[:12])}")
-
-    def _check_inputs(self, placeholders: set[Any]) -> None:
-        wanted = self.options.inputs
-        if not wanted:
-            return
-        present = {f"{p.name}:0" for p in placeholders}
-        for name in wanted:
-            full = name if ":" in name else f"{name}:0"
-            if full not in present:
-                raise SourceError(f"{self.label}: '{name}' is not an input of '{self.output}'; its inputs are "
-                                  f"{', '.join(sorted(present))}")
 
     def _equivalent(self) -> tuple[str, Any]:
         """The output's layout and the Keras model that reproduces the graph at its own length."""
@@ -324,7 +338,7 @@ class OpenedTf1(OpenedSource):
                 array = inputs[name]
                 if original == self.data_input and self.time_axis == 0:
                     array = np.swapaxes(array, 0, 1)
-                feed[f"{original}:0"] = array
+                feed[original] = array
             results = session.run([self.output, *fetch], feed)
         finally:
             if own:
@@ -367,9 +381,9 @@ class OpenedTf1(OpenedSource):
             notes.append("the graph's input is time-major; the export takes [batch, time, ...]")
         if self.fixed_batch:
             notes.append(f"the graph fixes the batch at {self.fixed_batch}; the export accepts any batch")
-        notes.append(f"restored from {self.source.prefix} (meta graph {self.source.meta.name})")
+        notes.append(self.source.note)
         causal = not self.structure.bidirectional
-        return SourceInfo(self.label, "tf1-checkpoint", f"TF1 Saver checkpoint ({len(cells)} cells)", tuple(inputs),
+        return SourceInfo(self.label, self.source.kind, f"{self.source.title} ({len(cells)} cells)", tuple(inputs),
                           tuple(outputs), tuple(layers), self.fixed_length, causal, tuple(notes))
 
     def recurrent_model(self) -> RecurrentModel:
