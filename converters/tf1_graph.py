@@ -449,8 +449,9 @@ def _check_repetition(view: GraphView, chain: list[Recognised]) -> None:
         if r.hyperparameters() != settings:
             changed = next(k for k in settings if r.hyperparameters().get(k) != settings[k])
             raise UnsupportedModelError(
-                f"step {index} of the cell at op '{first.step.output}' is not a repetition of step 0: its {changed} "
-                f"is {r.hyperparameters().get(changed)!r}, not {settings[changed]!r} (op '{r.step.output}')")
+                f"step {index} of the cell whose step 0 outputs '{first.step.output}' is not a repetition of step 0: "
+                f"its {changed} is {r.hyperparameters().get(changed)!r}, not {settings[changed]!r} "
+                f"(op '{r.step.output}')")
         theirs = r.weights()
         for role, name in weights.items():
             other = theirs.get(role)
@@ -458,13 +459,14 @@ def _check_repetition(view: GraphView, chain: list[Recognised]) -> None:
                 continue
             op = _first_reader(view, r.step, other) if other else r.step.output
             if other is None or view.value(other).shape != view.value(name).shape:
-                raise UnsupportedModelError(f"step {index} breaks the pattern of the cell at op "
-                                            f"'{first.step.output}': op '{op}' reads no {role} like step 0's '{name}'")
+                raise UnsupportedModelError(
+                    f"step {index} breaks the pattern of the cell whose step 0 outputs '{first.step.output}': op "
+                    f"'{op}' reads no {role} like step 0's '{name}'")
             difference = float(np.max(np.abs(view.value(other) - view.value(name))))
             if difference:
                 raise UnsupportedModelError(
-                    f"step {index} breaks the pattern of the cell at op '{first.step.output}': op '{op}' reads "
-                    f"{role} '{other}', which differs from step 0's '{name}' by up to {difference:.3g}; the steps "
+                    f"step {index} breaks the pattern of the cell whose step 0 outputs '{first.step.output}': op "
+                    f"'{op}' reads {role} '{other}', which differs from step 0's '{name}' by up to {difference:.3g}; the steps "
                     "compute different functions, so rnnexport will not re-roll them into one loop")
 
 

@@ -143,9 +143,11 @@ class Tracer:
                     raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
                 return [Origin("input", ids.name, index, reverse, table, axis)]
             else:
+                cut = op.outputs[0].name if op.outputs else op.name
                 raise UnsupportedModelError(
                     f"op '{op.name}' ({kind}) lies between the inputs and a recurrent cell; rnnexport only places "
-                    "embedding lookups, slicing and reshaping there")
+                    f"embedding lookups, slicing and reshaping there. To export from that op's result, cut the graph "
+                    f"with --inputs {cut}")
 
 
 def _time(origin: Origin, cells: dict[str, Cell], directions: dict[str, bool]) -> tuple[str, bool]:
@@ -251,7 +253,8 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
         elif op.type in ("Placeholder", "VariableV2", "VarHandleOp", "Const"):
             continue
         elif op.type in ("Identity", "Reshape", "Transpose", "ConcatV2", "Pack", "StridedSlice", "Squeeze",
-                         "ExpandDims", "Exit", "Switch", "Merge", "Enter", "ReverseV2", "ReverseSequence", "Select",
+                         "ExpandDims", "Exit", "Switch", "Merge", "Enter", "NextIteration", "ReverseV2", "ReverseSequence",
+                         "Select",
                          "SelectV2", "Unpack", "Shape", "Fill", "ZerosLike", "Cast", "Range", "Prod", "GatherV2",
                          "ReadVariableOp"):
             ops.add(op.name)
@@ -371,12 +374,16 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
         mask = SequenceMask(name="sequence_mask")([x, lengths])
     for index, layer in enumerate(structure.layers):
         sequences = not (last_step and index == len(structure.layers) - 1)
-        forward, weights = keras_layer(layer.forward, f"rnn_{index}", sequences, False, mask is not None)
+        # A last step read from masked sequences is the state at each row's true length, as a
+        # TF1 final state with sequence_length is.
+        forward, weights = keras_layer(layer.forward, f"rnn_{index}", sequences, False,
+                                       mask is not None and sequences)
         if layer.backward is None:
             x = forward(x, mask=mask)
             forward.set_weights(weights)
             continue
-        backward, back_weights = keras_layer(layer.backward, f"rnn_{index}_backward", sequences, True, mask is not None)
+        backward, back_weights = keras_layer(layer.backward, f"rnn_{index}_backward", sequences, True,
+                                             mask is not None and sequences)
         bidirectional = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat",
                                                    name=f"bidirectional_{index}")
         x = bidirectional(x, mask=mask)

@@ -254,24 +254,31 @@ class OpenedTf1(OpenedSource):
 
     def _output(self, view: tf1_graph.GraphView) -> str:
         wanted = self.options.outputs
-        candidates = output_candidates(view)
+        declared = self.source.signature_outputs
+        candidates = list(declared.values()) or output_candidates(view)
         if wanted:
             if len(wanted) != 1:
                 raise UnsupportedModelError(f"{self.label}: name one output (got {len(wanted)}); rnnexport exports "
                                             "one output per TF1 graph")
-            name = wanted[0] if ":" in wanted[0] else f"{wanted[0]}:0"
+            name = declared.get(wanted[0]) or (wanted[0] if ":" in wanted[0] else f"{wanted[0]}:0")
             try:
                 view.tensor(name)
             except (KeyError, ValueError):
+                listed = list(declared) or candidates
                 raise SourceError(f"{self.label}: no tensor '{wanted[0]}' in the graph; candidates: "
-                                  f"{', '.join(candidates[:12]) or 'none found'}") from None
+                                  f"{', '.join(listed[:12]) or 'none found'}") from None
             return name
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
             raise UnsupportedModelError(f"{self.label}: found no output fed by a recurrent cell; name one with --outputs")
+        listed = list(declared) or candidates
         raise SourceError(f"{self.label}: several outputs could be the model's; name one with --outputs: "
-                          f"{', '.join(candidates[:12])}")
+                          f"{', '.join(listed[:12])}")
+
+    def _output_name(self) -> str:
+        declared = {tensor: key for key, tensor in self.source.signature_outputs.items()}
+        return _export_name(declared[self.output]) if self.output in declared else _sanitise([self.output])[self.output]
 
     def _equivalent(self) -> tuple[str, Any]:
         """The output's layout and the Keras model that reproduces the graph at its own length."""
@@ -358,7 +365,7 @@ class OpenedTf1(OpenedSource):
                                      role="lengths"))
         out = self.keras.outputs[0]
         last = self.layout == "last step"
-        outputs = [TensorInfo(_sanitise([self.output])[self.output], "float32",
+        outputs = [TensorInfo(self._output_name(), "float32",
                               (None,) * (len(out.shape) - 1) + (out.shape[-1],), None if last else 1)]
         layers = []
         if self.structure.embedding is not None:
@@ -392,6 +399,56 @@ class OpenedTf1(OpenedSource):
         model.info = self.info
         return model
 
+    def free_graph(self) -> tuple[Any, str, str] | None:
+        """(session, entry, placeholder) for a loop graph whose length is fixed only by static
+        shapes and reshapes between the input and the loop: the same graph imported with a
+        placeholder of free length at `entry`, the batch-major tensor the loop reads."""
+        graph_def = getattr(self.source, "graph_def", None)
+        if graph_def is None or self.fixed_length is None or not all(c.looped for c in self.cells):
+            return None
+        view = self.source.view
+        read = view.through(view.tensor(self.cells[0].steps[0].x))
+        if read.op.type != "TensorArrayReadV3" or self.structure.embedding is not None:
+            return None
+        value = view.through(read.op.inputs[2]).op.inputs[2]
+        if value.op.type != "Transpose":
+            return None
+        entry = value.op.inputs[0]
+        tensor = entry
+        while tensor.name != self.data_input:
+            if tensor.op.type not in ("Reshape", "Identity", "ExpandDims", "Squeeze"):
+                return None
+            tensor = tensor.op.inputs[0]
+        shape = view.tensor(self.data_input).shape.as_list()
+        if entry.shape.rank != len(shape) or self.time_axis != 1 or any(
+                a is not None and b is not None and a != b for a, b in zip(entry.shape.as_list()[1:], shape[1:])):
+            return None
+        batch, length, features = shape[0], shape[1], shape[2:]
+        # Freezing folds the loop's shape ([time, batch, features] of its time-major input) into
+        # constants that bound the loop; they are fed the actual shape instead.
+        from tensorflow.python.framework import tensor_util
+
+        folded = [f"{n.name}:0" for n in graph_def.node if n.op == "Const" and n.attr["dtype"].type == 3
+                  and tensor_util.MakeNdarray(n.attr["value"].tensor).tolist() == [length, batch, *features]]
+        tf = tensorflow()
+        graph = tf.Graph()
+        with graph.as_default():
+            placeholder = tf.compat.v1.placeholder(entry.dtype, [batch, None, *features], name="rnnexport_free_input")
+            dims = tf.shape(placeholder)
+            actual = tf.stack([dims[1], dims[0], *features])
+            tf.compat.v1.import_graph_def(graph_def, input_map={entry.name: placeholder, **dict.fromkeys(folded, actual)},
+                                          name="")
+        session = tf.compat.v1.Session(graph=graph)
+        probe = self._probe_inputs()
+        data = probe[self.names[self.data_input]]
+        feed = {placeholder.name: data}
+        if self.structure.lengths_input:
+            feed[self.structure.lengths_input] = probe[self.names[self.structure.lengths_input]]
+        if not np.allclose(session.run(self.output, feed), self.run_graph(probe), rtol=0, atol=1e-6):
+            session.close()
+            return None
+        return session, entry.name, placeholder.name
+
     def reference(self, device: Device) -> Tf1Reference:
         return Tf1Reference(self, device)
 
@@ -420,7 +477,13 @@ class Tf1Reference:
         self.opened = opened
         self.device = f"{device.label} (TF1 Session)"
         self.session = opened.source.session()
-        self.states = [_state_tensors(opened.source.view, cell) for cell in opened.cells]
+        self.free = opened.free_graph()
+        self.states: list[tuple[list[str], list[str]]] = []
+        self.no_states = ""
+        try:
+            self.states = [_state_tensors(opened.source.view, cell) for cell in opened.cells]
+        except UnsupportedModelError as exc:
+            self.no_states = str(exc)
 
     def _length(self, inputs: Mapping[str, np.ndarray]) -> int:
         return inputs[self.opened.names[self.opened.data_input]].shape[1]
@@ -428,11 +491,15 @@ class Tf1Reference:
     def serves(self, inputs: Mapping[str, np.ndarray]) -> str:
         fixed = self.opened.fixed_length
         length = self._length(inputs)
-        if fixed is None or length == fixed:
+        if fixed is None or length == fixed or self.free:
             return ""
+        if length > fixed and self.no_states:
+            return f"longer than the graph's {fixed} steps, and state cannot be carried across windows: {self.no_states}"
         if self.opened.structure.bidirectional:
             return f"a bidirectional graph is only ground truth at its own length {fixed}"
-        if self.opened.layout == "last step" and length % fixed:
+        # With a sequence_length input the final state is read at each row's true length, so
+        # padding serves every length; without one only whole windows do.
+        if self.opened.layout == "last step" and length % fixed and not self.opened.structure.lengths_input:
             return (f"the graph returns only its last step, so lengths that are not multiples of {fixed} have no "
                     "ground truth")
         return ""
@@ -442,10 +509,13 @@ class Tf1Reference:
         length = self._length(inputs)
         batch = self.opened.fixed_batch
         per_row = f", {batch} row(s) at a time" if batch else ""
+        if fixed is not None and length != fixed and self.free:
+            return f"source, fed at '{self.free[1]}' with its {fixed} steps freed{per_row}"
         if fixed is None or length == fixed:
             return f"source{per_row}"
         if length < fixed:
-            return f"source, padded from {length} to {fixed} steps{per_row}"
+            fed = " with the true lengths" if self.opened.structure.lengths_input else ""
+            return f"source, padded from {length} to {fixed} steps{fed}{per_row}"
         windows = -(-length // fixed)
         return f"source in {windows} windows of {fixed} steps, state carried{per_row}"
 
@@ -466,6 +536,15 @@ class Tf1Reference:
         name = self.opened.info.outputs[0].name
         return {name: np.concatenate(chunks)}
 
+    def _run_free(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        session, entry, placeholder = self.free
+        opened = self.opened
+        feed = {placeholder: inputs[opened.names[opened.data_input]]}
+        if opened.structure.lengths_input:
+            feed[opened.structure.lengths_input] = inputs[opened.names[opened.structure.lengths_input]]
+        out = session.run(opened.output, feed)
+        return tf1_model.from_layout(out, opened.layout, feed[placeholder].shape[0])
+
     def _run_rows(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         opened = self.opened
         fixed = opened.fixed_length
@@ -474,6 +553,8 @@ class Tf1Reference:
         batch = inputs[data].shape[0]
         if fixed is None or length == fixed:
             return tf1_model.from_layout(opened.run_graph(inputs, self.session), opened.layout, batch)
+        if self.free:
+            return self._run_free(inputs)
         lengths_name = opened.names.get(opened.structure.lengths_input or "")
         outputs, feeds = [], {}
         for start in range(0, length, fixed):

@@ -3,6 +3,8 @@
 Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the test process:
 
     write DIR [NAME ...]    write the checkpoints (all of them, or the named ones) into DIR/NAME/
+    freeze DIR [NAME ...]   write frozen GraphDefs (weights as constants) DIR/NAME.pb of the
+                            unrolled builders (FROZEN, all of them or the named ones)
 
 Each checkpoint's graph has a float input `x` [batch, 10, 5] (token ids `ids` [batch, 10] where
 named so) and one output `y`; `manifest.json` in DIR lists what each one holds. DIR/steps/ holds
@@ -150,6 +152,55 @@ def embedded_multi_lstm(ids):
     return dense(flat(outputs), CLASSES, tf.nn.softmax)
 
 
+def basic_rnn_static(x):
+    outputs, _ = v1.nn.static_rnn(rnn_cell.BasicRNNCell(UNITS), steps(x), dtype=tf.float32)
+    return tf.stack(outputs, axis=1)
+
+
+def two_layer_gru_static(x):
+    cell = rnn_cell.MultiRNNCell([rnn_cell.GRUCell(UNITS), rnn_cell.GRUCell(6)])
+    outputs, _ = v1.nn.static_rnn(cell, steps(x), dtype=tf.float32)
+    return dense(flat(outputs), CLASSES, tf.nn.softmax)
+
+
+def hand_unrolled_lstm(x):
+    """A Python loop over a cell, as people wrote before static_rnn: slices in, stack out."""
+    cell = rnn_cell.LSTMCell(UNITS, forget_bias=0.7)
+    state = cell.zero_state(tf.shape(x)[0], tf.float32)
+    outputs = []
+    with v1.variable_scope("loop") as scope:
+        for t in range(LENGTH):
+            if t:
+                scope.reuse_variables()
+            output, state = cell(x[:, t, :], state)
+            outputs.append(output)
+    return tf.stack(outputs, axis=1)
+
+
+def altered_step(x):
+    """hand_unrolled_lstm, except that step 3 runs on a kernel nudged by 0.01: not a repetition."""
+    cell = rnn_cell.BasicLSTMCell(UNITS)
+    state = cell.zero_state(tf.shape(x)[0], tf.float32)
+    cell.build(tf.TensorShape([None, FEATURES]))
+    kernel, bias = cell.weights
+    outputs = []
+    for t in range(LENGTH):
+        c, h = state
+        w = kernel + 0.01 if t == 3 else kernel
+        i, j, f, o = tf.split(tf.nn.bias_add(tf.matmul(tf.concat([x[:, t, :], h], 1), w), bias), 4, axis=1)
+        c = c * tf.sigmoid(f + 1.0) + tf.sigmoid(i) * tf.tanh(j)
+        h = tf.tanh(c) * tf.sigmoid(o)
+        state = (c, h)
+        outputs.append(h)
+    return tf.stack(outputs, axis=1)
+
+
+def padded_gru_classifier(x, lengths):
+    """The padded deployment: inputs padded to LENGTH, the class read from the state at the true length."""
+    _, state = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), x, sequence_length=lengths, dtype=tf.float32)
+    return dense(state, CLASSES, tf.nn.softmax)
+
+
 def unsupported_op(x):
     """A cell followed by an op rnnexport does not place (sin)."""
     outputs, _ = v1.nn.dynamic_rnn(rnn_cell.BasicLSTMCell(UNITS), x, dtype=tf.float32)
@@ -159,11 +210,17 @@ def unsupported_op(x):
 FIXTURES = {fn.__name__: fn for fn in (
     basic_lstm_static, basic_lstm_forget_bias_dynamic, lstm_peephole_projection_time_major, lstm_cell_static_last,
     gru_static, gru_dynamic_sequence_length, basic_rnn_dynamic, multi_lstm_custom_scope, lstm_block_dynamic,
-    bidirectional_static, bidirectional_dynamic, embedded_multi_lstm, unsupported_op,
+    bidirectional_static, bidirectional_dynamic, embedded_multi_lstm, unsupported_op, basic_rnn_static,
+    two_layer_gru_static, hand_unrolled_lstm, altered_step, padded_gru_classifier,
 )}
+# Written frozen by `freeze`: every static runner, the loops of a cell, and a padded deployment.
+FROZEN = ("basic_lstm_static", "gru_static", "basic_rnn_static", "bidirectional_static", "two_layer_gru_static",
+          "embedded_multi_lstm", "hand_unrolled_lstm", "altered_step", "padded_gru_classifier")
+CHECKPOINTED = tuple(name for name in FIXTURES if name not in FROZEN or name in (
+    "basic_lstm_static", "gru_static", "bidirectional_static", "embedded_multi_lstm"))
 
 
-def write_one(out: Path, name: str) -> dict:
+def write_one(out: Path, name: str, frozen: bool) -> dict:
     build = FIXTURES[name]
     graph = tf.Graph()
     with graph.as_default():
@@ -172,26 +229,30 @@ def write_one(out: Path, name: str) -> dict:
             inputs = [v1.placeholder(tf.int32, [None, LENGTH], name="ids")]
         else:
             inputs = [v1.placeholder(tf.float32, [None, LENGTH, FEATURES], name="x")]
-        if "sequence_length" in name:
+        if "sequence_length" in name or name.startswith("padded"):
             inputs.append(v1.placeholder(tf.int32, [None], name="lengths"))
         y = tf.identity(build(*inputs), name="y")
         saver = v1.train.Saver()
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
-            (out / name).mkdir(parents=True, exist_ok=True)
-            saver.save(session, str(out / name / "model.ckpt"))
-            if name == "gru_static":
+            if frozen:
+                graph_def = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), ["y"])
+                (out / f"{name}.pb").write_bytes(graph_def.SerializeToString())
+            else:
+                (out / name).mkdir(parents=True, exist_ok=True)
+                saver.save(session, str(out / name / "model.ckpt"))
+            if name == "gru_static" and not frozen:
                 for step in (5, 9):
                     saver.save(session, str(out / "steps" / "model.ckpt"), global_step=step)
     return {"inputs": [t.name for t in inputs], "output": y.name, "length": LENGTH}
 
 
-def write(out: Path, names: list[str]) -> None:
-    manifest = {name: write_one(out, name) for name in names or FIXTURES}
+def write(out: Path, names: list[str], frozen: bool) -> None:
+    manifest = {name: write_one(out, name, frozen) for name in names or (FROZEN if frozen else CHECKPOINTED)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 if __name__ == "__main__":
     np.random.seed(0)
     v1.disable_v2_behavior()
-    write(Path(sys.argv[2]), sys.argv[3:])
+    write(Path(sys.argv[2]), sys.argv[3:], sys.argv[1] == "freeze")

@@ -1,0 +1,116 @@
+"""Source plugin for graphs with frozen weights: a TF1 `GraphDef` (`.pb`, as
+`convert_variables_to_constants` writes for serving) or a TF2 SavedModel whose signature was
+traced at one length (a Keras `unroll=True` model).
+
+A statically unrolled graph holds one copy of the cell per time step. The steps are found by
+structure (`tf1_graph`), linked by the state each passes to the next, checked to be one cell
+repeated (same kind, settings and weight values), and rolled back up into one recurrent layer
+that takes any length. Graphs whose recurrence is already a loop get the same recognition. The
+reference is the frozen graph itself in a `tf.compat.v1.Session`, served at other lengths as for
+TF1 checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converters import tf1_graph
+from converters.tf1_source import OpenedTf1
+from rnnexport.errors import SourceError
+from rnnexport.options import SourceOptions
+from rnnexport.plugins import OpenedSource, Source
+from rnnexport.tf import tensorflow
+
+SIGNATURE = "serving_default"
+
+
+class UnrolledGraphSource(Source):
+    name = "unrolled-graph"
+    description = "frozen TF1 GraphDefs (.pb, .pbtxt) and SavedModels traced at a fixed length"
+
+    def sniff(self, path: Path) -> bool:
+        if path.is_dir():
+            return (path / "saved_model.pb").is_file()
+        return path.suffix in (".pb", ".pbtxt") and path.is_file()
+
+    def open(self, source: Path | Any, options: SourceOptions) -> OpenedSource:
+        if not isinstance(source, Path):
+            raise SourceError("the unrolled-graph source reads files, not objects")
+        if source.name == "saved_model.pb" or source.is_dir():
+            graph = FrozenGraph.from_saved_model(source.parent if source.is_file() else source)
+        else:
+            graph = FrozenGraph.from_graph_def(source)
+        return OpenedTf1(source, graph, options)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class FrozenGraph:
+    """An imported graph whose weights are constants; runs without restoring anything."""
+
+    kind = "unrolled-graph"
+
+    def __init__(self, path: Path, graph_def: Any, title: str, note: str, outputs: dict[str, str]) -> None:
+        tf = tensorflow()
+        self.path = path
+        self.title = title
+        self.note = note
+        self.signature_outputs = outputs
+        self.graph_def = graph_def
+        variables = [n.name for n in graph_def.node if n.op in tf1_graph.VARIABLE_OPS]
+        if variables:
+            raise SourceError(f"{path}: the graph still has variables ({variables[0]}); freeze it with "
+                              "convert_variables_to_constants, or give the checkpoint instead")
+        self.graph = tf.Graph()
+        try:
+            with self.graph.as_default():
+                tf.compat.v1.import_graph_def(graph_def, name="")
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad graphs
+            raise SourceError(f"{path}: TensorFlow cannot import this graph: {_first_line(exc)}") from None
+        self.view = tf1_graph.GraphView(self.graph)
+
+    @classmethod
+    def from_graph_def(cls, path: Path) -> FrozenGraph:
+        tf = tensorflow()
+        graph_def = tf.compat.v1.GraphDef()
+        try:
+            data = path.read_bytes()
+            if path.suffix == ".pbtxt":
+                from google.protobuf import text_format
+
+                text_format.Parse(data.decode(), graph_def)
+            else:
+                graph_def.ParseFromString(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, ParseError, UnicodeError
+            raise SourceError(f"{path}: not a TensorFlow GraphDef ({_first_line(exc)})") from None
+        if not graph_def.node:
+            raise SourceError(f"{path}: not a TensorFlow GraphDef (no nodes)")
+        return cls(path, graph_def, "frozen TF1 graph", f"frozen graph {path.name}, weights held as constants", {})
+
+    @classmethod
+    def from_saved_model(cls, path: Path) -> FrozenGraph:
+        tf = tensorflow()
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad SavedModels
+            raise SourceError(f"{path}: TensorFlow cannot load this SavedModel: {_first_line(exc)}") from None
+        signatures = dict(loaded.signatures)
+        if not signatures:
+            raise SourceError(f"{path}: the SavedModel has no signatures to export")
+        name = SIGNATURE if SIGNATURE in signatures else sorted(signatures)[0]
+        # `loaded` must stay alive while freezing: the signature only references its variables.
+        frozen = convert_variables_to_constants_v2(signatures[name])
+        outputs = {key: tensor.name for key, tensor in sorted(frozen.structured_outputs.items())}
+        note = f"SavedModel signature '{name}', weights frozen to constants"
+        graph = cls(path, frozen.graph.as_graph_def(), "SavedModel traced at a fixed length", note, outputs)
+        del loaded
+        return graph
+
+    def session(self) -> Any:
+        return tensorflow().compat.v1.Session(graph=self.graph)
