@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## Convert every bundled sample to every target, validate each, print the parity table.
 demo: $(STAMP)
-	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 samples/tf1_tagger --to all --out build/demo --force \
+	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 samples/tf1_tagger samples/*.pb --to all --out build/demo --force \
 		--report build/demo/parity.json
 
 ## Run the test suite (what CI runs).
@@ -28,6 +28,8 @@ samples: $(STAMP)
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/tf1_helper.py write build/tf1 embedded_multi_lstm
 	cp build/tf1/embedded_multi_lstm/model.ckpt.* samples/tf1_tagger/
 	printf 'model_checkpoint_path: "model.ckpt"\n' > samples/tf1_tagger/checkpoint
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/tf1_helper.py freeze build/frozen hand_unrolled_lstm
+	cp build/frozen/hand_unrolled_lstm.pb samples/unrolled_lstm.pb
 
 clean:
 	rm -rf build $(VENV)

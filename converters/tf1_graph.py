@@ -746,6 +746,6 @@ def unclaimed(view: GraphView, scope: set[str], claimed: set[str]) -> Iterator[A
         op = view.op(name)
         if op.type in PLUMBING:
             continue
-        if all(not t.dtype.is_floating for t in op.outputs) and op.outputs:
+        if op.outputs and all(not t.dtype.is_floating or view.constant(t) for t in op.outputs):
             continue
         yield op

@@ -102,6 +102,8 @@ class Tracer:
                 tensor, axis = op.inputs[0], self._permuted(op, axis)
             elif kind in ("Identity", "Enter", "Squeeze", "ExpandDims", "Reshape", "Exit", "Switch", "Merge"):
                 tensor = op.inputs[0]
+            elif kind == "Pack" and index is not None and axis == op.get_attr("axis"):
+                tensor, index, axis = op.inputs[index], None, None
             elif kind in ("ReverseV2", "ReverseSequence"):
                 tensor, reverse = op.inputs[0], not reverse
             elif kind == "Unpack":

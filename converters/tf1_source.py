@@ -373,7 +373,8 @@ class OpenedTf1(OpenedSource):
         for index, layer in enumerate(self.structure.layers):
             for cell in layer.cells:
                 direction = "backward" if cell is layer.backward else "forward"
-                runner = "dynamic_rnn" if cell.looped else f"static_rnn ({len(cell.steps)} steps)"
+                unrolled = "unroll=True" if cell.keras else "static_rnn"
+                runner = "dynamic_rnn" if cell.looped else f"{unrolled} ({len(cell.steps)} steps)"
                 layers.append(LayerInfo(cell.scope, cell.describe(), True, cell.units, direction,
                                         {"layer": index, "runner": runner}))
         kinds = [k for k, _ in self.structure.head]
@@ -390,7 +391,7 @@ class OpenedTf1(OpenedSource):
             notes.append(f"the graph fixes the batch at {self.fixed_batch}; the export accepts any batch")
         notes.append(self.source.note)
         causal = not self.structure.bidirectional
-        return SourceInfo(self.label, self.source.kind, f"{self.source.title} ({len(cells)} cells)", tuple(inputs),
+        return SourceInfo(self.label, self.source.kind, f"{self.source.title} ({len(cells)} cell{'s' if len(cells) != 1 else ''})", tuple(inputs),
                           tuple(outputs), tuple(layers), self.fixed_length, causal, tuple(notes))
 
     def recurrent_model(self) -> RecurrentModel:
@@ -453,6 +454,8 @@ class OpenedTf1(OpenedSource):
         return Tf1Reference(self, device)
 
     def tolerance_floor(self, device: Device) -> Tolerance | None:
+        if all(cell.keras for cell in self.cells):
+            return None  # a traced Keras cell already computes x.W + h.U, as the exports do
         return Tolerance(atol=TF1_FLOAT32_ATOL, rtol=0.0)
 
 
@@ -477,7 +480,8 @@ class Tf1Reference:
         self.opened = opened
         self.device = f"{device.label} (TF1 Session)"
         self.session = opened.source.session()
-        self.free = opened.free_graph()
+        # A graph with a sequence_length input is run as it is deployed: padded, true lengths fed.
+        self.free = None if opened.structure.lengths_input else opened.free_graph()
         self.states: list[tuple[list[str], list[str]]] = []
         self.no_states = ""
         try:

@@ -105,8 +105,10 @@ class FrozenGraph:
             raise SourceError(f"{path}: the SavedModel has no signatures to export")
         name = SIGNATURE if SIGNATURE in signatures else sorted(signatures)[0]
         # `loaded` must stay alive while freezing: the signature only references its variables.
-        frozen = convert_variables_to_constants_v2(signatures[name])
-        outputs = {key: tensor.name for key, tensor in sorted(frozen.structured_outputs.items())}
+        signature = signatures[name]
+        frozen = convert_variables_to_constants_v2(signature)
+        # The frozen function's outputs are the signature's, flattened (dict keys sorted).
+        outputs = {key: tensor.name for key, tensor in zip(sorted(signature.structured_outputs), frozen.outputs)}
         note = f"SavedModel signature '{name}', weights frozen to constants"
         graph = cls(path, frozen.graph.as_graph_def(), "SavedModel traced at a fixed length", note, outputs)
         del loaded

@@ -8,6 +8,7 @@ import pytest
 import rnnexport
 from rnnexport import plugins
 from rnnexport.device import resolve_device
+from rnnexport.errors import UnsupportedModelError
 
 from conftest import TESTS, run_python
 
@@ -84,3 +85,29 @@ def test_deepnlp_graph_is_recognised_without_guessing(realworld):
     assert [layer.kind for layer in info.layers if layer.recurrent] == ["LSTM(units=128, forget_bias=1)"] * 2
     assert info.fixed_length == 30
     assert any("fixes the batch at 1" in note for note in info.notes)
+
+
+@pytest.mark.parametrize("name, kind, units, length, fused", [
+    ("Basic_LSTM_S.pb", "LSTM(units=118, forget_bias=1)", 118, 49, {"LSTM": 1}),
+    ("GRU_S.pb", "GRUCell(units=154)", 154, 25, {"GRU": 1}),
+])
+def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_path, name, kind, units, length, fused):
+    path = realworld / "mlkws-rnn-frozen" / name
+    with pytest.raises(UnsupportedModelError, match="cut the graph with --inputs Mfcc:0"):
+        rnnexport.inspect(path)
+    source = rnnexport.SourceOptions(inputs=("Mfcc:0",))
+    info = rnnexport.inspect(path, source)
+    assert [(layer.kind, layer.units, layer.details.get("runner")) for layer in info.layers if layer.recurrent] == [
+        (kind, units, "dynamic_rnn")]
+    assert info.fixed_length == length and [t.name for t in info.inputs] == ["Mfcc"]
+    assert info.outputs[0].shape == (None, 12)
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), source=source))
+    assert result.report.passed, result.report.failures()
+    for export in result.report.exports:
+        assert {1, 2, length, 4 * length} <= {c.case.length for c in export.checked}
+        assert not export.skipped
+        assert export.max_abs < 5e-6
+    methods = {c.reference_method for c in result.report.exports[0].cases}
+    assert f"source, fed at 'Reshape_1:0' with its {length} steps freed, 1 row(s) at a time" in methods
+    onnx = next(e for e in result.report.exports if e.target == "onnx")
+    assert onnx.details["recurrent_ops"] == fused
