@@ -466,7 +466,8 @@ def _check_repetition(view: GraphView, chain: list[Recognised]) -> None:
             if difference:
                 raise UnsupportedModelError(
                     f"step {index} breaks the pattern of the cell whose step 0 outputs '{first.step.output}': op "
-                    f"'{op}' reads {role} '{other}', which differs from step 0's '{name}' by up to {difference:.3g}; the steps "
+                    f"'{op}' reads {role} '{other}', which differs from step 0's '{name}' by up to {difference:.3g}; "
+                    "the steps "
                     "compute different functions, so rnnexport will not re-roll them into one loop")
 
 

@@ -255,8 +255,8 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
         elif op.type in ("Placeholder", "VariableV2", "VarHandleOp", "Const"):
             continue
         elif op.type in ("Identity", "Reshape", "Transpose", "ConcatV2", "Pack", "StridedSlice", "Squeeze",
-                         "ExpandDims", "Exit", "Switch", "Merge", "Enter", "NextIteration", "ReverseV2", "ReverseSequence",
-                         "Select",
+                         "ExpandDims", "Exit", "Switch", "Merge", "Enter", "NextIteration", "ReverseV2",
+                         "ReverseSequence", "Select",
                          "SelectV2", "Unpack", "Shape", "Fill", "ZerosLike", "Cast", "Range", "Prod", "GatherV2",
                          "ReadVariableOp"):
             ops.add(op.name)

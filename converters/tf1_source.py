@@ -271,7 +271,8 @@ class OpenedTf1(OpenedSource):
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
-            raise UnsupportedModelError(f"{self.label}: found no output fed by a recurrent cell; name one with --outputs")
+            raise UnsupportedModelError(f"{self.label}: found no output fed by a recurrent cell; "
+                                        "name one with --outputs")
         listed = list(declared) or candidates
         raise SourceError(f"{self.label}: several outputs could be the model's; name one with --outputs: "
                           f"{', '.join(listed[:12])}")
@@ -391,7 +392,8 @@ class OpenedTf1(OpenedSource):
             notes.append(f"the graph fixes the batch at {self.fixed_batch}; the export accepts any batch")
         notes.append(self.source.note)
         causal = not self.structure.bidirectional
-        return SourceInfo(self.label, self.source.kind, f"{self.source.title} ({len(cells)} cell{'s' if len(cells) != 1 else ''})", tuple(inputs),
+        title = f"{self.source.title} ({len(cells)} cell{'s' if len(cells) != 1 else ''})"
+        return SourceInfo(self.label, self.source.kind, title, tuple(inputs),
                           tuple(outputs), tuple(layers), self.fixed_length, causal, tuple(notes))
 
     def recurrent_model(self) -> RecurrentModel:
@@ -437,8 +439,8 @@ class OpenedTf1(OpenedSource):
             placeholder = tf.compat.v1.placeholder(entry.dtype, [batch, None, *features], name="rnnexport_free_input")
             dims = tf.shape(placeholder)
             actual = tf.stack([dims[1], dims[0], *features])
-            tf.compat.v1.import_graph_def(graph_def, input_map={entry.name: placeholder, **dict.fromkeys(folded, actual)},
-                                          name="")
+            mapping = {entry.name: placeholder, **dict.fromkeys(folded, actual)}
+            tf.compat.v1.import_graph_def(graph_def, input_map=mapping, name="")
         session = tf.compat.v1.Session(graph=graph)
         probe = self._probe_inputs()
         data = probe[self.names[self.data_input]]
@@ -498,7 +500,8 @@ class Tf1Reference:
         if fixed is None or length == fixed or self.free:
             return ""
         if length > fixed and self.no_states:
-            return f"longer than the graph's {fixed} steps, and state cannot be carried across windows: {self.no_states}"
+            return (f"longer than the graph's {fixed} steps, and state cannot be carried across windows: "
+                    f"{self.no_states}")
         if self.opened.structure.bidirectional:
             return f"a bidirectional graph is only ground truth at its own length {fixed}"
         # With a sequence_length input the final state is read at each row's true length, so

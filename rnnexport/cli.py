@@ -191,11 +191,12 @@ def plugins(as_json: bool) -> int:
                  "description": getattr(e.plugin, "description", None), "error": e.error} for e in entries]
         click.echo(json.dumps(rows, indent=2))
         return 0
+    width = max((len(e.name) for e in entries), default=0)
     for title, group in (("sources", registry.SOURCE_GROUP), ("targets", registry.TARGET_GROUP)):
         click.echo(f"{title}:")
         for e in (e for e in entries if e.group == group):
             state = f"BROKEN: {e.error}" if e.broken else e.plugin.description
-            click.echo(f"  {e.name:<12} {state}  [{e.value} from {e.distribution or '?'}]")
+            click.echo(f"  {e.name:<{width}}  {state}  [{e.value} from {e.distribution or '?'}]")
     return 0
 
 

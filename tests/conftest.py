@@ -62,6 +62,17 @@ def artifact(result, target: str) -> Path:
     return next(a.path for a in result.artifacts if a.target == target)
 
 
+def checked_exports(result, bound: float):
+    """(target, export, lengths checked) for each target of a passing ConvertResult, after
+    asserting that every output of every checked case is within `bound`."""
+    assert result.report.passed, result.report.failures()
+    for export in result.report.exports:
+        for case in export.checked:
+            for output in case.outputs:
+                assert output.max_abs is not None and output.max_abs < bound, (export.target, case.case.name)
+        yield export.target, export, {c.case.length for c in export.checked}
+
+
 def export_result(result, target: str):
     """The parity result of one target in a ConvertResult."""
     return next(e for e in result.report.exports if e.target == target)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TESTS, export_result, run_python
+from conftest import TESTS, checked_exports, export_result, run_python
 
 import rnnexport
 from rnnexport.cli import cli
@@ -38,14 +38,7 @@ def tf1_converted(tf1_files, tmp_path_factory):
 
 @pytest.mark.parametrize("name", CONVERTED)
 def test_every_cell_and_runner_converts_to_every_target_and_passes(tf1_converted, name):
-    result = tf1_converted[name]
-    assert result.report.passed, result.report.failures()
-    for target in ("savedmodel", "onnx", "tflite"):
-        export = export_result(result, target)
-        checked = {c.case.length for c in export.checked}
-        for case in export.checked:
-            for output in case.outputs:
-                assert output.max_abs is not None and output.max_abs < 5e-5, (target, case.case.name)
+    for target, export, checked in checked_exports(tf1_converted[name], 5e-5):
         if name.startswith("bidirectional"):
             assert checked == {LENGTH}
             assert {c.case.length for c in export.skipped} == {1, 2, 3, 40}
