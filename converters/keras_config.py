@@ -89,8 +89,6 @@ def unsupported_layers(model_config: dict[str, Any], unsafe: bool) -> list[str]:
                     f"layer '{name}' ({cls}) is not supported: it may tie the model to one length; "
                     f"supported layers: {', '.join(sorted(SUPPORTED))}"
                 )
-            elif cls in RECURRENT and cfg.get("stateful"):
-                problems.append(f"layer '{name}' ({cls}) is stateful=True; rnnexport exports stateless models")
             elif cls in RECURRENT and cfg.get("time_major"):
                 problems.append(f"layer '{name}' ({cls}) is time_major=True, which Keras 3 cannot run")
     return problems
@@ -139,7 +137,7 @@ def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[
     rebuilt = copy.deepcopy(model_config)
     build_shape = rebuilt.get("build_input_shape")
     if isinstance(build_shape, list) and len(build_shape) >= 2:
-        build_shape[1] = None
+        build_shape[0] = build_shape[1] = None
     for entry in layer_configs(rebuilt):
         entry.pop("build_config", None)
         for layer in walk(entry):
@@ -148,7 +146,8 @@ def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[
             if layer.get("class_name") == "InputLayer":
                 shape = list(cfg.get("batch_shape") or [])
                 if len(shape) >= 2:
-                    shape[1] = None
+                    # A stateful model fixes its batch; the export takes any batch and explicit state.
+                    shape[0] = shape[1] = None
                     cfg["batch_shape"] = shape
                 if cfg.get("name") in int_inputs:
                     cfg["dtype"] = "int32"
@@ -157,6 +156,7 @@ def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[
                              registered_name="rnnexport>VariableTimeDistributed")
             if layer.get("class_name") in RECURRENT:
                 cfg["unroll"] = False
+                cfg["stateful"] = False
                 for key in TRAINING_ONLY_KEYS:
                     cfg[key] = 0.0
     return rebuilt

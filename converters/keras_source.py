@@ -6,6 +6,7 @@ steps, no cuDNN-only kernels and no training-only dropout, and the weights carri
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zipfile
@@ -15,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import keras_config, keras_legacy, keras_recurrences
+from converters import keras_config, keras_legacy, keras_recurrences, keras_streaming
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.model import LayerInfo, RecurrentModel, Replacement, SourceInfo, TensorInfo
+from rnnexport.model import LayerInfo, RecurrentModel, Replacement, SourceInfo, Streaming, TensorInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.runner import Arrays
@@ -162,6 +163,8 @@ def _layer_info(layer: Any) -> LayerInfo:
             details["reset_after"] = layer.reset_after
         if layer.unroll:
             details["unroll"] = True
+        if layer.stateful:
+            details["stateful"] = True
         direction = "backward" if layer.go_backwards else "forward"
         return LayerInfo(layer.name, kind, True, layer.units, direction, details)
     if kind == "TimeDistributed":
@@ -210,6 +213,7 @@ class OpenedKeras(OpenedSource):
         self.input_names = _unique([signature_name(n) for n in self._input_layer_names()])
         self.output_names = _unique([signature_name(n) for n in _output_names(model)])
         self.info = self._describe(fmt, declared)
+        self.stateful = any(layer.details.get("stateful") for layer in self.info.layers)
 
     def _input_layer_names(self) -> list[str]:
         return [t._keras_history[0].name for t in self.original.inputs]
@@ -237,6 +241,10 @@ class OpenedKeras(OpenedSource):
         unrolled = [layer.name for layer in layers if layer.details.get("unroll")]
         if unrolled:
             notes.append(f"unroll=True on {', '.join(unrolled)}: the export runs them as loops")
+        stateful = [layer.name for layer in layers if layer.details.get("stateful")]
+        if stateful:
+            notes.append(f"stateful=True on {', '.join(stateful)}: the export starts every sequence from the zero "
+                         "state; convert --streaming exports step entry points that carry the state explicitly")
         notes += self.legacy_notes
         if self.int_inputs:
             notes.append("inputs feeding an Embedding take int32 token ids")
@@ -294,7 +302,12 @@ class OpenedKeras(OpenedSource):
         module.sequence = self._sequence(model)
         recurrences = tuple(keras_recurrences.describe(layer) for layer in model.layers
                             if keras_recurrences.is_recurrent(layer))
-        return RecurrentModel(self.info, module, module.sequence, recurrences, self._trace_with)
+        blocked = keras_streaming.not_streamable(model)
+        return RecurrentModel(self.info, module, module.sequence, recurrences, self._trace_with,
+                              None if blocked else functools.cache(lambda: self._streaming(module)), blocked)
+
+    def _streaming(self, module: Any) -> Streaming:
+        return keras_streaming.streaming(self.rebuilt(), module, self.info.inputs, self.output_names)
 
     def _trace_with(self, replacement: Replacement | None, batch: int | None = None) -> tuple[Any, dict[str, str]]:
         model = self.rebuilt()
@@ -321,20 +334,37 @@ class KerasReference:
         self.device = f"{device.label} (TensorFlow eager)"
 
     def _serves_as_is(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        if self.opened.stateful:
+            return False  # its state would carry over from one case to the next
         fixed = self.opened.fixed_length
         return fixed is None or all(a.ndim < 2 or a.shape[1] == fixed for a in inputs.values())
 
     def method(self, inputs: Mapping[str, np.ndarray]) -> str:
         return "source" if self._serves_as_is(inputs) else "source rebuilt for any length"
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        tf = tensorflow()
+    def _model(self, inputs: Mapping[str, np.ndarray]) -> tuple[Any, list[np.ndarray]]:
         original = self._serves_as_is(inputs)
         model = self.opened.original if original else self.opened.rebuilt()
         arrays = [inputs[spec.name] for spec in self.opened.info.inputs]
         if original:
             arrays = [a.astype(str(t.dtype)) for a, t in zip(arrays, model.inputs)]
+        return model, arrays
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        tf = tensorflow()
+        model, arrays = self._model(inputs)
         with tf.device(self.tf_device):
             outputs = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}
+
+    def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Each recurrent layer's state after the whole sequence, from the zero state, keyed by
+        the step entry point's `next_name`s."""
+        tf = tensorflow()
+        model, arrays = self._model(inputs)
+        batch = arrays[0].shape[0]
+        zeros = {s.name: np.zeros((batch, s.size), s.dtype) for s in keras_streaming.states_of(model)}
+        with tf.device(self.tf_device):
+            _, finals = keras_streaming.run_chunk(model, arrays, zeros)
+        return {name: np.asarray(value) for name, value in finals.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,10 @@ import numpy as np
 from rnnexport import __version__
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
-from rnnexport.model import RecurrentModel
+from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
-from rnnexport.runner import Arrays
+from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport.tf import tensorflow
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
@@ -25,12 +25,12 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(
              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 
 
-def _declare_io_shapes(proto: Any, model: RecurrentModel) -> None:
+def _declare_io_shapes(proto: Any, specs: Iterable[TensorInfo]) -> None:
     """Graph inputs and outputs take the RecurrentModel's shapes, with `batch` and `time` named
     (tf2onnx leaves `unk__N`, or no shape where a fused op feeds an output directly)."""
-    specs = {t.name: t for t in (*model.info.inputs, *model.info.outputs)}
+    by_name = {t.name: t for t in specs}
     for value in (*proto.graph.input, *proto.graph.output):
-        spec = specs.get(value.name)
+        spec = by_name.get(value.name)
         if spec is None:
             continue
         shape = value.type.tensor_type.shape
@@ -41,6 +41,43 @@ def _declare_io_shapes(proto: Any, model: RecurrentModel) -> None:
                 dim.dim_value = size
             else:
                 dim.dim_param = "batch" if axis == 0 else "time" if axis == spec.time_axis else f"{value.name}_{axis}"
+
+
+def _state_specs(states: Iterable[StateInfo]) -> list[TensorInfo]:
+    return [TensorInfo(name, s.dtype, (None, s.size), None) for s in states for name in (s.name, s.next_name)]
+
+
+def _to_onnx(function: Any, options: ExportOptions, handlers: Any = None) -> Any:
+    import tf2onnx
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=list(function.input_signature), opset=options.opset,
+            custom_op_handlers=handlers,
+        )
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything; the user needs one line
+        raise ExportError(f"tf2onnx cannot convert this model: {str(exc).splitlines()[0]}") from None
+    return proto
+
+
+def _save(proto: Any, path: Path, model: RecurrentModel, meta: Mapping[str, str]) -> None:
+    import onnx
+
+    _set_metadata(proto, {
+        META + "version": __version__,
+        META + "source": model.info.path,
+        META + "source_kind": model.info.kind,
+        **meta,
+    })
+    proto.producer_name = "rnnexport"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def streaming_files(path: Path) -> tuple[Path, Path]:
+    """The step and initial-state files written beside a streaming export `m.onnx`."""
+    stem = path.name[: -len(path.suffix)]
+    return path.with_name(f"{stem}.step.onnx"), path.with_name(f"{stem}.initial_state.onnx")
 
 
 def _set_metadata(proto: Any, values: Mapping[str, str]) -> None:
@@ -65,14 +102,12 @@ class OnnxTarget(Target):
     name = "onnx"
     description = "ONNX file via tf2onnx, fused LSTM/GRU/RNN ops, dynamic batch and time, onnxruntime"
     suffix = ".onnx"
+    streams = True
 
     def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
-        import onnx
-        import tf2onnx
+        import os
 
         from converters.onnx_fusion import FusedOps
-
-        import os
 
         tensorflow()
         # tf2onnx logs every op it cannot map before failing; the one-line error below says it all.
@@ -85,24 +120,30 @@ class OnnxTarget(Target):
         for recurrence in model.recurrences:
             if recurrence.name not in fusion.fused and recurrence.name not in not_fused:
                 not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
-        try:
-            proto, _ = tf2onnx.convert.from_function(
-                function, input_signature=list(function.input_signature), opset=options.opset,
-                custom_op_handlers=fusion.handlers(),
-            )
-        except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything; the user needs one line
-            raise ExportError(f"tf2onnx cannot convert this model: {str(exc).splitlines()[0]}") from None
-        _declare_io_shapes(proto, model)
-        _set_metadata(proto, {
-            META + "version": __version__,
-            META + "source": model.info.path,
-            META + "source_kind": model.info.kind,
-            META + "fused": json.dumps(fusion.fused),
-            META + "not_fused": json.dumps(not_fused),
-        })
-        proto.producer_name = "rnnexport"
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(path))
+        proto = _to_onnx(function, options, fusion.handlers())
+        _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
+        _save(proto, path, model, {META + "fused": json.dumps(fusion.fused), META + "not_fused": json.dumps(not_fused)})
+        if options.streaming:
+            streaming = model.streaming()
+            step_path, initial_path = streaming_files(path)
+            states = json.dumps([s.name for s in streaming.states])
+            step = _to_onnx(streaming.step, options)
+            _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(streaming.states)))
+            _save(step, step_path, model, {META + "entry_point": "step", META + "states": states})
+            initial = _to_onnx(streaming.initial_state, options)
+            _declare_io_shapes(initial, _state_specs(streaming.states))
+            _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states})
+
+    def files(self, path: Path, streaming: bool) -> list[Path]:
+        return [path, *streaming_files(path)] if streaming else [path]
+
+    def stream_runner(self, path: Path, device: Device) -> OnnxStreamRunner | None:
+        step, initial = streaming_files(path)
+        if not step.is_file():
+            return None
+        if not initial.is_file():
+            raise ExportError(f"{initial}: missing; the streaming export {step} needs it")
+        return OnnxStreamRunner(OnnxRunner(step, device), OnnxRunner(initial, device))
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".onnx"
@@ -133,6 +174,23 @@ class OnnxTarget(Target):
         tmp = path.with_name(f".{path.name}.tmp")
         onnx.save(proto, str(tmp))
         tmp.replace(path)
+
+
+class OnnxStreamRunner:
+    """A streaming ONNX export: `m.step.onnx` runs one chunk, `m.initial_state.onnx` takes `batch`."""
+
+    name = "onnx"
+
+    def __init__(self, step: OnnxRunner, initial: OnnxRunner) -> None:
+        self._step, self._initial = step, initial
+        self.device = step.device
+        self.states = state_names(step.inputs, step.outputs)
+
+    def initial_state(self, batch: int) -> Arrays:
+        return self._initial.run({"batch": np.asarray(batch)})
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        return split_state(self._step.run({**inputs, **state}), self.states)
 
 
 class OnnxRunner:

@@ -13,27 +13,50 @@ from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
-from rnnexport.runner import Arrays
+from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport.tf import tensorflow
 
 SIGNATURE = "serving_default"
+STEP, INITIAL_STATE = "step", "initial_state"
+
+
+def _load(path: Path) -> Any:
+    tf = tensorflow()
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds for a bad directory
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{path}: cannot load the SavedModel: {first}") from None
+
+
+def _input_dtypes(fn: Any) -> dict[str, Any]:
+    return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
 
 class SavedModelTarget(Target):
     name = "savedmodel"
     description = "TensorFlow SavedModel directory, serving_default takes [batch, time, ...]"
     suffix = ".savedmodel"
+    streams = True
 
     def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
         tf = tensorflow()
-        concrete = model.sequence.get_concrete_function()
-        tf.saved_model.save(model.module, str(path), signatures={SIGNATURE: concrete})
+        signatures = {SIGNATURE: model.sequence.get_concrete_function()}
+        if options.streaming:
+            streaming = model.streaming()
+            signatures[STEP] = streaming.step.get_concrete_function()
+            signatures[INITIAL_STATE] = streaming.initial_state.get_concrete_function()
+        tf.saved_model.save(model.module, str(path), signatures=signatures)
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
 
     def runner(self, path: Path, device: Device) -> SavedModelRunner:
         return SavedModelRunner(path, device)
+
+    def stream_runner(self, path: Path, device: Device) -> SavedModelStreamRunner | None:
+        loaded = _load(path)
+        return SavedModelStreamRunner(loaded, device) if STEP in loaded.signatures else None
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         return FLOAT32_TOLERANCE[device.kind]
@@ -43,19 +66,14 @@ class SavedModelRunner:
     name = "savedmodel"
 
     def __init__(self, path: Path, device: Device) -> None:
-        tf = tensorflow()
         self.tf_device = device.tf_name
         self.device = f"{device.label} (TensorFlow)"
-        try:
-            loaded = tf.saved_model.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds for a bad directory
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"{path}: cannot load the SavedModel: {first}") from None
+        loaded = _load(path)
         if SIGNATURE not in loaded.signatures:
             raise ExportError(f"{path}: no '{SIGNATURE}' signature; found: {', '.join(loaded.signatures) or 'none'}")
         self._loaded: Any = loaded
         self._fn = loaded.signatures[SIGNATURE]
-        self.input_dtypes = {name: spec.dtype for name, spec in self._fn.structured_input_signature[1].items()}
+        self.input_dtypes = _input_dtypes(self._fn)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         tf = tensorflow()
@@ -63,3 +81,32 @@ class SavedModelRunner:
             feed = {name: tf.constant(inputs[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
             outputs = self._fn(**feed)
         return {name: value.numpy() for name, value in outputs.items()}
+
+
+class SavedModelStreamRunner:
+    """The `initial_state` and `step` signatures of a streaming SavedModel."""
+
+    name = "savedmodel"
+
+    def __init__(self, loaded: Any, device: Device) -> None:
+        self.tf_device = device.tf_name
+        self.device = f"{device.label} (TensorFlow)"
+        self._loaded = loaded
+        self._step = loaded.signatures[STEP]
+        self._initial = loaded.signatures[INITIAL_STATE]
+        self.input_dtypes = _input_dtypes(self._step)
+        self.states = state_names(self.input_dtypes, self._step.structured_outputs)
+
+    def initial_state(self, batch: int) -> Arrays:
+        tf = tensorflow()
+        with tf.device(self.tf_device):
+            state = self._initial(batch=tf.constant(batch, tf.int32))
+        return {name: value.numpy() for name, value in state.items()}
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        tf = tensorflow()
+        given = {**inputs, **state}
+        with tf.device(self.tf_device):
+            feed = {name: tf.constant(given[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
+            outputs = self._step(**feed)
+        return split_state({name: value.numpy() for name, value in outputs.items()}, self.states)

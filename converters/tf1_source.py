@@ -23,7 +23,7 @@ from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo
 from rnnexport.options import SourceOptions, Tolerance
 from rnnexport.plugins import OpenedSource, Source
-from rnnexport.runner import Arrays
+from rnnexport.runner import NEXT, Arrays
 from rnnexport.tf import tensorflow
 
 # Ops only training adds; outputs are never found behind them.
@@ -400,6 +400,12 @@ class OpenedTf1(OpenedSource):
         opened = _KerasEquivalent(self.label, self.keras, self.options, self.info)
         model = opened.recurrent_model()
         model.info = self.info
+        for index, layer in enumerate(self.structure.layers):
+            if layer.backward is not None:
+                model.streaming = None
+                model.not_streamable = (f"layer {index} is bidirectional: its backward cell '{layer.backward.scope}' "
+                                        "reads each sequence from the end, so it needs the whole sequence")
+                break
         return model
 
     def free_graph(self) -> tuple[Any, str, str] | None:
@@ -527,6 +533,24 @@ class Tf1Reference:
         return f"source in {windows} windows of {fixed} steps, state carried{per_row}"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        output, _ = self._run(inputs)
+        return {self.opened.info.outputs[0].name: output}
+
+    def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """The final value of each cell's state tensors, named as the export's states are."""
+        if self.no_states:
+            raise UnsupportedModelError(self.no_states)
+        fixed, length = self.opened.fixed_length, self._length(inputs)
+        if fixed and length % fixed and not (self.free or self.opened.structure.lengths_input):
+            raise UnsupportedModelError(f"the graph's final state after {length} steps would include the padding "
+                                        f"to {fixed}-step windows")
+        _, finals = self._run(inputs)
+        names = [f"rnn_{index}_{role}{NEXT}" for index, layer in enumerate(self.opened.structure.layers)
+                 for role in (("c", "h") if layer.forward.kind == "lstm" else ("h",))]
+        return dict(zip(names, finals))
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The output and the final states, the graph run on as many rows at a time as it takes."""
         reason = self.serves(inputs)
         if reason:
             raise UnsupportedModelError(reason)
@@ -539,44 +563,49 @@ class Tf1Reference:
             if rows < fixed_batch:
                 chunk = {k: np.concatenate([v, np.zeros((fixed_batch - rows, *v.shape[1:]), v.dtype)])
                          for k, v in chunk.items()}
-            chunks.append(self._run_rows(chunk)[:rows])
-        name = self.opened.info.outputs[0].name
-        return {name: np.concatenate(chunks)}
+            output, finals = self._run_rows(chunk)
+            chunks.append((output[:rows], [f[:rows] for f in finals]))
+        return (np.concatenate([c[0] for c in chunks]),
+                [np.concatenate([c[1][i] for c in chunks]) for i in range(len(chunks[0][1]))])
 
-    def _run_free(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _run_free(self, inputs: Mapping[str, np.ndarray], finals: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         session, entry, placeholder = self.free
         opened = self.opened
         feed = {placeholder: inputs[opened.names[opened.data_input]]}
         if opened.structure.lengths_input:
             feed[opened.structure.lengths_input] = inputs[opened.names[opened.structure.lengths_input]]
-        out = session.run(opened.output, feed)
-        return tf1_model.from_layout(out, opened.layout, feed[placeholder].shape[0])
+        out, *values = session.run([opened.output, *finals], feed)
+        return tf1_model.from_layout(out, opened.layout, feed[placeholder].shape[0]), values
 
-    def _run_rows(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _run_rows(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         opened = self.opened
         fixed = opened.fixed_length
         data = opened.names[opened.data_input]
         length = self._length(inputs)
         batch = inputs[data].shape[0]
+        finals = [t for cell in self.states for t in cell[1]]
         if fixed is None or length == fixed:
-            return tf1_model.from_layout(opened.run_graph(inputs, self.session), opened.layout, batch)
+            if finals:
+                out, *values = opened.run_graph(inputs, self.session, fetch=tuple(finals))
+            else:
+                out, values = opened.run_graph(inputs, self.session), []
+            return tf1_model.from_layout(out, opened.layout, batch), values
         if self.free:
-            return self._run_free(inputs)
+            return self._run_free(inputs, finals)
         lengths_name = opened.names.get(opened.structure.lengths_input or "")
-        outputs, feeds = [], {}
+        outputs, feeds, values = [], {}, []
         for start in range(0, length, fixed):
             window = {data: _pad_time(inputs[data][:, start:start + fixed], fixed)}
             if lengths_name:
                 window[lengths_name] = np.clip(inputs[lengths_name] - start, 0, fixed).astype(np.int32)
-            finals = [t for cell in self.states for t in cell[1]]
             results = opened.run_graph(window, self.session, feeds, tuple(finals))
             out, values = results[0], results[1:]
             outputs.append(tf1_model.from_layout(out, opened.layout, batch))
             initials = [t for cell in self.states for t in cell[0]]
             feeds = dict(zip(initials, values))
         if opened.layout == "last step":
-            return outputs[-1]
-        return np.concatenate(outputs, axis=1)[:, :length]
+            return outputs[-1], values
+        return np.concatenate(outputs, axis=1)[:, :length], values
 
 
 def _pad_time(array: np.ndarray, length: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from rnnexport.errors import ExportError, NotRunnableError
 from rnnexport.model import RecurrentModel
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
-from rnnexport.runner import Arrays
+from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport.tf import tensorflow
 
 METADATA_NAME = "rnnexport"
@@ -127,43 +127,69 @@ def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     return meta, ops
 
 
+def step_file(path: Path) -> Path:
+    """The file beside `m.tflite` that holds the `step` and `initial_state` signatures."""
+    return path.with_name(f"{path.name[: -len(path.suffix)]}.step.tflite")
+
+
+def _convert(functions: list[Any], model: RecurrentModel, options: ExportOptions) -> bytes:
+    tf = tensorflow()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model.module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if options.select_ops:
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    if options.quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if options.quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - ConverterError and friends; the full text goes to --debug
+        raise ExportError(_blocking_message(str(exc), options), log=str(exc)) from None
+
+
 class TfliteTarget(Target):
     name = "tflite"
     description = "TFLite flatbuffer, builtin ops, fused LSTM kernels, any length at a fixed batch, LiteRT"
     suffix = ".tflite"
+    streams = True
 
     def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
         from converters.tflite_fusion import fused_lstm, unfusable
 
-        tf = tensorflow()
         if model.trace_with is None:
             raise ExportError(f"{model.info.path}: this source cannot be traced at a fixed batch for TFLite")
         # The converter needs static TensorList element shapes and initial states: fix the batch.
         function, kept = model.trace_with(fused_lstm, options.batch)
         not_fused = {r.name: kept.get(r.name) or unfusable(r) for r in model.recurrences
                      if kept.get(r.name) or unfusable(r)}
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model.module)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if options.select_ops:
-            converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-        if options.quantize is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if options.quantize == "float16":
-                converter.target_spec.supported_types = [tf.float16]
-        try:
-            flatbuffer = converter.convert()
-        except Exception as exc:  # noqa: BLE001 - ConverterError and friends; the full text goes to --debug
-            raise ExportError(_blocking_message(str(exc), options), log=str(exc)) from None
-        path.write_bytes(_finish(flatbuffer, {
+        meta = {
             "version": __version__,
             "source": model.info.path,
             "source_kind": model.info.kind,
             "batch": options.batch,
             "quantize": options.quantize,
             "select_ops": options.select_ops,
+        }
+        path.write_bytes(_finish(_convert([function.get_concrete_function()], model, options), {
+            **meta,
             "fused": {r.name: "UNIDIRECTIONAL_SEQUENCE_LSTM" for r in model.recurrences if r.name not in not_fused},
             "not_fused": not_fused,
         }))
+        if options.streaming:
+            streaming = model.streaming()
+            # The converter names each signature after its function: `step` and `initial_state`.
+            functions = [streaming.trace_step(options.batch).get_concrete_function(),
+                         streaming.initial_state.get_concrete_function()]
+            streamed = _convert(functions, model, options)
+            step_file(path).write_bytes(_finish(streamed, {**meta, "states": [s.name for s in streaming.states]}))
+
+    def files(self, path: Path, streaming: bool) -> list[Path]:
+        return [path, step_file(path)] if streaming else [path]
+
+    def stream_runner(self, path: Path, device: Device) -> TfliteStreamRunner | None:
+        step = step_file(path)
+        return TfliteStreamRunner(step) if step.is_file() else None
 
     def detect(self, path: Path) -> bool:
         if not path.is_file():
@@ -245,3 +271,41 @@ class TfliteRunner:
             out = self._invoke({name: value[rows] for name, value in inputs.items()})
             chunks.append({name: value[: size - start] for name, value in out.items()})
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+class TfliteStreamRunner:
+    """The `step` and `initial_state` signatures of `m.step.tflite`, through LiteRT's signature
+    runners. A batch larger than the file's runs in groups of its batch, each with its own state."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path))
+            self._step = self.interpreter.get_signature_runner("step")
+            self._initial = self.interpreter.get_signature_runner("initial_state")
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: the LiteRT interpreter cannot load its streaming signatures: {text}") from None
+        inputs, outputs = self._step.get_input_details(), self._step.get_output_details()
+        self.batch = int(next(iter(inputs.values()))["shape_signature"][0])
+        self.inputs = {name: d["dtype"] for name, d in inputs.items()}
+        self.states = state_names(inputs, outputs)
+        self.device = "CPU (LiteRT, XNNPACK delegate)"
+
+    def initial_state(self, batch: int) -> Arrays:
+        state = self._initial(batch=np.asarray(batch, np.int32))
+        return {name: np.array(value) for name, value in state.items()}
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        given = {**inputs, **state}
+        size = next(iter(given.values())).shape[0]
+        groups = []
+        for start in range(0, size, self.batch):
+            rows = np.arange(start, start + self.batch).clip(max=size - 1)
+            out = self._step(**{name: np.asarray(given[name][rows], dtype) for name, dtype in self.inputs.items()})
+            groups.append({name: np.array(value[: size - start]) for name, value in out.items()})
+        merged = {name: np.concatenate([g[name] for g in groups]) for name in groups[0]}
+        return split_state(merged, self.states)

@@ -20,7 +20,7 @@ from rnnexport.options import ConvertOptions, SourceOptions, Tolerance, Validate
 from rnnexport.parity import ExportUnderTest, check
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.report import ParityReport
-from rnnexport.sweep import build_cases
+from rnnexport.sweep import build_cases, build_stream_cases
 
 # progress(message, done, total): total == 0 announces a stage, otherwise counts cases.
 Progress = Callable[[str, int, int], None]
@@ -108,9 +108,10 @@ def _exports_under_test(
     time_axes = {o.name: o.time_axis for o in opened.info.outputs}
     under_test = []
     for target, path in exports:
-        runner, not_runnable = None, ""
+        runner, stream_runner, not_runnable = None, None, ""
         try:
             runner = target.runner(path, device)
+            stream_runner = target.stream_runner(path, device)
         except NotRunnableError as exc:
             not_runnable = str(exc)
         default = target.default_tolerance(device, path)
@@ -125,8 +126,9 @@ def _exports_under_test(
             runner=runner,
             tolerance=options.tolerance.apply(target.name, default),
             time_axes=time_axes,
-            details=target.describe(path),
+            details={**target.describe(path), **({"streaming_states": stream_runner.states} if stream_runner else {})},
             not_runnable=not_runnable,
+            stream_runner=stream_runner,
         ))
     return under_test
 
@@ -141,8 +143,11 @@ def _validate_opened(
 ) -> list:
     under_test = _exports_under_test(opened, label, exports, device, options)
     cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+    stream_cases = []
+    if any(e.stream_runner is not None for e in under_test):
+        stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
     reference = opened.reference(device)
-    return check(reference, under_test, cases, progress)
+    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
@@ -169,16 +174,22 @@ def convert(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     targets = _targets(options.targets)
+    streaming = options.export.streaming
+    if streaming:
+        for target in targets:
+            if not target.streams:
+                raise UserError(f"target '{target.name}' cannot write streaming entry points; leave it out of --to")
     plan: list[tuple[Path | Any, list[tuple[Target, Path]]]] = []
     seen: set[Path] = set()
     for source in items:
         dests = [(t, out / f"{_stem(source)}{t.suffix}") for t in targets]
-        for _, dest in dests:
-            if dest in seen:
-                raise UserError(f"{dest}: two sources would be exported to the same path; convert them separately")
-            if dest.exists() and not options.force:
-                raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
-            seen.add(dest)
+        for target, main in dests:
+            for dest in target.files(main, streaming):
+                if dest in seen:
+                    raise UserError(f"{dest}: two sources would be exported to the same path; convert them separately")
+                if dest.exists() and not options.force:
+                    raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
+                seen.add(dest)
         plan.append((source, dests))
     if progress:
         progress("loading TensorFlow", 0, 0)
@@ -193,14 +204,17 @@ def convert(
         if not opened.info.exportable:
             raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
         model = opened.recurrent_model()
+        if streaming and model.streaming is None:
+            raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
         for target, dest in dests:
             if progress:
                 progress(f"exporting {label} to {target.name}", 0, 0)
             with tempfile.TemporaryDirectory(dir=out, prefix=".rnnexport-") as tmp:
                 built = Path(tmp) / dest.name
                 target.export(model, built, options.export)
-                _install(built, dest, options.force)
-            result.artifacts.append(Artifact(label, target.name, dest))
+                for each in target.files(built, streaming):
+                    _install(each, dest.with_name(each.name), options.force)
+                    result.artifacts.append(Artifact(label, target.name, dest.with_name(each.name)))
         if device is not None:
             if progress:
                 progress(f"validating {label}", 0, 0)

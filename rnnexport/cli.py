@@ -91,6 +91,8 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Sequence lengths to check [default: 1, 2, short, source length, 4x beyond]."),
         click.option("--batches", metavar="N,N,...", default="1,3", show_default=True, help="Batch sizes to check."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs."),
+        click.option("--chunks", metavar="N,N,...", default="1,5,17", show_default=True,
+                     help="Chunk sizes the streaming check feeds streaming exports."),
         click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Check on the arrays of this .npz (keyed by input name) instead of random inputs."),
         click.option("--atol", multiple=True, metavar="[TARGET=]X",
@@ -140,6 +142,7 @@ def _validate_options(params: dict[str, Any]) -> Any:
         batches=_parse_list(params["batches"], "--batches") or (1, 3),
         seed=params["seed"],
         data=params["data"],
+        chunks=_parse_list(params["chunks"], "--chunks") or (1, 5, 17),
     )
     tolerance = ToleranceOverrides(
         atol=_parse_tolerances(params["atol"], "--atol"), rtol=_parse_tolerances(params["rtol"], "--rtol")
@@ -253,10 +256,14 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
               help="Quantize TFLite weights; validated with that quantization's own tolerance.")
 @click.option("--tflite-select-ops", is_flag=True,
               help="Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex delegate.")
+@click.option("--streaming", is_flag=True,
+              help="Also export initial_state(batch) and step(x, *state) entry points that run a chunk at a "
+                   "time, and check them chunk by chunk against the whole sequence.")
 @validation_options
 @_run
 def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, force: bool, validate: bool,
-            opset: int, batch: int, quantize: str | None, tflite_select_ops: bool, **params: Any) -> int:
+            opset: int, batch: int, quantize: str | None, tflite_select_ops: bool, streaming: bool,
+            **params: Any) -> int:
     """Export SOURCES to each target under --out, then prove each file matches its source.
 
     \b
@@ -264,13 +271,15 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, forc
       rnnexport convert model.h5 --to savedmodel --out exports/
       rnnexport convert samples/*.keras --to all --out build/ --report parity.json
       rnnexport convert tf1/model.ckpt --outputs softmax:0 --to onnx --out build/
+      rnnexport convert model.keras --streaming --to all --out build/ --chunks 1,5,17
     """
     import rnnexport
     from rnnexport.options import ConvertOptions, ExportOptions
 
     options = ConvertOptions(
         targets=targets, force=force, validate=validate, source=_source_options(params),
-        export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops),
+        export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
+                             streaming=streaming),
         validation=_validate_options(params),
     )
     result = rnnexport.convert(list(sources), out, options, progress=_progress(params))

@@ -144,6 +144,38 @@ class Recurrence:
 Replacement = Callable[[Recurrence, Any], Any]
 
 
+@dataclass(frozen=True)
+class StateInfo:
+    """One state tensor `[batch, size]` a streaming export carries between chunks.
+
+    The step entry point takes it as input `name` (`<layer>_<role>`, role `h` or `c`) and returns
+    the state after the chunk as output `next_name` (`<layer>_<role>_next`).
+    """
+
+    name: str
+    next_name: str
+    layer: str
+    role: str
+    size: int
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """The entry points of a streaming export, `tf.function`s tracked by the model's module.
+
+    `initial_state(batch)` returns the state before the first chunk, keyed by state name.
+    `step(*inputs, *states)` runs one chunk of any length, one step included, and returns the
+    outputs keyed by output name plus the states after the chunk keyed by their `next_name`.
+    `trace_step(batch)` traces `step` again at a fixed batch (TFLite needs one).
+    """
+
+    states: tuple[StateInfo, ...]
+    initial_state: Any
+    step: Any
+    trace_step: Callable[[int | None], Any]
+
+
 @dataclass
 class RecurrentModel:
     """A variable-length model ready for export.
@@ -156,6 +188,9 @@ class RecurrentModel:
     each recurrent layer computed by `replacement` instead where the layer can be and the
     replacement returns outputs (None keeps the layer). It returns the `tf.function` and, per
     layer the source kept, the reason. Targets use it to emit fused recurrent ops.
+
+    `streaming()` builds the step entry points of a causal model (once; later calls return the
+    same); it is None when the model cannot stream, and `not_streamable` says why, naming the layer.
     """
 
     info: SourceInfo
@@ -163,3 +198,5 @@ class RecurrentModel:
     sequence: Any
     recurrences: tuple[Recurrence, ...] = ()
     trace_with: Callable[[Replacement | None, int | None], tuple[Any, dict[str, str]]] | None = None
+    streaming: Callable[[], Streaming] | None = None
+    not_streamable: str = ""

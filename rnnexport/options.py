@@ -48,12 +48,14 @@ class SweepOptions:
 
     `lengths=None` picks 1, 2, a short length, the source's own length and 4x beyond it.
     `data` replaces the random inputs with the arrays of an `.npz` file keyed by input name.
+    `chunks`: the chunk sizes the streaming check feeds a streaming export.
     """
 
     lengths: tuple[int, ...] | None = None
     batches: tuple[int, ...] = (1, 3)
     seed: int = 0
     data: Path | None = None
+    chunks: tuple[int, ...] = (1, 5, 17)
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,15 @@ class ExportOptions:
 
     `opset`: ONNX opset version. `batch`: the fixed batch of TFLite exports (their converter
     needs one; time stays dynamic). `quantize`: TFLite weight quantization, one of
-    QUANTIZATIONS. `select_ops`: let TFLite fall back to TensorFlow (Flex) ops.
+    QUANTIZATIONS. `select_ops`: let TFLite fall back to TensorFlow (Flex) ops. `streaming`: also
+    write the `initial_state` and `step` entry points of a causal model.
     """
 
     opset: int = DEFAULT_OPSET
     batch: int = 1
     quantize: str | None = None
     select_ops: bool = False
+    streaming: bool = False
 
 
 @dataclass(frozen=True)

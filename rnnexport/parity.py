@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.errors import SourceError
+from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.options import Tolerance
-from rnnexport.runner import ReferenceRunner, Runner
+from rnnexport.model import TensorInfo
+from rnnexport.runner import NEXT, Arrays, ReferenceRunner, Runner, StreamRunner
 from rnnexport.sweep import Case
 
 # Relative error divides by max(|reference|, REL_FLOOR) so that near-zero outputs do not explode.
@@ -230,9 +231,15 @@ class ExportUnderTest:
     time_axes: Mapping[str, int | None] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
     not_runnable: str = ""
+    stream_runner: StreamRunner | None = None
 
 
 ProgressFn = Callable[[str, int, int], None]
+
+
+def _failed_run(exc: Exception) -> str:
+    text = f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: Case, export: ExportUnderTest, method: str) -> CaseResult:
@@ -242,8 +249,7 @@ def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: 
         return CaseResult(case, method, (), error=f"the export takes an input {exc} that the source does not have "
                                                    f"(source inputs: {', '.join(case.inputs)})")
     except Exception as exc:  # noqa: BLE001 - an export that cannot run this case fails it, with the reason
-        text = f"the export failed to run: {type(exc).__name__}: {exc}".splitlines()[0]
-        return CaseResult(case, method, (), error=text if len(text) <= 300 else text[:297] + "...")
+        return CaseResult(case, method, (), error=_failed_run(exc))
     comparisons = tuple(
         compare_output(name, ref, outputs.get(name), export.tolerance, export.time_axes.get(name))
         for name, ref in reference_outputs.items()
@@ -251,36 +257,103 @@ def run_case(reference_outputs: Mapping[str, np.ndarray], runner: Runner, case: 
     return CaseResult(case, method, comparisons)
 
 
+def stream(runner: StreamRunner, case: Case, inputs: Sequence[TensorInfo], time_axes: Mapping[str, int | None]
+           ) -> tuple[Arrays, Arrays]:
+    """Feed `case` to a streaming export `case.chunk` steps at a time from its initial state,
+    carrying the state. Per-step outputs are joined along time, others are the last chunk's;
+    the state after the last chunk is returned keyed by `<name>_next`."""
+    state = runner.initial_state(case.batch)
+    specs = {spec.name: spec for spec in inputs}
+    pieces = []
+    for start in range(0, case.length, case.chunk):
+        steps = min(case.chunk, case.length - start)
+        chunk = {}
+        for name, value in case.inputs.items():
+            spec = specs[name]
+            if spec.role == "lengths":
+                # Each chunk says how many of its own steps are valid.
+                chunk[name] = np.clip(value - start, 0, steps).astype(value.dtype)
+            elif spec.time_axis is not None:
+                chunk[name] = np.take(value, range(start, start + steps), axis=spec.time_axis)
+            else:
+                chunk[name] = value
+        outputs, state = runner.step(chunk, state)
+        pieces.append(outputs)
+    joined = {
+        name: pieces[-1][name] if time_axes.get(name) is None
+        else np.concatenate([p[name] for p in pieces], axis=time_axes[name])
+        for name in pieces[-1]
+    }
+    return joined, {name + NEXT: value for name, value in state.items()}
+
+
+def run_stream_case(expected: Mapping[str, np.ndarray], export: ExportUnderTest, case: Case,
+                    inputs: Sequence[TensorInfo], method: str) -> CaseResult:
+    try:
+        outputs, finals = stream(export.stream_runner, case, inputs, export.time_axes)
+    except KeyError as exc:
+        return CaseResult(case, method, (), error=f"the streaming export has no input or output {exc}")
+    except Exception as exc:  # noqa: BLE001 - as in run_case
+        return CaseResult(case, method, (), error=_failed_run(exc))
+    produced = {**outputs, **finals}
+    comparisons = tuple(
+        compare_output(name, ref, produced.get(name), export.tolerance, export.time_axes.get(name))
+        for name, ref in expected.items()
+    )
+    return CaseResult(case, method, comparisons)
+
+
+def _expected(reference: ReferenceRunner, case: Case) -> Arrays:
+    try:
+        return reference.run(case.inputs)
+    except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SourceError(f"the source itself cannot run case {case.name} ({type(exc).__name__}: {first}); "
+                          "choose lengths and batches it accepts with --lengths and --batches") from None
+
+
 def check(
     reference: ReferenceRunner,
     exports: Sequence[ExportUnderTest],
     cases: Sequence[Case],
     progress: ProgressFn | None = None,
+    stream_cases: Sequence[Case] = (),
+    inputs: Sequence[TensorInfo] = (),
 ) -> list[ExportResult]:
-    """Run every case once on the reference and on every export; compare every output."""
+    """Run every case once on the reference and on every export; compare every output.
+
+    Each of `stream_cases` runs the streaming exports chunk by chunk, and compares what they
+    return with the source run on the whole sequence, final states included."""
     per_export: list[list[CaseResult]] = [[] for _ in exports]
-    for index, case in enumerate(cases):
+    streamed = [e for e in exports if e.stream_runner is not None]
+    stream_cases = stream_cases if streamed else ()
+    total = len(cases) + len(stream_cases)
+    serves = getattr(reference, "serves", None)
+    for index, case in enumerate([*cases, *stream_cases]):
         if progress:
-            progress(case.name, index, len(cases))
-        serves = getattr(reference, "serves", None)
+            progress(case.name, index, total)
+        chunked = case.chunk is not None
+        runs = [(r, e) for r, e in zip(per_export, exports) if (e.stream_runner if chunked else e.runner) is not None]
         reason = serves(case.inputs) if serves else ""
         if reason:
-            for results, export in zip(per_export, exports):
-                if export.runner is not None:
-                    results.append(CaseResult(case, "not checked", (), skipped=reason))
+            for results, _ in runs:
+                results.append(CaseResult(case, "not checked", (), skipped=reason))
             continue
-        try:
-            expected = reference.run(case.inputs)
-        except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise SourceError(f"the source itself cannot run case {case.name} ({type(exc).__name__}: {first}); "
-                              "choose lengths and batches it accepts with --lengths and --batches") from None
+        expected = _expected(reference, case)
         method = reference.method(case.inputs)
-        for results, export in zip(per_export, exports):
-            if export.runner is not None:
+        if not chunked:
+            for results, export in runs:
                 results.append(run_case(expected, export.runner, case, export, method))
+            continue
+        method = f"{method}, whole sequence"
+        try:
+            expected.update(reference.final_state(case.inputs))
+        except UnsupportedModelError as exc:
+            method += f"; final state not checked: {exc}"
+        for results, export in runs:
+            results.append(run_stream_case(expected, export, case, inputs, method))
     if progress:
-        progress("done", len(cases), len(cases))
+        progress("done", total, total)
     return [
         ExportResult(
             e.source, e.source_kind, e.target, e.path, e.runner.device if e.runner else "-", reference.device,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rnnexport.device import Device
     from rnnexport.model import RecurrentModel, SourceInfo
     from rnnexport.options import ExportOptions, SourceOptions, Tolerance
-    from rnnexport.runner import ReferenceRunner, Runner
+    from rnnexport.runner import ReferenceRunner, Runner, StreamRunner
 
 SOURCE_GROUP = "rnnexport.sources"
 TARGET_GROUP = "rnnexport.targets"
@@ -87,6 +87,18 @@ class Target(ABC):
     @abstractmethod
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         """The tolerance the artifact at `path` meets against the reference on `device`."""
+
+    # Whether `export` writes streaming entry points when `ExportOptions.streaming` is set.
+    streams: bool = False
+
+    def files(self, path: Path, streaming: bool) -> list[Path]:
+        """Everything an export at `path` writes: `path`, and any file the streaming entry points
+        go into beside it."""
+        return [path]
+
+    def stream_runner(self, path: Path, device: Device) -> StreamRunner | None:
+        """A runner for the streaming entry points of the export at `path` (None: it has none)."""
+        return None
 
     def describe(self, path: Path) -> dict[str, Any]:
         """Facts about an artifact for the report (op types, fused layers); cheap to compute."""

@@ -92,6 +92,12 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
             lines.append(f"  {e.target} {Path(e.path).name}: recurrent ops {found}{extra}")
         for layer, reason in e.details.get("not_fused", {}).items():
             lines.append(f"    not fused: {layer}: {reason}")
+        if "streaming_states" in e.details:
+            streamed = [c for c in e.checked if c.case.chunk is not None]
+            chunks = ",".join(str(c) for c in sorted({c.case.chunk for c in streamed}))
+            states = ", ".join(sorted(e.details["streaming_states"]))
+            lines.append(f"  {e.target} {Path(e.path).name}: streaming, state {states}; "
+                         f"{sum(1 for c in streamed if c)}/{len(streamed)} chunked runs (chunks {chunks or '-'}) match")
         reasons = sorted({c.skipped for c in e.skipped})
         if reasons:
             lines.append(f"  {e.target} {Path(e.path).name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")

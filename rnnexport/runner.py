@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -26,3 +26,37 @@ class ReferenceRunner(Runner, Protocol):
 
     # A reference may also define `serves(inputs) -> str`: why it holds no ground truth for
     # these inputs (empty when it does). The parity engine then skips the case and says why.
+
+    def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """The state of every recurrent layer after the whole sequence, keyed `<state>_next`."""
+        ...
+
+
+NEXT = "_next"
+
+
+class StreamRunner(Protocol):
+    """Runs the streaming entry points of one artifact. States are keyed by their input names;
+    the step entry point returns each as `<name>_next`."""
+
+    name: str
+    device: str
+
+    def initial_state(self, batch: int) -> Arrays: ...
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        """One chunk: the outputs, and the state after it keyed by state name."""
+        ...
+
+
+def state_names(inputs: Iterable[str], outputs: Iterable[str]) -> list[str]:
+    """The step inputs that carry state: those returned again as `<name>_next`."""
+    returned = set(outputs)
+    return [name for name in inputs if name + NEXT in returned]
+
+
+def split_state(outputs: Mapping[str, np.ndarray], states: Iterable[str]) -> tuple[Arrays, Arrays]:
+    """A step's outputs, separated into the model's outputs and the next state keyed by state name."""
+    states = list(states)
+    carried = {name + NEXT for name in states}
+    return ({k: v for k, v in outputs.items() if k not in carried}, {name: outputs[name + NEXT] for name in states})

@@ -13,20 +13,27 @@ from rnnexport.model import TensorInfo
 from rnnexport.options import SweepOptions
 
 DEFAULT_LENGTHS = (1, 2, 7, 32, 128)
+STREAM_LENGTH = 64
 
 
 @dataclass(frozen=True)
 class Case:
-    """One set of inputs. `kind` is `random`, `padded` (masked tail) or `data` (from a file)."""
+    """One set of inputs. `kind` is `random`, `padded` (masked tail) or `data` (from a file).
+
+    A case with a `chunk` runs a streaming export that many steps at a time."""
 
     name: str
     kind: str
     batch: int
     length: int | None
     inputs: dict[str, np.ndarray] = field(compare=False, repr=False)
+    chunk: int | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "batch": self.batch, "length": self.length}
+        data: dict[str, object] = {"name": self.name, "kind": self.kind, "batch": self.batch, "length": self.length}
+        if self.chunk is not None:
+            data["chunk"] = self.chunk
+        return data
 
 
 def default_lengths(fixed_length: int | None) -> tuple[int, ...]:
@@ -131,3 +138,29 @@ def build_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options:
     if options.data is not None:
         return [_data_case(inputs, Path(options.data))]
     return _random_cases(inputs, fixed_length, options)
+
+
+def stream_length(fixed_length: int | None) -> int:
+    """A sequence long enough that every chunk size runs many chunks, and whole windows of a
+    source fixed at `fixed_length` steps (which can only be run window by window)."""
+    if fixed_length is None:
+        return STREAM_LENGTH
+    return fixed_length * -(-STREAM_LENGTH // fixed_length)
+
+
+def build_stream_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions) -> list[Case]:
+    """The cases of the streaming check: one long sequence per batch size (or the `--data`
+    arrays), fed in chunks of each of `options.chunks` steps."""
+    if options.data is not None:
+        bases = [_data_case(inputs, Path(options.data))]
+    else:
+        length = stream_length(fixed_length)
+        bases = []
+        for batch in options.batches:
+            rng = np.random.default_rng([options.seed, length, batch, 2])
+            arrays = {spec.name: _sample(spec, batch, length, rng) for spec in inputs}
+            bases.append(Case(f"len={length} batch={batch}", "streaming", batch, length, arrays))
+    return [
+        Case(f"stream chunk={chunk} {base.name}", "streaming", base.batch, base.length, base.inputs, chunk)
+        for base in bases if base.length is not None for chunk in options.chunks
+    ]

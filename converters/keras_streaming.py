@@ -1,0 +1,180 @@
+"""A Keras model run a chunk at a time: each recurrent layer starts from a state given as an input
+and returns the state it ends in.
+
+The model's own graph is walked once per trace, calling every layer as the model would, except
+that recurrent layers receive `initial_state` and return their final states as well. Only models
+whose other layers compute each time step on its own can be cut into chunks this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rnnexport.errors import UnsupportedModelError
+from rnnexport.model import StateInfo, Streaming, TensorInfo
+from rnnexport.tf import tensorflow
+
+# Layers that compute each time step from that step alone (given the `axis` check below).
+PER_STEP = frozenset({
+    "InputLayer", "Dense", "EinsumDense", "TimeDistributed", "VariableTimeDistributed", "Embedding", "Masking",
+    "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "BatchNormalization", "LayerNormalization", "Concatenate", "Add", "Subtract", "Multiply", "Average",
+    "Maximum", "Minimum", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "SequenceMask",
+})
+RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN"})
+
+
+def _nested(layer: Any) -> Any:
+    """The functional graph of a nested model (Sequential keeps one inside), or None."""
+    import keras
+
+    if isinstance(layer, keras.Sequential):
+        return layer._functional
+    if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):
+        return layer
+    return None
+
+
+def _layers(model: Any) -> Iterator[Any]:
+    for layer in model.layers:
+        if _nested(layer) is not None:
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def state_roles(layer: Any) -> tuple[tuple[str, int], ...]:
+    """(role, size) of each state a recurrent layer carries, in the order Keras passes them."""
+    cell = layer.cell
+    kind = type(cell).__name__
+    if kind == "LSTMCell":
+        return ("h", cell.units), ("c", cell.units)
+    if kind == "PeepholeLSTMCell":
+        return ("c", cell.units), ("h", cell.output_size)
+    if kind in ("GRUCell", "SimpleRNNCell"):
+        return (("h", cell.units),)
+    raise UnsupportedModelError(f"layer '{layer.name}' runs a {kind}, whose state rnnexport cannot name")
+
+
+def _last_axis_only(layer: Any) -> bool:
+    axis = getattr(layer, "axis", -1)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(layer.output.shape) if not isinstance(layer.output, (list, tuple)) else len(layer.output[0].shape)
+    return all(a in (-1, rank - 1) for a in axes)
+
+
+def not_streamable(model: Any) -> str:
+    """Why this model cannot run chunk by chunk with explicit state, naming the layer (empty: it can)."""
+    for layer in _layers(model):
+        kind = type(layer).__name__
+        if kind == "Bidirectional":
+            return f"layer '{layer.name}' (Bidirectional) reads each sequence backwards, so it needs the whole sequence"
+        if kind in RECURRENT:
+            if layer.go_backwards:
+                return f"layer '{layer.name}' ({kind}, go_backwards=True) needs the whole sequence"
+            continue
+        if kind not in PER_STEP:
+            return (f"layer '{layer.name}' ({kind}) may combine several time steps; only recurrent layers can carry "
+                    "state from one chunk to the next")
+        if not _last_axis_only(layer):
+            return f"layer '{layer.name}' ({kind}) works across the time axis (axis={layer.axis})"
+    return ""
+
+
+def recurrent_layers(model: Any) -> list[Any]:
+    return [layer for layer in _layers(model) if type(layer).__name__ in RECURRENT]
+
+
+def states_of(model: Any) -> tuple[StateInfo, ...]:
+    """The states of every recurrent layer, named `<layer>_<role>` (step outputs `<layer>_<role>_next`)."""
+    return tuple(
+        StateInfo(f"{layer.name}_{role}", f"{layer.name}_{role}_next", layer.name, role, size)
+        for layer in recurrent_layers(model) for role, size in state_roles(layer)
+    )
+
+
+@contextlib.contextmanager
+def _returning_state(layers: Sequence[Any]) -> Iterator[None]:
+    saved = [(layer, layer.return_state) for layer in layers]
+    for layer in layers:
+        layer.return_state = True
+    try:
+        yield
+    finally:
+        for layer, value in saved:
+            layer.return_state = value
+
+
+def run_chunk(model: Any, inputs: Sequence[Any], states: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The model's outputs on `inputs` with each recurrent layer starting from `states` (keyed by
+    state name), and the states each ends in (keyed by the `_next` names)."""
+    layers = recurrent_layers(model)
+    requested = {layer.name: layer.return_state for layer in layers}
+    own: dict[str, list[StateInfo]] = {layer.name: [] for layer in layers}
+    for info in states_of(model):
+        own[info.layer].append(info)
+    finals: dict[str, Any] = {}
+
+    def operation_fn(operation: Any) -> Any:
+        graph = _nested(operation)
+        if graph is not None:
+            return lambda *args, **kwargs: _walk(graph, args[0])
+        if type(operation).__name__ not in RECURRENT:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if "training" in getattr(operation, "_call_context_args", {}):
+                    kwargs["training"] = False
+                return operation(*args, **kwargs)
+            return call
+
+        def recurrent(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > 1 or kwargs.get("initial_state") is not None:
+                raise UnsupportedModelError(f"layer '{operation.name}' takes its initial state from another layer; "
+                                            "it cannot start each chunk from the state it ended the last one in")
+            layer_states = own[operation.name]
+            kwargs["training"] = False
+            returned = operation(*args, initial_state=[states[s.name] for s in layer_states], **kwargs)
+            for info, value in zip(layer_states, returned[1:]):
+                finals[info.next_name] = value
+            return returned if requested[operation.name] else returned[0]
+        return recurrent
+
+    def _walk(graph: Any, tensors: Any) -> Any:
+        return graph._run_through_graph(tensors, operation_fn=operation_fn)
+
+    with _returning_state(layers):
+        graph = _nested(model)
+        outputs = _walk(graph, list(inputs))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return list(outputs), finals
+
+
+def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_names: Sequence[str]) -> Streaming:
+    """The initial-state and step functions of `model`, tracked by `module` for saving."""
+    tf = tensorflow()
+    states = states_of(model)
+
+    def trace_step(batch: int | None) -> Any:
+        specs = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype, name=spec.name) for spec in inputs]
+        specs += [tf.TensorSpec((batch, s.size), s.dtype, name=s.name) for s in states]
+
+        def step(*tensors: Any) -> dict[str, Any]:
+            given = dict(zip([s.name for s in states], tensors[len(inputs):]))
+            outputs, finals = run_chunk(model, tensors[:len(inputs)], given)
+            result = {name: tf.identity(out, name=name) for name, out in zip(output_names, outputs)}
+            result.update({s.next_name: tf.identity(finals[s.next_name], name=s.next_name) for s in states})
+            return result
+
+        function = tf.function(step, input_signature=specs)
+        function.get_concrete_function()
+        return function
+
+    def initial_state(batch: Any) -> dict[str, Any]:
+        return {s.name: tf.zeros(tf.stack([batch, s.size]), dtype=s.dtype, name=s.name) for s in states}
+
+    init = tf.function(initial_state, input_signature=[tf.TensorSpec((), tf.int32, name="batch")])
+    init.get_concrete_function()
+    module.initial_state = init
+    module.step = trace_step(None)
+    return Streaming(states, module.initial_state, module.step, trace_step)
