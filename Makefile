@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 samples/tf1_tagger samples/*.pb --to all --out build/demo --force \
 		--report build/demo/parity.json
+	$(BIN)/rnnexport convert samples/lstm_variable.keras samples/gru_fixed.keras samples/tf1_tagger samples/unrolled_lstm.pb \
+		--streaming --to all --out build/demo/streaming --force --report build/demo/streaming/parity.json
 
 ## Run the test suite (what CI runs).
 test: $(STAMP)

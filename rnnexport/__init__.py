@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from rnnexport.api import ConvertResult, convert, inspect, validate  # noqa: E402
 from rnnexport.options import (  # noqa: E402
     ConvertOptions,
+    ExportOptions,
     SourceOptions,
     SweepOptions,
     Tolerance,
@@ -22,6 +23,7 @@ from rnnexport.options import (  # noqa: E402
 __all__ = [
     "ConvertOptions",
     "ConvertResult",
+    "ExportOptions",
     "SourceOptions",
     "SweepOptions",
     "Tolerance",

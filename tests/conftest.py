@@ -25,12 +25,35 @@ def run_python(script: Path, *args: str, legacy_keras: bool = False, timeout: in
     return result
 
 
+def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed console entry point, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Keras 2 `.h5` files written by tf-keras itself, as users of tf.keras < 2.16 have them."""
     out = tmp_path_factory.mktemp("keras2")
     run_python(TESTS / "tfkeras_helper.py", "write", str(out), legacy_keras=True)
     return {p.stem: p for p in out.glob("*.h5")}
+
+
+@pytest.fixture(scope="session")
+def tf1_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoints written by the real TF1 cells and runners (tf1_helper.CHECKPOINTED)."""
+    out = tmp_path_factory.mktemp("tf1")
+    run_python(TESTS / "tf1_helper.py", "write", str(out), legacy_keras=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def frozen_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frozen GraphDefs of statically unrolled TF1 graphs (tf1_helper.FROZEN), as `<name>.pb`."""
+    out = tmp_path_factory.mktemp("frozen")
+    run_python(TESTS / "tf1_helper.py", "freeze", str(out), legacy_keras=True)
+    return out
 
 
 @pytest.fixture(scope="session")

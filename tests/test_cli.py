@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,8 @@ from click.testing import CliRunner
 
 from rnnexport.cli import cli
 
-from conftest import ROOT
+from conftest import ROOT, rnnexport_cmd
 from keras_models import build
-
-
-def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The installed console entry point, as a user runs it."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -160,15 +160,6 @@ def test_not_a_model_file(tmp_path):
         rnnexport.inspect(path)
 
 
-def test_stateful_model_is_refused(tmp_path):
-    import keras
-
-    i = keras.Input((5, 3), batch_size=2, name="x")
-    path = tmp_path / "stateful.keras"
-    keras.Model(i, keras.layers.LSTM(4, stateful=True, name="memory")(i)).save(path)
-    assert "layer 'memory' (LSTM) is stateful=True" in rnnexport.inspect(path).problems[0]
-
-
 def test_custom_layer_is_refused_naming_it(tmp_path):
     import keras
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TESTS, checked_exports, export_result, run_python
+from conftest import checked_exports, export_result
 
 import rnnexport
 from rnnexport.cli import cli
@@ -19,13 +19,6 @@ CONVERTED = [
     "multi_lstm_custom_scope", "lstm_block_dynamic", "bidirectional_static", "bidirectional_dynamic",
     "embedded_multi_lstm",
 ]
-
-
-@pytest.fixture(scope="session")
-def tf1_files(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tf1")
-    run_python(TESTS / "tf1_helper.py", "write", str(out), legacy_keras=True)
-    return out
 
 
 @pytest.fixture(scope="session")

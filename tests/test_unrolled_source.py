@@ -4,7 +4,7 @@ of Keras `unroll=True` models, re-rolled and checked at their length and beyond.
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TESTS, checked_exports, export_result, run_python
+from conftest import checked_exports, export_result
 
 import rnnexport
 from rnnexport.cli import cli
@@ -16,13 +16,6 @@ LENGTH = 10
 FROZEN = ["basic_lstm_static", "gru_static", "basic_rnn_static", "bidirectional_static", "two_layer_gru_static",
           "embedded_multi_lstm", "hand_unrolled_lstm", "padded_gru_classifier"]
 KERAS = ["keras_lstm", "keras_gru_stack", "keras_simple_rnn"]
-
-
-@pytest.fixture(scope="session")
-def frozen_files(tmp_path_factory):
-    out = tmp_path_factory.mktemp("frozen")
-    run_python(TESTS / "tf1_helper.py", "freeze", str(out), legacy_keras=True)
-    return out
 
 
 def _keras_unrolled(kind):
