@@ -88,6 +88,25 @@ class PeepholeLSTMCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnnexport")
+class TrainedState(keras.layers.Layer):
+    """A state a recurrent layer starts from that was learned rather than zero: one vector of
+    `size`, the same for every row of the batch its input has."""
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = size
+
+    def build(self, input_shape: Any) -> None:
+        self.value = self.add_weight(name="value", shape=(self.size,), initializer="zeros")
+
+    def call(self, inputs: Any) -> Any:
+        return ops.broadcast_to(self.value, (ops.shape(inputs)[0], self.size))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="rnnexport")
 class SequenceMask(keras.layers.Layer):
     """The mask of `dynamic_rnn(sequence_length=...)`: step t of row b is valid while t < length[b]."""
 

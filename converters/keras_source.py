@@ -359,12 +359,11 @@ class KerasReference:
         return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """Each recurrent layer's state after the whole sequence, from the zero state, keyed by
-        the step entry point's `next_name`s."""
+        """Each recurrent layer's state after the whole sequence, from the state it starts from,
+        keyed by the step entry point's `next_name`s."""
         tf = tensorflow()
         model, arrays = self._model(inputs)
-        batch = arrays[0].shape[0]
-        zeros = {s.name: np.zeros((batch, s.size), s.dtype) for s in keras_streaming.states_of(model)}
+        start = keras_streaming.initial_state(model, arrays[0].shape[0])
         with tf.device(self.tf_device):
-            _, finals = keras_streaming.run_chunk(model, arrays, zeros)
+            _, finals = keras_streaming.run_chunk(model, arrays, start)
         return {name: np.asarray(value) for name, value in finals.items()}

@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from rnnexport.errors import UnsupportedModelError
 from rnnexport.model import StateInfo, Streaming, TensorInfo
 from rnnexport.tf import tensorflow
@@ -21,7 +23,7 @@ PER_STEP = frozenset({
     "InputLayer", "Dense", "EinsumDense", "TimeDistributed", "VariableTimeDistributed", "Embedding", "Masking",
     "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "BatchNormalization", "LayerNormalization", "Concatenate", "Add", "Subtract", "Multiply", "Average",
-    "Maximum", "Minimum", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "SequenceMask",
+    "Maximum", "Minimum", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "SequenceMask", "TrainedState",
 })
 RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN"})
 
@@ -74,6 +76,10 @@ def not_streamable(model: Any) -> str:
         if kind in RECURRENT:
             if layer.go_backwards:
                 return f"layer '{layer.name}' ({kind}, go_backwards=True) needs the whole sequence"
+            if _given_states(layer) and trained_states(layer) is None:
+                source = _given_states(layer)[0]._keras_history.operation.name
+                return (f"layer '{layer.name}' ({kind}) takes its initial state from layer '{source}', so no chunk "
+                        "can start from the state the previous one ended in")
             continue
         if kind not in PER_STEP:
             return (f"layer '{layer.name}' ({kind}) may combine several time steps; only recurrent layers can carry "
@@ -81,6 +87,22 @@ def not_streamable(model: Any) -> str:
         if not _last_axis_only(layer):
             return f"layer '{layer.name}' ({kind}) works across the time axis (axis={layer.axis})"
     return ""
+
+
+def _given_states(layer: Any) -> list[Any]:
+    """The tensors a recurrent layer is given as its initial state in the model's graph."""
+    node = layer._inbound_nodes[0]
+    given = node.arguments.kwargs.get("initial_state") or list(node.arguments.args[1:])
+    return list(given) if isinstance(given, (list, tuple)) else [given]
+
+
+def trained_states(layer: Any) -> list[Any] | None:
+    """The `TrainedState` layers a recurrent layer starts from (None: it starts from zeros)."""
+    given = _given_states(layer)
+    if not given:
+        return None
+    makers = [t._keras_history.operation for t in given]
+    return makers if all(type(m).__name__ == "TrainedState" for m in makers) else None
 
 
 def recurrent_layers(model: Any) -> list[Any]:
@@ -129,12 +151,12 @@ def run_chunk(model: Any, inputs: Sequence[Any], states: dict[str, Any]) -> tupl
             return call
 
         def recurrent(*args: Any, **kwargs: Any) -> Any:
-            if len(args) > 1 or kwargs.get("initial_state") is not None:
-                raise UnsupportedModelError(f"layer '{operation.name}' takes its initial state from another layer; "
-                                            "it cannot start each chunk from the state it ended the last one in")
+            # A trained initial state starts the sequence, which `initial_state()` returns; each
+            # chunk starts from the state given instead.
             layer_states = own[operation.name]
             kwargs["training"] = False
-            returned = operation(*args, initial_state=[states[s.name] for s in layer_states], **kwargs)
+            kwargs["initial_state"] = [states[s.name] for s in layer_states]
+            returned = operation(args[0], **kwargs)
             for info, value in zip(layer_states, returned[1:]):
                 finals[info.next_name] = value
             return returned if requested[operation.name] else returned[0]
@@ -148,6 +170,24 @@ def run_chunk(model: Any, inputs: Sequence[Any], states: dict[str, Any]) -> tupl
         outputs = _walk(graph, list(inputs))
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     return list(outputs), finals
+
+
+def initial_values(model: Any) -> dict[str, np.ndarray]:
+    """The trained initial states of the model's recurrent layers, keyed by state name."""
+    from keras import ops
+
+    values = {}
+    for layer in recurrent_layers(model):
+        for (role, _), maker in zip(state_roles(layer), trained_states(layer) or []):
+            values[f"{layer.name}_{role}"] = ops.convert_to_numpy(maker.value)
+    return values
+
+
+def initial_state(model: Any, batch: int) -> dict[str, np.ndarray]:
+    """The state the model starts each sequence from, for `batch` rows, keyed by state name."""
+    trained = initial_values(model)
+    return {s.name: np.broadcast_to(trained[s.name], (batch, s.size)).copy() if s.name in trained
+            else np.zeros((batch, s.size), s.dtype) for s in states_of(model)}
 
 
 def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_names: Sequence[str]) -> Streaming:
@@ -170,8 +210,15 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
         function.get_concrete_function()
         return function
 
+    trained = initial_values(model)
+
     def initial_state(batch: Any) -> dict[str, Any]:
-        return {s.name: tf.zeros(tf.stack([batch, s.size]), dtype=s.dtype, name=s.name) for s in states}
+        values = {}
+        for s in states:
+            shape = tf.stack([batch, s.size])
+            start = tf.broadcast_to(trained[s.name], shape) if s.name in trained else tf.zeros(shape, dtype=s.dtype)
+            values[s.name] = tf.identity(start, name=s.name)
+        return values
 
     init = tf.function(initial_state, input_signature=[tf.TensorSpec((), tf.int32, name="batch")])
     init.get_concrete_function()

@@ -3,7 +3,9 @@ Keras model, with TF1 weights converted to Keras's conventions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -353,9 +355,25 @@ def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: boo
     return layer, weights
 
 
+def _trained_states(cell: Cell, vectors: list[np.ndarray], name: str, x: Any) -> list[Any]:
+    """The states a layer starts from, from TF1's (c, h) vectors, in the order its Keras layer takes them."""
+    from converters.keras_layers import TrainedState
+
+    roles = dict(zip(("c", "h") if cell.kind == "lstm" else ("h",), vectors))
+    order = ("h", "c") if cell.kind == "lstm" and (cell.keras or standard_lstm(cell)) else ("c", "h")
+    states = []
+    for role in (r for r in order if r in roles):
+        layer = TrainedState(roles[role].shape[-1], name=f"{name}_initial_{role}")
+        states.append(layer(x))
+        layer.set_weights([roles[role]])
+    return states
+
+
 def keras_model(structure: Structure, names: dict[str, str], features: int | None, vocab: int | None,
-                last_step: bool) -> Any:
-    """The Keras equivalent of `structure`, taking and returning batch-major tensors."""
+                last_step: bool, initial: Mapping[int, list[np.ndarray]] = MappingProxyType({})) -> Any:
+    """The Keras equivalent of `structure`, taking and returning batch-major tensors. `initial`
+    holds, by layer index, the (c, h) or (h,) vectors a layer's forward cell starts from where
+    they are not zero."""
     import keras
 
     from converters.keras_layers import SequenceMask
@@ -381,7 +399,8 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
         forward, weights = keras_layer(layer.forward, f"rnn_{index}", sequences, False,
                                        mask is not None and sequences)
         if layer.backward is None:
-            x = forward(x, mask=mask)
+            states = _trained_states(layer.forward, initial[index], f"rnn_{index}", x) if index in initial else None
+            x = forward(x, mask=mask, initial_state=states)
             forward.set_weights(weights)
             continue
         backward, back_weights = keras_layer(layer.backward, f"rnn_{index}_backward", sequences, True,

@@ -235,6 +235,7 @@ class OpenedTf1(OpenedSource):
         self.fixed_length = steps if steps > 1 else shape[self.time_axis]
         self.names = _sanitise([self.data_input] + ([self.structure.lengths_input] if lengths else []))
         self.features = None if embedding is not None else shape[-1]
+        self.initial = self._trained_initial_states()
         self.layout, self.keras = self._equivalent()
         self.info = self._describe()
 
@@ -283,7 +284,8 @@ class OpenedTf1(OpenedSource):
 
     def _equivalent(self) -> tuple[str, Any]:
         """The output's layout and the Keras model that reproduces the graph at its own length."""
-        with_sequences = tf1_model.keras_model(self.structure, self.names, self.features, self._vocab(), False)
+        with_sequences = tf1_model.keras_model(self.structure, self.names, self.features, self._vocab(), False,
+                                               self.initial)
         inputs = self._probe_inputs()
         expected = self.run_graph(inputs)
         batch = next(iter(inputs.values())).shape[0]
@@ -303,7 +305,8 @@ class OpenedTf1(OpenedSource):
         layout, _ = best
         model = with_sequences
         if layout == "last step":
-            model = tf1_model.keras_model(self.structure, self.names, self.features, self._vocab(), True)
+            model = tf1_model.keras_model(self.structure, self.names, self.features, self._vocab(), True,
+                                          self.initial)
         check = np.asarray(model([inputs[n] for n in self._input_names()], training=False))
         expected = tf1_model.from_layout(expected, layout, batch)
         diff = float(np.max(np.abs(check - expected))) if check.size else 0.0
@@ -312,6 +315,27 @@ class OpenedTf1(OpenedSource):
                 f"{self.label}: the recognised cells ({'; '.join(c.describe() for c in self._cells())}) do not "
                 f"reproduce '{self.output}' (max abs difference {diff:.3g}); rnnexport refuses to export a guess")
         return layout, model
+
+    def _trained_initial_states(self) -> dict[int, list[np.ndarray]]:
+        """By layer index, the state vectors (c, h) or (h,) a forward cell starts from where they
+        are not zero: a trained initial state, the same for every row."""
+        try:
+            tensors = [_state_tensors(self.source.view, layer.forward)[0] for layer in self.structure.layers]
+        except UnsupportedModelError:
+            return {}
+        values = self.run_graph(self._probe_inputs(), fetch=tuple(t for each in tensors for t in each))[1:]
+        initial = {}
+        for index, names in enumerate(tensors):
+            vectors, values = values[:len(names)], values[len(names):]
+            if not any(np.any(v) for v in vectors):
+                continue
+            if any(v.ndim != 2 or not np.array_equal(v, np.broadcast_to(v[:1], v.shape)) for v in vectors):
+                raise UnsupportedModelError(
+                    f"{self.label}: cell '{self.structure.layers[index].forward.scope}' starts from a state that "
+                    f"differs from row to row ('{names[0]}'); rnnexport reproduces cells that start from zero or "
+                    "from one trained state")
+            initial[index] = [v[0] for v in vectors]
+        return initial
 
     def _cells(self) -> list[tf1_graph.Cell]:
         return [c for layer in self.structure.layers for c in layer.cells]
@@ -376,8 +400,10 @@ class OpenedTf1(OpenedSource):
                 direction = "backward" if cell is layer.backward else "forward"
                 unrolled = "unroll=True" if cell.keras else "static_rnn"
                 runner = "dynamic_rnn" if cell.looped else f"{unrolled} ({len(cell.steps)} steps)"
-                layers.append(LayerInfo(cell.scope, cell.describe(), True, cell.units, direction,
-                                        {"layer": index, "runner": runner}))
+                details = {"layer": index, "runner": runner}
+                if index in self.initial and cell is layer.forward:
+                    details["initial_state"] = "trained"
+                layers.append(LayerInfo(cell.scope, cell.describe(), True, cell.units, direction, details))
         kinds = [k for k, _ in self.structure.head]
         if kinds:
             layers.append(LayerInfo("projection", " + ".join(kinds),
@@ -386,6 +412,9 @@ class OpenedTf1(OpenedSource):
                  + ("[batch, C] for the last step" if last else "[batch, time, C]")]
         if self.fixed_length:
             notes.append(f"the graph is built for {self.fixed_length} steps; the export accepts any length")
+        for index in self.initial:
+            notes.append(f"cell '{self.structure.layers[index].forward.scope}' starts from a trained state, which "
+                         "the export starts from too (and a streaming export's initial_state returns)")
         if self.time_axis == 0:
             notes.append("the graph's input is time-major; the export takes [batch, time, ...]")
         if self.fixed_batch:

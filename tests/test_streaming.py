@@ -37,6 +37,7 @@ TF1 = {
     "basic_rnn_dynamic": ["rnn_0_h"],
     "multi_lstm_custom_scope": ["rnn_0_c", "rnn_0_h", "rnn_1_c", "rnn_1_h", "rnn_2_c", "rnn_2_h"],
     "lstm_peephole_projection_time_major": ["rnn_0_c", "rnn_0_h"],
+    "trained_initial_state": ["rnn_0_h"],
 }
 FROZEN = {
     "basic_lstm_static": ["rnn_0_c", "rnn_0_h"],
@@ -53,7 +54,8 @@ def assert_streams(result, states, bound):
     assert sorted(e.target for e in result.report.exports) == list(TARGETS)
     for export in result.report.exports:
         chunked = [c for c in export.checked if c.case.chunk is not None]
-        assert sorted((c.case.chunk, c.case.batch) for c in chunked) == [(1, 1), (1, 3), (5, 1), (5, 3), (17, 1), (17, 3)]
+        assert sorted((c.case.chunk, c.case.batch) for c in chunked) == [
+            (chunk, batch) for chunk in (1, 5, 17) for batch in (1, 3)]
         assert sorted(export.details["streaming_states"]) == sorted(states)
         for case in chunked:
             assert case, case.failures()
@@ -87,6 +89,18 @@ def test_tf1_checkpoints_stream_against_the_graph_in_windows(tf1_streamed, name)
     assert methods == {"source in 7 windows of 10 steps, state carried, whole sequence"}
 
 
+def test_a_trained_initial_state_is_what_initial_state_returns(tf1_files, tf1_streamed):
+    import tensorflow as tf
+
+    trained = tf.train.load_variable(str(tf1_files / "trained_initial_state" / "model.ckpt"), "initial_state")
+    assert trained.shape == (1, 8) and np.abs(trained).max() > 0.1
+    info = rnnexport.inspect(tf1_files / "trained_initial_state")
+    assert info.layers[0].details["initial_state"] == "trained"
+    path = next(a.path for a in tf1_streamed["trained_initial_state"].artifacts if a.target == "savedmodel")
+    start = tf.saved_model.load(str(path)).signatures["initial_state"](batch=tf.constant(3))["rnn_0_h"].numpy()
+    np.testing.assert_array_equal(start, np.repeat(trained, 3, axis=0))
+
+
 @pytest.mark.parametrize("name", FROZEN)
 def test_unrolled_graphs_stream(frozen_files, tmp_path, name):
     assert_streams(rnnexport.convert(frozen_files / f"{name}.pb", tmp_path, STREAMING), FROZEN[name], 5e-5)
@@ -118,8 +132,10 @@ def test_entry_points_and_state_names_in_each_runtime(tmp_path):
     assert [i.name for i in initial.graph.input] == ["batch"]
 
     signatures = Interpreter(str(tmp_path / "lstm.step.tflite")).get_signature_list()
-    assert signatures == {"initial_state": {"inputs": ["batch"], "outputs": ["lstm_c", "lstm_h"]},
-                          "step": {"inputs": ["lstm_c", "lstm_h", "x"], "outputs": ["lstm", "lstm_c_next", "lstm_h_next"]}}
+    assert signatures == {
+        "initial_state": {"inputs": ["batch"], "outputs": ["lstm_c", "lstm_h"]},
+        "step": {"inputs": ["lstm_c", "lstm_h", "x"], "outputs": ["lstm", "lstm_c_next", "lstm_h_next"]},
+    }
     assert not Interpreter(str(tmp_path / "lstm.tflite")).get_signature_list().keys() - {"serving_default"}
 
 
@@ -164,6 +180,15 @@ def test_layers_that_mix_time_steps_are_refused(tmp_path):
         rnnexport.convert(model, tmp_path, STREAMING)
     # Without --streaming the same model exports.
     assert rnnexport.convert(model, tmp_path, ConvertOptions(validation=STREAMING.validation)).passed
+
+
+def test_a_layer_started_from_another_layers_state_is_refused(tmp_path):
+    inputs = keras.Input((None, 5), name="x")
+    _, h, c = keras.layers.LSTM(4, return_state=True, name="encoder")(inputs)
+    decoded = keras.layers.LSTM(4, return_sequences=True, name="decoder")(inputs, initial_state=[h, c])
+    refused = r"layer 'decoder' \(LSTM\) takes its initial state from layer 'encoder'"
+    with pytest.raises(UnsupportedModelError, match=refused):
+        rnnexport.convert(keras.Model(inputs, decoded), tmp_path, STREAMING)
 
 
 def test_bidirectional_tf1_graph_is_refused_naming_the_backward_cell(tf1_files, tmp_path):
@@ -232,8 +257,9 @@ def test_cli_streaming_convert_validate_and_refusals(tmp_path):
     bad = rnnexport_cmd("convert", str(TESTS.parent / "samples" / "bidirectional_stack.h5"), "--streaming",
                         "--out", str(tmp_path / "bi"))
     assert bad.returncode == 2
-    assert bad.stderr.strip() == (f"Error: {TESTS.parent / 'samples' / 'bidirectional_stack.h5'}: cannot stream: layer "
-                                  "'bilstm' (Bidirectional) reads each sequence backwards, so it needs the whole sequence")
+    assert bad.stderr.strip() == (
+        f"Error: {TESTS.parent / 'samples' / 'bidirectional_stack.h5'}: cannot stream: layer 'bilstm' (Bidirectional) "
+        "reads each sequence backwards, so it needs the whole sequence")
     assert "Traceback" not in bad.stderr
 
 

@@ -201,6 +201,14 @@ def padded_gru_classifier(x, lengths):
     return dense(state, CLASSES, tf.nn.softmax)
 
 
+def trained_initial_state(x):
+    """A GRU that starts from a trained state, one variable tiled over the batch."""
+    start = v1.get_variable("initial_state", [1, UNITS], initializer=v1.random_normal_initializer(0, 0.5))
+    state = tf.tile(start, [tf.shape(x)[0], 1])
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), x, initial_state=state)
+    return outputs
+
+
 def unsupported_op(x):
     """A cell followed by an op rnnexport does not place (sin)."""
     outputs, _ = v1.nn.dynamic_rnn(rnn_cell.BasicLSTMCell(UNITS), x, dtype=tf.float32)
@@ -211,7 +219,7 @@ FIXTURES = {fn.__name__: fn for fn in (
     basic_lstm_static, basic_lstm_forget_bias_dynamic, lstm_peephole_projection_time_major, lstm_cell_static_last,
     gru_static, gru_dynamic_sequence_length, basic_rnn_dynamic, multi_lstm_custom_scope, lstm_block_dynamic,
     bidirectional_static, bidirectional_dynamic, embedded_multi_lstm, unsupported_op, basic_rnn_static,
-    two_layer_gru_static, hand_unrolled_lstm, altered_step, padded_gru_classifier,
+    two_layer_gru_static, hand_unrolled_lstm, altered_step, padded_gru_classifier, trained_initial_state,
 )}
 # Written frozen by `freeze`: every static runner, the loops of a cell, and a padded deployment.
 FROZEN = ("basic_lstm_static", "gru_static", "basic_rnn_static", "bidirectional_static", "two_layer_gru_static",
