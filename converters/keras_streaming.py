@@ -22,8 +22,9 @@ from rnnexport.tf import tensorflow
 PER_STEP = frozenset({
     "InputLayer", "Dense", "EinsumDense", "TimeDistributed", "VariableTimeDistributed", "Embedding", "Masking",
     "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "BatchNormalization", "LayerNormalization", "Concatenate", "Add", "Subtract", "Multiply", "Average",
-    "Maximum", "Minimum", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "SequenceMask", "TrainedState",
+    "ActivityRegularization", "BatchNormalization", "LayerNormalization", "Concatenate", "Add", "Subtract",
+    "Multiply", "Average", "Maximum", "Minimum", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity",
+    "SequenceMask", "TrainedState",
 })
 RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN"})
 

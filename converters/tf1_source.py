@@ -519,12 +519,24 @@ class Tf1Reference:
         self.session = opened.source.session()
         # A graph with a sequence_length input is run as it is deployed: padded, true lengths fed.
         self.free = None if opened.structure.lengths_input else opened.free_graph()
-        self.states: list[tuple[list[str], list[str]]] = []
+        self.states: list[tuple[list[str], list[str | None]]] = []
         self.no_states = ""
         try:
             self.states = [_state_tensors(opened.source.view, cell) for cell in opened.cells]
         except UnsupportedModelError as exc:
             self.no_states = str(exc)
+        # The final-state tensors the graph has, fetched with the output, by the export's state names.
+        self.finals: dict[str, str] = {}
+        by_cell = {id(cell): states for cell, states in zip(opened.cells, self.states)}
+        for index, layer in enumerate(opened.structure.layers):
+            initials, finals = by_cell.get(id(layer.forward), ([], []))
+            roles = ("c", "h") if layer.forward.kind == "lstm" else ("h",)
+            for role, initial, final in zip(roles, initials, finals):
+                if final is None:
+                    self.no_states = self.no_states or (f"the graph has no final value of state '{initial}' (pruned "
+                                                        "when it was frozen?)")
+                else:
+                    self.finals[f"rnn_{index}_{role}{NEXT}"] = final
 
     def _length(self, inputs: Mapping[str, np.ndarray]) -> int:
         return inputs[self.opened.names[self.opened.data_input]].shape[1]
@@ -566,17 +578,15 @@ class Tf1Reference:
         return {self.opened.info.outputs[0].name: output}
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """The final value of each cell's state tensors, named as the export's states are."""
-        if self.no_states:
+        """The final value of each cell's state tensors the graph has, named as the export's states are."""
+        if not self.finals:
             raise UnsupportedModelError(self.no_states)
         fixed, length = self.opened.fixed_length, self._length(inputs)
         if fixed and length % fixed and not (self.free or self.opened.structure.lengths_input):
             raise UnsupportedModelError(f"the graph's final state after {length} steps would include the padding "
                                         f"to {fixed}-step windows")
         _, finals = self._run(inputs)
-        names = [f"rnn_{index}_{role}{NEXT}" for index, layer in enumerate(self.opened.structure.layers)
-                 for role in (("c", "h") if layer.forward.kind == "lstm" else ("h",))]
-        return dict(zip(names, finals))
+        return {name: finals[tensor] for name, tensor in self.finals.items()}
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """The output and the final states, the graph run on as many rows at a time as it takes."""
@@ -593,32 +603,33 @@ class Tf1Reference:
                 chunk = {k: np.concatenate([v, np.zeros((fixed_batch - rows, *v.shape[1:]), v.dtype)])
                          for k, v in chunk.items()}
             output, finals = self._run_rows(chunk)
-            chunks.append((output[:rows], [f[:rows] for f in finals]))
+            chunks.append((output[:rows], {name: value[:rows] for name, value in finals.items()}))
         return (np.concatenate([c[0] for c in chunks]),
-                [np.concatenate([c[1][i] for c in chunks]) for i in range(len(chunks[0][1]))])
+                {name: np.concatenate([c[1][name] for c in chunks]) for name in chunks[0][1]})
 
-    def _run_free(self, inputs: Mapping[str, np.ndarray], finals: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _run_free(self, inputs: Mapping[str, np.ndarray], finals: list[str]) -> tuple[np.ndarray, Arrays]:
         session, entry, placeholder = self.free
         opened = self.opened
         feed = {placeholder: inputs[opened.names[opened.data_input]]}
         if opened.structure.lengths_input:
             feed[opened.structure.lengths_input] = inputs[opened.names[opened.structure.lengths_input]]
         out, *values = session.run([opened.output, *finals], feed)
-        return tf1_model.from_layout(out, opened.layout, feed[placeholder].shape[0]), values
+        return tf1_model.from_layout(out, opened.layout, feed[placeholder].shape[0]), dict(zip(finals, values))
 
-    def _run_rows(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _run_rows(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Arrays]:
+        """The output, and the final-state tensors the graph has keyed by tensor name."""
         opened = self.opened
         fixed = opened.fixed_length
         data = opened.names[opened.data_input]
         length = self._length(inputs)
         batch = inputs[data].shape[0]
-        finals = [t for cell in self.states for t in cell[1]]
+        finals = [t for cell in self.states for t in cell[1] if t is not None]
         if fixed is None or length == fixed:
             if finals:
                 out, *values = opened.run_graph(inputs, self.session, fetch=tuple(finals))
             else:
                 out, values = opened.run_graph(inputs, self.session), []
-            return tf1_model.from_layout(out, opened.layout, batch), values
+            return tf1_model.from_layout(out, opened.layout, batch), dict(zip(finals, values))
         if self.free:
             return self._run_free(inputs, finals)
         lengths_name = opened.names.get(opened.structure.lengths_input or "")
@@ -633,8 +644,8 @@ class Tf1Reference:
             initials = [t for cell in self.states for t in cell[0]]
             feeds = dict(zip(initials, values))
         if opened.layout == "last step":
-            return outputs[-1], values
-        return np.concatenate(outputs, axis=1)[:, :length], values
+            return outputs[-1], dict(zip(finals, values))
+        return np.concatenate(outputs, axis=1)[:, :length], dict(zip(finals, values))
 
 
 def _pad_time(array: np.ndarray, length: int) -> np.ndarray:
@@ -644,8 +655,9 @@ def _pad_time(array: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([array, np.zeros((array.shape[0], missing, *array.shape[2:]), array.dtype)], axis=1)
 
 
-def _state_tensors(view: tf1_graph.GraphView, cell: tf1_graph.Cell) -> tuple[list[str], list[str]]:
-    """(initial state tensors to feed, final state tensors to fetch) of a cell."""
+def _state_tensors(view: tf1_graph.GraphView, cell: tf1_graph.Cell) -> tuple[list[str], list[str | None]]:
+    """(initial state tensors to feed, final state tensors to fetch) of a cell; a final state that
+    freezing pruned from a loop is None."""
     if not cell.looped:
         return list(cell.steps[0].state_in), list(cell.steps[-1].state_out)
     initials, finals = [], []
@@ -660,7 +672,7 @@ def _state_tensors(view: tf1_graph.GraphView, cell: tf1_graph.Cell) -> tuple[lis
         initials.append(view.through(merge.inputs[0]).name)
         # The final state is rarely part of the output's graph: look beyond its scope.
         exits = [u for u in view.consumers.get(switch.outputs[0].name, []) if u.type == "Exit"]
-        if len(exits) != 1:
-            raise UnsupportedModelError(f"cannot find the final value of state '{name}'")
-        finals.append(exits[0].outputs[0].name)
+        if len(exits) > 1:
+            raise UnsupportedModelError(f"state '{name}' leaves its loop more than once")
+        finals.append(exits[0].outputs[0].name if exits else None)
     return initials, finals

@@ -36,11 +36,12 @@ NEXT = "_next"
 
 
 class StreamRunner(Protocol):
-    """Runs the streaming entry points of one artifact. States are keyed by their input names;
-    the step entry point returns each as `<name>_next`."""
+    """Runs the streaming entry points of one artifact. States are keyed by their input names
+    (`states`); the step entry point returns each as `<name>_next`."""
 
     name: str
     device: str
+    states: list[str]
 
     def initial_state(self, batch: int) -> Arrays: ...
 

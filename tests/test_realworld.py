@@ -111,3 +111,40 @@ def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_pa
     assert f"source, fed at 'Reshape_1:0' with its {length} steps freed, 1 row(s) at a time" in methods
     onnx = next(e for e in result.report.exports if e.target == "onnx")
     assert onnx.details["recurrent_ops"] == fused
+
+
+def _streaming(**source):
+    return rnnexport.ConvertOptions(
+        targets=("all",), source=rnnexport.SourceOptions(**source), export=rnnexport.ExportOptions(streaming=True),
+        validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,))))
+
+
+def _chunked(result):
+    assert result.report.passed, result.report.failures()
+    for export in result.report.exports:
+        chunked = [c for c in export.checked if c.case.chunk is not None]
+        assert len(chunked) == 6 and all(chunked)
+        yield export, chunked
+
+
+@pytest.mark.parametrize("name, states, unchecked", [
+    ("GRU_S.pb", {"rnn_0_h_next"}, ""),
+    # Freezing pruned the loop's final cell state: only h can be compared with the graph.
+    ("Basic_LSTM_S.pb", {"rnn_0_h_next"}, "final rnn_0_c not checked: the source has no such tensor"),
+])
+def test_mlkws_frozen_graphs_stream_from_their_feature_tensor(realworld, tmp_path, name, states, unchecked):
+    result = rnnexport.convert(realworld / "mlkws-rnn-frozen" / name, tmp_path, _streaming(inputs=("Mfcc:0",)))
+    for export, chunked in _chunked(result):
+        for case in chunked:
+            assert {o.name for o in case.outputs} == {"labels_softmax", *states}
+            assert max(o.max_abs for o in case.outputs) < 5e-6
+            assert case.reference_method.endswith(unchecked)
+
+
+def test_sentinews_streams_and_the_cnn_lstm_is_refused(realworld, tmp_path):
+    result = rnnexport.convert(realworld / H5_MODELS["sentinews"], tmp_path, _streaming())
+    for export, chunked in _chunked(result):
+        assert sorted(export.details["streaming_states"]) == ["gru_1_h", "gru_2_h", "gru_3_h"]
+        assert max(o.max_abs for c in chunked for o in c.outputs) < 1e-5
+    with pytest.raises(UnsupportedModelError, match=r"cannot stream: layer 'conv1d_4' \(Conv1D\) may combine"):
+        rnnexport.convert(realworld / H5_MODELS["dgaintel"], tmp_path, _streaming())

@@ -200,7 +200,7 @@ class ForgetsState:
     """A real streaming export driven wrongly: every chunk starts again from the initial state."""
 
     def __init__(self, runner):
-        self.runner, self.name, self.device = runner, runner.name, runner.device
+        self.runner, self.name, self.device, self.states = runner, runner.name, runner.device, runner.states
 
     def initial_state(self, batch):
         return self.runner.initial_state(batch)
