@@ -29,6 +29,18 @@ def _load(path: Path) -> Any:
         raise ExportError(f"{path}: cannot load the SavedModel: {first}") from None
 
 
+def _has_signature(path: Path, key: str) -> bool:
+    """Whether the SavedModel declares signature `key`, read from its proto without loading it."""
+    binary = path / "saved_model.pb"
+    if not binary.is_file():
+        return key in _load(path).signatures
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(binary.read_bytes())
+    return any(key in graph.signature_def for graph in proto.meta_graphs)
+
+
 def _input_dtypes(fn: Any) -> dict[str, Any]:
     return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
@@ -55,8 +67,9 @@ class SavedModelTarget(Target):
         return SavedModelRunner(path, device)
 
     def stream_runner(self, path: Path, device: Device) -> SavedModelStreamRunner | None:
-        loaded = _load(path)
-        return SavedModelStreamRunner(loaded, device) if STEP in loaded.signatures else None
+        if not _has_signature(path, STEP):
+            return None
+        return SavedModelStreamRunner(_load(path), device)
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         return FLOAT32_TOLERANCE[device.kind]

@@ -178,8 +178,12 @@ def test_layers_that_mix_time_steps_are_refused(tmp_path):
     model = keras.Model(inputs, keras.layers.GRU(4, name="gru")(x))
     with pytest.raises(UnsupportedModelError, match=r"layer 'conv' \(Conv1D\) may combine several time steps"):
         rnnexport.convert(model, tmp_path, STREAMING)
-    # Without --streaming the same model exports.
-    assert rnnexport.convert(model, tmp_path, ConvertOptions(validation=STREAMING.validation)).passed
+    # Without --streaming the same model exports, with no streaming entry points to check.
+    result = rnnexport.convert(model, tmp_path, ConvertOptions(targets=("all",), validation=STREAMING.validation))
+    assert result.passed and len(result.artifacts) == 3
+    for export in result.report.exports:
+        assert "streaming_states" not in export.details
+        assert all(c.case.chunk is None for c in export.cases)
 
 
 def test_a_layer_started_from_another_layers_state_is_refused(tmp_path):
