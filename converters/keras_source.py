@@ -363,7 +363,7 @@ class KerasReference:
         keyed by the step entry point's `next_name`s."""
         tf = tensorflow()
         model, arrays = self._model(inputs)
-        start = keras_streaming.initial_state(model, arrays[0].shape[0])
+        start = keras_streaming.start_state(model, arrays[0].shape[0])
         with tf.device(self.tf_device):
             _, finals = keras_streaming.run_chunk(model, arrays, start)
         return {name: np.asarray(value) for name, value in finals.items()}

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.errors import UnsupportedModelError
 from rnnexport.model import StateInfo, Streaming, TensorInfo
 from rnnexport.tf import tensorflow
 
@@ -49,7 +48,8 @@ def _layers(model: Any) -> Iterator[Any]:
 
 
 def state_roles(layer: Any) -> tuple[tuple[str, int], ...]:
-    """(role, size) of each state a recurrent layer carries, in the order Keras passes them."""
+    """(role, size) of each state a recurrent layer carries, in the order Keras passes them
+    (empty for a cell whose states rnnexport cannot name)."""
     cell = layer.cell
     kind = type(cell).__name__
     if kind == "LSTMCell":
@@ -58,7 +58,7 @@ def state_roles(layer: Any) -> tuple[tuple[str, int], ...]:
         return ("c", cell.units), ("h", cell.output_size)
     if kind in ("GRUCell", "SimpleRNNCell"):
         return (("h", cell.units),)
-    raise UnsupportedModelError(f"layer '{layer.name}' runs a {kind}, whose state rnnexport cannot name")
+    return ()
 
 
 def _last_axis_only(layer: Any) -> bool:
@@ -77,6 +77,11 @@ def not_streamable(model: Any) -> str:
         if kind in RECURRENT:
             if layer.go_backwards:
                 return f"layer '{layer.name}' ({kind}, go_backwards=True) needs the whole sequence"
+            if not state_roles(layer):
+                return f"layer '{layer.name}' runs a {type(layer.cell).__name__}, whose states rnnexport cannot name"
+            if len(layer._inbound_nodes) > 1:
+                calls = len(layer._inbound_nodes)
+                return f"layer '{layer.name}' ({kind}) is called {calls} times, each call with a state of its own"
             if _given_states(layer) and trained_states(layer) is None:
                 source = _given_states(layer)[0]._keras_history.operation.name
                 return (f"layer '{layer.name}' ({kind}) takes its initial state from layer '{source}', so no chunk "
@@ -184,7 +189,7 @@ def initial_values(model: Any) -> dict[str, np.ndarray]:
     return values
 
 
-def initial_state(model: Any, batch: int) -> dict[str, np.ndarray]:
+def start_state(model: Any, batch: int) -> dict[str, np.ndarray]:
     """The state the model starts each sequence from, for `batch` rows, keyed by state name."""
     trained = initial_values(model)
     return {s.name: np.broadcast_to(trained[s.name], (batch, s.size)).copy() if s.name in trained

@@ -195,6 +195,14 @@ def test_a_layer_started_from_another_layers_state_is_refused(tmp_path):
         rnnexport.convert(keras.Model(inputs, decoded), tmp_path, STREAMING)
 
 
+def test_a_recurrent_layer_called_twice_is_refused(tmp_path):
+    left, right = keras.Input((None, 5), name="left"), keras.Input((None, 5), name="right")
+    shared = keras.layers.GRU(4, name="shared")
+    model = keras.Model([left, right], keras.layers.Add(name="sum")([shared(left), shared(right)]))
+    with pytest.raises(UnsupportedModelError, match=r"layer 'shared' \(GRU\) is called 2 times"):
+        rnnexport.convert(model, tmp_path, STREAMING)
+
+
 def test_bidirectional_tf1_graph_is_refused_naming_the_backward_cell(tf1_files, tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"layer 0 is bidirectional: its backward cell '.*bw.*'"):
         rnnexport.convert(tf1_files / "bidirectional_dynamic", tmp_path, STREAMING)
