@@ -100,6 +100,8 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rtol", multiple=True, metavar="[TARGET=]X",
                      help="Relative tolerance, for every target or one (repeatable)."),
         click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
+        click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
         click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
@@ -153,6 +155,8 @@ def _validate_options(params: dict[str, Any]) -> Any:
 def _emit(report: Any, params: dict[str, Any]) -> int:
     if params["report"] is not None:
         report.write_json(params["report"])
+    if params["junit"] is not None:
+        report.write_junit(params["junit"])
     if params["as_json"]:
         click.echo(report.to_json())
     elif not params["quiet"]:
@@ -302,6 +306,7 @@ def validate(source: Path, exports: tuple[Path, ...], **params: Any) -> int:
     \b
     Example:
       rnnexport validate model.h5 exports/model.savedmodel --lengths 1,30,500
+      rnnexport validate model.h5 exports/model.onnx --report parity.json --junit parity.xml
     """
     import rnnexport
 

@@ -48,14 +48,66 @@ class ParityReport:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_jsonable)
 
     def write_json(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)
+        _write(Path(path), self.to_json() + "\n")
+
+    def to_junit(self) -> str:
+        """JUnit XML: a test suite per export, a test case per sweep case. A case that drifted is a
+        failure, one the export could not run an error, one without ground truth skipped; an
+        export that could not be run at all is a single failing case named `load`."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.Element("testsuites", name="rnnexport")
+        totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for e in self.exports:
+            suite = ET.SubElement(root, "testsuite", name=f"{Path(e.source).name} -> {e.target} {Path(e.path).name}")
+            properties = ET.SubElement(suite, "properties")
+            for key, value in (("source", e.source), ("export", e.path), ("device", e.device),
+                               ("reference_device", e.reference_device),
+                               ("tolerance", f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}")):
+                ET.SubElement(properties, "property", name=key, value=value)
+            counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+            classname = f"rnnexport.{e.target}.{Path(e.source).name}"
+            if e.error or not e.validated:
+                case = ET.SubElement(suite, "testcase", classname=classname, name="load")
+                ET.SubElement(case, "failure", message=e.error or "not validated").text = e.error
+                counts["tests"] += 1
+                counts["failures"] += 1
+            for c in e.cases:
+                case = ET.SubElement(suite, "testcase", classname=classname, name=c.case.name)
+                counts["tests"] += 1
+                if c.skipped:
+                    ET.SubElement(case, "skipped", message=c.skipped)
+                    counts["skipped"] += 1
+                elif c.error:
+                    ET.SubElement(case, "error", message=c.error).text = c.error
+                    counts["errors"] += 1
+                elif not c:
+                    lines = c.failures()
+                    ET.SubElement(case, "failure", message=lines[0]).text = "\n".join(lines)
+                    counts["failures"] += 1
+                else:
+                    errors = ", ".join(f"{o.name} {_num(o.max_abs)}" for o in c.outputs)
+                    ET.SubElement(case, "system-out").text = f"{c.reference_method}: max abs err {errors}"
+            suite.attrib.update({k: str(v) for k, v in counts.items()})
+            for key in totals:
+                totals[key] += counts[key]
+        root.attrib.update({k: str(v) for k, v in totals.items()})
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+    def write_junit(self, path: str | Path) -> None:
+        _write(Path(path), self.to_junit() + "\n")
 
     def table(self, verbose: bool = False) -> str:
         return format_table(self, verbose)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a report whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _jsonable(value: Any) -> Any:

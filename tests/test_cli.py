@@ -238,3 +238,36 @@ def test_export_with_other_inputs_names_the_mismatch(tmp_path, lstm_file):
     result = CliRunner().invoke(cli, ["validate", str(lstm_file), str(tmp_path / "tokens.savedmodel")])
     assert result.exit_code == 1
     assert "the export takes an input 'tokens' that the source does not have (source inputs: x)" in result.output
+
+
+def test_junit_report_has_a_case_per_export_and_case(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    import keras
+
+    build("lstm").save(tmp_path / "a.keras")
+    keras.utils.set_random_seed(99)
+    i = keras.Input((None, 5), name="x")
+    keras.Model(i, keras.layers.LSTM(8, return_sequences=True, name="lstm")(i)).save(tmp_path / "b.keras")
+    runner = CliRunner()
+    for source in ("a", "b"):
+        assert runner.invoke(cli, ["convert", str(tmp_path / f"{source}.keras"), "--out", str(tmp_path),
+                                   "--no-validate", "--to", "savedmodel", "--to", "onnx"]).exit_code == 0
+    junit = tmp_path / "reports" / "parity.xml"
+    result = runner.invoke(cli, ["validate", str(tmp_path / "a.keras"), str(tmp_path / "a.savedmodel"),
+                                 str(tmp_path / "b.onnx"), "--lengths", "1,9", "--junit", str(junit), "-q"])
+    assert result.exit_code == 1, result.output
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites" and root.attrib["tests"] == "8" and root.attrib["failures"] == "4"
+    good, bad = root.findall("testsuite")
+    assert good.attrib["name"] == "a.keras -> savedmodel a.savedmodel" and good.attrib["failures"] == "0"
+    assert [c.attrib["name"] for c in good.findall("testcase")] == [
+        "len=1 batch=1", "len=1 batch=3", "len=9 batch=1", "len=9 batch=3"]
+    assert all(c.find("failure") is None and "max abs err lstm" in c.find("system-out").text
+               for c in good.findall("testcase"))
+    properties = {p.attrib["name"]: p.attrib["value"] for p in good.find("properties")}
+    assert properties["device"] == "CPU (TensorFlow)" and properties["tolerance"] == "atol 1e-05 rtol 1e-05"
+    assert bad.attrib["failures"] == "4"
+    failures = [c.find("failure") for c in bad.findall("testcase")]
+    assert all(f is not None and "output 'lstm': max abs err" in f.attrib["message"] for f in failures)
+    assert all(c.attrib["classname"] == "rnnexport.onnx.a.keras" for c in bad.findall("testcase"))
