@@ -200,13 +200,18 @@ def test_samples_script_and_readme_samples_exist():
     assert "--to all" in makefile and "samples/tf1_tagger" in makefile and "samples/*.pb" in makefile
 
 
-def test_export_of_a_different_model_fails_validate(tmp_path):
+def _same_shape_models(tmp_path: Path) -> None:
+    """a.keras and b.keras: the same LSTM layer with other weights."""
     import keras
 
     build("lstm").save(tmp_path / "a.keras")
     keras.utils.set_random_seed(99)
     i = keras.Input((None, 5), name="x")
     keras.Model(i, keras.layers.LSTM(8, return_sequences=True, name="lstm")(i)).save(tmp_path / "b.keras")
+
+
+def test_export_of_a_different_model_fails_validate(tmp_path):
+    _same_shape_models(tmp_path)
     runner = CliRunner()
     assert runner.invoke(cli, ["convert", str(tmp_path / "b.keras"), "--out", str(tmp_path), "--no-validate",
                                "--to", "all"]).exit_code == 0
@@ -243,12 +248,7 @@ def test_export_with_other_inputs_names_the_mismatch(tmp_path, lstm_file):
 def test_junit_report_has_a_case_per_export_and_case(tmp_path):
     import xml.etree.ElementTree as ET
 
-    import keras
-
-    build("lstm").save(tmp_path / "a.keras")
-    keras.utils.set_random_seed(99)
-    i = keras.Input((None, 5), name="x")
-    keras.Model(i, keras.layers.LSTM(8, return_sequences=True, name="lstm")(i)).save(tmp_path / "b.keras")
+    _same_shape_models(tmp_path)
     runner = CliRunner()
     for source in ("a", "b"):
         assert runner.invoke(cli, ["convert", str(tmp_path / f"{source}.keras"), "--out", str(tmp_path),
