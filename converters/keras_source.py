@@ -322,6 +322,21 @@ class OpenedKeras(OpenedSource):
     def reference(self, device: Device) -> KerasReference:
         return KerasReference(self, device)
 
+    def layer_outputs(self, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]]:
+        """Every layer's (first) output, from the rebuilt model the targets export. A layer called
+        more than once has no single output and is left out."""
+        import keras
+
+        model = self.rebuilt()
+        layers = [layer for layer in model.layers
+                  if type(layer).__name__ != "InputLayer" and len(layer._inbound_nodes) == 1]
+        outputs = [layer.output[0] if isinstance(layer.output, (list, tuple)) else layer.output for layer in layers]
+        probe = keras.Model(model.inputs, outputs)
+        arrays = [inputs[spec.name] for spec in self.info.inputs]
+        values = probe(arrays[0] if len(arrays) == 1 else arrays, training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        return [(layer.name, type(layer).__name__, np.asarray(value)) for layer, value in zip(layers, values)]
+
 
 class KerasReference:
     """The Keras model run eagerly: as loaded where it can serve the inputs, else rebuilt."""

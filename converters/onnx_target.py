@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,9 @@ class OnnxTarget(Target):
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix == ".onnx"
 
+    def probe(self, path: Path, device: Device) -> OnnxProbe:
+        return OnnxProbe(path, device)
+
     def runner(self, path: Path, device: Device) -> OnnxRunner:
         return OnnxRunner(path, device)
 
@@ -217,3 +221,30 @@ class OnnxRunner:
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         feed = {name: np.asarray(inputs[name], dtype=dtype) for name, dtype in self.inputs.items()}
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+
+
+class OnnxProbe:
+    """The export with every floating-point tensor of its main graph made an output."""
+
+    batch = None
+
+    def __init__(self, path: Path, device: Device) -> None:
+        self.path, self.device = path, device
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        import onnx
+
+        proto = onnx.shape_inference.infer_shapes(onnx.load(str(self.path)))
+        declared = {v.name: v for v in (*proto.graph.value_info, *proto.graph.output)}
+        exposed = {v.name for v in proto.graph.output}
+        floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+        for node in proto.graph.node:
+            for name in node.output:
+                info = declared.get(name)
+                if name and name not in exposed and info is not None and info.type.tensor_type.elem_type in floats:
+                    proto.graph.output.append(info)
+                    exposed.add(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = Path(tmp) / "probe.onnx"
+            onnx.save(proto, str(probe))
+            return OnnxRunner(probe, self.device).run(inputs)

@@ -490,6 +490,10 @@ class OpenedTf1(OpenedSource):
     def reference(self, device: Device) -> Tf1Reference:
         return Tf1Reference(self, device)
 
+    def layer_outputs(self, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]]:
+        """The layers of the Keras equivalent every target exports (a cell is layer `rnn_<i>`)."""
+        return _KerasEquivalent(self.label, self.keras, self.options, self.info).layer_outputs(inputs)
+
     def tolerance_floor(self, device: Device) -> Tolerance | None:
         if all(cell.keras for cell in self.cells):
             return None  # a traced Keras cell already computes x.W + h.U, as the exports do

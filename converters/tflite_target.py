@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,10 @@ def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The rnnexport metadata of a .tflite file, and how often each op type occurs in it."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(str(path))
+    try:
+        model = flatbuffer_utils.read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - the flatbuffer reader fails with whatever a bad byte causes
+        raise ExportError(f"{path}: not a readable TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
     meta: dict[str, Any] = {}
     for entry in model.metadata or []:
         if entry.name == METADATA_NAME.encode():
@@ -197,6 +202,9 @@ class TfliteTarget(Target):
         with path.open("rb") as f:
             return f.read(8)[4:8] == b"TFL3"
 
+    def probe(self, path: Path, device: Device) -> TfliteProbe:
+        return TfliteProbe(path)
+
     def runner(self, path: Path, device: Device) -> TfliteRunner:
         return TfliteRunner(path)
 
@@ -222,7 +230,7 @@ class TfliteRunner:
 
     name = "tflite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, preserve_all_tensors: bool = False) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         flex = sorted(op for op in read_file(path)[1] if op.startswith("Flex"))
@@ -232,7 +240,11 @@ class TfliteRunner:
                 f"{path}: uses TensorFlow (Flex) ops {', '.join(flex)}, which this LiteRT interpreter cannot run"
             )
         try:
-            self.interpreter = Interpreter(model_path=str(path))
+            with warnings.catch_warnings():
+                # It warns that keeping every tensor costs memory: the point when probing.
+                warnings.simplefilter("ignore")
+                self.interpreter = Interpreter(model_path=str(path),
+                                               experimental_preserve_all_tensors=preserve_all_tensors)
             # Only its details: a live SignatureRunner pins the interpreter's buffers, and
             # LiteRT then refuses to re-allocate them for the next length.
             signature = self.interpreter.get_signature_runner()
@@ -261,6 +273,19 @@ class TfliteRunner:
         interpreter.invoke()
         return {name: interpreter.get_tensor(index) for name, index in self.outputs.items()}
 
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """After one invoke at the file's batch, every floating-point tensor the interpreter kept."""
+        self._invoke(inputs)
+        found = {}
+        for detail in self.interpreter.get_tensor_details():
+            if not np.issubdtype(detail["dtype"], np.floating):
+                continue
+            try:
+                found[detail["name"]] = np.array(self.interpreter.get_tensor(detail["index"]))
+            except ValueError:
+                continue  # a tensor without data (a scratch buffer the interpreter never filled)
+        return found
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         size = next(iter(inputs.values())).shape[0]
         if self.batch is None or size == self.batch:
@@ -271,6 +296,24 @@ class TfliteRunner:
             out = self._invoke({name: value[rows] for name, value in inputs.items()})
             chunks.append({name: value[: size - start] for name, value in out.items()})
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+class TfliteProbe:
+    """The file on an interpreter that keeps every tensor, loaded only when a failing export is probed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @functools.cached_property
+    def _runner(self) -> TfliteRunner:
+        return TfliteRunner(self.path, preserve_all_tensors=True)
+
+    @property
+    def batch(self) -> int | None:
+        return self._runner.batch
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        return self._runner.tensors(inputs)
 
 
 class TfliteStreamRunner:

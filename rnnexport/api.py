@@ -16,8 +16,8 @@ from rnnexport import plugins
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError
 from rnnexport.model import SourceInfo
-from rnnexport.options import ConvertOptions, SourceOptions, Tolerance, ValidateOptions
-from rnnexport.parity import ExportUnderTest, check
+from rnnexport.options import FLOAT32_TOLERANCE, ConvertOptions, SourceOptions, Tolerance, ValidateOptions
+from rnnexport.parity import ExportResult, ExportUnderTest, check
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.report import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
@@ -102,33 +102,55 @@ def _install(built: Path, dest: Path, force: bool) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+def _broken(exc: Exception) -> str:
+    """Why an export could not be set up, in one line: the gate reports it and goes on."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"cannot read the export: {type(exc).__name__}: {first}"
+
+
 def _exports_under_test(
-    opened: OpenedSource, label: str, exports: Sequence[tuple[Target, Path]], device: Device, options: ValidateOptions
+    opened: OpenedSource, label: str, exports: Sequence[tuple[Target | None, Path]], device: Device,
+    options: ValidateOptions
 ) -> list[ExportUnderTest]:
+    """Set up every export; one that cannot be read or loaded becomes a failing entry with the reason."""
     time_axes = {o.name: o.time_axis for o in opened.info.outputs}
     under_test = []
     for target, path in exports:
-        runner, stream_runner, not_runnable = None, None, ""
+        runner, stream_runner, probe, not_runnable, broken = None, None, None, "", ""
+        default, details = FLOAT32_TOLERANCE[device.kind], {}
         try:
+            if target is None:
+                target = plugins.find_target_for(path)
             runner = target.runner(path, device)
             stream_runner = target.stream_runner(path, device)
+            probe = target.probe(path, device)
+            default = target.default_tolerance(device, path)
+            details = {**target.describe(path),
+                       **({"streaming_states": stream_runner.states} if stream_runner else {})}
         except NotRunnableError as exc:
             not_runnable = str(exc)
-        default = target.default_tolerance(device, path)
+        except Exception as exc:  # noqa: BLE001 - a broken export fails its own check, never the whole run
+            broken = _broken(exc)
+            runner = stream_runner = None
         floor = opened.tolerance_floor(device)
         if floor is not None:
             default = Tolerance(max(default.atol, floor.atol), max(default.rtol, floor.rtol))
+        name = target.name if target is not None else "unknown"
         under_test.append(ExportUnderTest(
             source=label,
             source_kind=opened.info.kind,
-            target=target.name,
+            target=name,
             path=str(path),
             runner=runner,
-            tolerance=options.tolerance.apply(target.name, default),
+            tolerance=options.tolerance.apply(name, default, device.kind),
             time_axes=time_axes,
-            details={**target.describe(path), **({"streaming_states": stream_runner.states} if stream_runner else {})},
+            details=details,
             not_runnable=not_runnable,
             stream_runner=stream_runner,
+            broken=broken,
+            probe=probe,
         ))
     return under_test
 
@@ -136,7 +158,7 @@ def _exports_under_test(
 def _validate_opened(
     opened: OpenedSource,
     label: str,
-    exports: Sequence[tuple[Target, Path]],
+    exports: Sequence[tuple[Target | None, Path]],
     device: Device,
     options: ValidateOptions,
     progress: Progress | None,
@@ -147,13 +169,13 @@ def _validate_opened(
     if any(e.stream_runner is not None for e in under_test):
         stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
     reference = opened.reference(device)
-    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs)
+    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
-    from rnnexport.tf import versions
+    from rnnexport.tf import environment, versions
 
-    return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions())
+    return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions(), environment=environment())
 
 
 def convert(
@@ -240,15 +262,29 @@ def validate(
     """
     source = _as_source(source)
     paths = [Path(p) for p in exports]
-    pairs = [(plugins.find_target_for(p), p) for p in paths]
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.device)
-    if progress:
-        progress(f"reading {_label(source)}", 0, 0)
-    opened = _open(source, source_options)
     report = _new_report(device, options)
+    label = _label(source)
     if progress:
-        progress(f"validating {_label(source)}", 0, 0)
-    report.exports += _validate_opened(opened, _label(source), pairs, device, options, progress)
+        progress(f"reading {label}", 0, 0)
+    try:
+        opened = _open(source, source_options)
+    except UserError as exc:
+        # The gate reports a source it cannot read as a failure of every export it was given.
+        report.exports += [_unchecked(label, path, device, f"the source cannot be read: {exc}") for path in paths]
+        return report
+    if progress:
+        progress(f"validating {label}", 0, 0)
+    report.exports += _validate_opened(opened, label, [(None, p) for p in paths], device, options, progress)
     return report
+
+
+def _unchecked(label: str, path: Path, device: Device, reason: str) -> ExportResult:
+    try:
+        target = plugins.find_target_for(path).name
+    except UserError:
+        target = "unknown"
+    return ExportResult(label, "unknown", target, str(path), "-", device.label, FLOAT32_TOLERANCE[device.kind], (),
+                        error=reason)

@@ -7,6 +7,7 @@ would have been needed to pass.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.options import Tolerance
 from rnnexport.model import TensorInfo
-from rnnexport.runner import NEXT, Arrays, ReferenceRunner, Runner, StreamRunner
+from rnnexport.runner import NEXT, Arrays, LayerOutputs, Probe, ReferenceRunner, Runner, StreamRunner
 from rnnexport.sweep import Case
 
 # Relative error divides by max(|reference|, REL_FLOOR) so that near-zero outputs do not explode.
@@ -76,9 +77,10 @@ def compare_output(
         excess = diff - tolerance.rtol * np.abs(ref)
         rel = diff / np.maximum(np.abs(ref), REL_FLOOR)
     finite = np.isfinite(diff)
-    max_abs = float(np.max(diff[finite])) if finite.any() else float("nan")
-    max_rel = float(np.max(rel[finite])) if finite.any() else float("nan")
-    needed = float(max(0.0, np.max(excess[finite]))) if finite.any() else float("nan")
+    # None where no element compares (every one NaN or Inf): JSON has no NaN.
+    max_abs = float(np.max(diff[finite])) if finite.any() else None
+    max_rel = float(np.max(rel[finite])) if finite.any() else None
+    needed = float(max(0.0, np.max(excess[finite]))) if finite.any() else None
     within = np.where(np.isfinite(excess), excess <= tolerance.atol, False)
     first_bad = None
     if not within.all() and time_axis is not None and ref.ndim > time_axis:
@@ -131,6 +133,65 @@ class CaseResult:
         }
 
 
+def _from_step(step: int | None) -> str:
+    return "" if step is None else f" from time step {step}"
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """One layer's output on the failing case, against the closest intermediate tensor of the
+    export. `matches` is None when the export holds no tensor of that layer's shape."""
+
+    name: str
+    kind: str
+    matches: bool | None
+    max_abs: float | None = None
+    first_bad_step: int | None = None
+    tensor: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "matches": self.matches, "max_abs": self.max_abs,
+                "first_bad_step": self.first_bad_step, "tensor": self.tensor}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Where a failing export starts to drift: the first failing case and output, its first time
+    step over the tolerance, and, layer by layer, which layer's output the export first fails to
+    reproduce. `layers_note` says why layers were not compared, when they were not."""
+
+    case: str
+    output: str
+    first_bad_step: int | None
+    layers: tuple[LayerDrift, ...] = ()
+    layers_note: str = ""
+
+    @property
+    def first_layer(self) -> LayerDrift | None:
+        return next((layer for layer in self.layers if layer.matches is False), None)
+
+    def describe(self) -> str:
+        text = f"drift starts in output '{self.output}' of case {self.case}{_from_step(self.first_bad_step)}"
+        layer = self.first_layer
+        if layer is not None:
+            error = f", max abs err {layer.max_abs:.3g}" if layer.max_abs is not None else ""
+            text += f"; first diverging layer '{layer.name}' ({layer.kind}){_from_step(layer.first_bad_step)}{error}"
+            before = [x.name for x in self.layers[: self.layers.index(layer)] if x.matches]
+            if before:
+                text += f"; layers before it match: {', '.join(before)}"
+        elif self.layers:
+            text += "; every layer's output is reproduced inside the export"
+        elif self.layers_note:
+            text += f"; layers not compared: {self.layers_note}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        layer = self.first_layer
+        return {"case": self.case, "output": self.output, "first_bad_step": self.first_bad_step,
+                "first_layer": layer.name if layer else None, "layers": [x.to_dict() for x in self.layers],
+                "layers_note": self.layers_note, "description": self.describe()}
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """Parity of one export against its source over the whole sweep."""
@@ -146,6 +207,8 @@ class ExportResult:
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     validated: bool = True
+    seconds: float = 0.0
+    drift: Drift | None = None
 
     @property
     def passed(self) -> bool:
@@ -213,6 +276,8 @@ class ExportResult:
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
             "details": self.details,
+            "drift": self.drift.to_dict() if self.drift else None,
+            "timing": {"seconds": round(self.seconds, 3)},
             "cases": [c.to_dict() for c in self.cases],
         }
 
@@ -220,7 +285,8 @@ class ExportResult:
 @dataclass(frozen=True)
 class ExportUnderTest:
     """An export and its runner; `runner` is None when this machine cannot run the export,
-    and `not_runnable` says why (the export is then reported as not validated)."""
+    and `not_runnable` says why (the export is then reported as not validated), or when the
+    export itself cannot be read or loaded, and `broken` says why (the export then fails)."""
 
     source: str
     source_kind: str
@@ -232,6 +298,8 @@ class ExportUnderTest:
     details: Mapping[str, Any] = field(default_factory=dict)
     not_runnable: str = ""
     stream_runner: StreamRunner | None = None
+    broken: str = ""
+    probe: Probe | None = None
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -319,12 +387,15 @@ def check(
     progress: ProgressFn | None = None,
     stream_cases: Sequence[Case] = (),
     inputs: Sequence[TensorInfo] = (),
+    layer_outputs: LayerOutputs | None = None,
 ) -> list[ExportResult]:
     """Run every case once on the reference and on every export; compare every output.
 
     Each of `stream_cases` runs the streaming exports chunk by chunk, and compares what they
-    return with the source run on the whole sequence, final states included."""
+    return with the source run on the whole sequence, final states included. A failing export is
+    then located: the first time step, and with `layer_outputs`, the first layer that drifts."""
     per_export: list[list[CaseResult]] = [[] for _ in exports]
+    seconds = [0.0 for _ in exports]
     streamed = [e for e in exports if e.stream_runner is not None]
     stream_cases = stream_cases if streamed else ()
     total = len(cases) + len(stream_cases)
@@ -333,34 +404,109 @@ def check(
         if progress:
             progress(case.name, index, total)
         chunked = case.chunk is not None
-        runs = [(r, e) for r, e in zip(per_export, exports) if (e.stream_runner if chunked else e.runner) is not None]
+        runs = [(i, e) for i, e in enumerate(exports) if (e.stream_runner if chunked else e.runner) is not None]
         reason = serves(case.inputs) if serves else ""
         if reason:
-            for results, _ in runs:
-                results.append(CaseResult(case, "not checked", (), skipped=reason))
+            for i, _ in runs:
+                per_export[i].append(CaseResult(case, "not checked", (), skipped=reason))
             continue
         expected = _expected(reference, case)
         method = reference.method(case.inputs)
         if not chunked:
-            for results, export in runs:
-                results.append(run_case(expected, export.runner, case, export, method))
+            for i, export in runs:
+                started = time.perf_counter()
+                per_export[i].append(run_case(expected, export.runner, case, export, method))
+                seconds[i] += time.perf_counter() - started
             continue
         method = f"{method}, whole sequence"
         try:
             expected.update(reference.final_state(case.inputs))
         except UnsupportedModelError as exc:
             method += f"; final state not checked: {exc}"
-        for results, export in runs:
+        for i, export in runs:
             unchecked = [s for s in export.stream_runner.states if s + NEXT not in expected]
             note = f"; final {', '.join(unchecked)} not checked: the source has no such tensor" \
                 if unchecked and "final state not checked" not in method else ""
-            results.append(run_stream_case(expected, export, case, inputs, method + note))
+            started = time.perf_counter()
+            per_export[i].append(run_stream_case(expected, export, case, inputs, method + note))
+            seconds[i] += time.perf_counter() - started
     if progress:
         progress("done", total, total)
     return [
         ExportResult(
             e.source, e.source_kind, e.target, e.path, e.runner.device if e.runner else "-", reference.device,
-            e.tolerance, tuple(results), error=e.not_runnable, details=dict(e.details), validated=e.runner is not None,
+            e.tolerance, tuple(results), error=e.broken or e.not_runnable, details=dict(e.details),
+            validated=not e.not_runnable, seconds=elapsed, drift=locate(results, e, layer_outputs),
         )
-        for e, results in zip(exports, per_export)
+        for e, results, elapsed in zip(exports, per_export, seconds)
     ]
+
+
+def _aligned(value: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """`value` laid out as `reference` (both without size-1 axes), allowing time-major layouts."""
+    if value.shape == reference.shape:
+        return value
+    if value.ndim >= 2 and (value.shape[1], value.shape[0], *value.shape[2:]) == reference.shape:
+        return np.swapaxes(value, 0, 1)
+    return None
+
+
+def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mapping[str, np.ndarray],
+                   tolerance: Tolerance) -> tuple[LayerDrift, ...]:
+    """Each layer's output against the export's intermediate tensor closest to it. A layer matches
+    when some tensor of the export reproduces it within `tolerance`."""
+    candidates = {name: np.squeeze(value) for name, value in tensors.items()
+                  if np.issubdtype(value.dtype, np.floating) and value.size > 1}
+    found = []
+    for name, kind, output in layers:
+        reference = np.squeeze(output)
+        time_axis = None
+        if output.ndim >= 3 and output.shape[1] > 1:
+            time_axis = 1 if output.shape[0] > 1 else 0
+        best: tuple[tuple[bool, float], OutputComparison, str] | None = None
+        for tensor, value in candidates.items():
+            aligned = _aligned(value, reference)
+            if aligned is None:
+                continue
+            comparison = compare_output(name, reference, aligned, tolerance, time_axis)
+            error = comparison.max_abs if comparison.max_abs is not None and np.isfinite(comparison.max_abs) else np.inf
+            rank = (not comparison.passed, error)
+            if best is None or rank < best[0]:
+                best = (rank, comparison, tensor)
+        if best is None:
+            found.append(LayerDrift(name, kind, None))
+        else:
+            _, comparison, tensor = best
+            found.append(LayerDrift(name, kind, comparison.passed, comparison.max_abs, comparison.first_bad_step,
+                                    tensor))
+    return tuple(found)
+
+
+def _rows(inputs: Mapping[str, np.ndarray], batch: int | None) -> dict[str, np.ndarray]:
+    if batch is None:
+        return dict(inputs)
+    return {name: np.resize(value, (batch, *value.shape[1:])) for name, value in inputs.items()}
+
+
+def locate(results: Sequence[CaseResult], export: ExportUnderTest, layer_outputs: LayerOutputs | None
+           ) -> Drift | None:
+    """Where a failing export drifts first, from its first case with a failing comparison."""
+    failing = next((c for c in results if not c.skipped and not c.error and not c), None)
+    if failing is None:
+        return None
+    bad = [o for o in failing.outputs if not o]
+    output = min(bad, key=lambda o: (o.first_bad_step is None, o.first_bad_step or 0))
+    note, layers = "", ()
+    if failing.case.chunk is not None:
+        note = "the first failing case is a streaming one; layers are compared on full sequences"
+    elif export.probe is None:
+        note = f"{export.target} exports do not show their intermediate tensors"
+    elif layer_outputs is None:
+        note = "the source does not give its layers' outputs"
+    else:
+        inputs = _rows(failing.case.inputs, export.probe.batch)
+        try:
+            layers = compare_layers(layer_outputs(inputs), export.probe.tensors(inputs), export.tolerance)
+        except Exception as exc:  # noqa: BLE001 - locating is a diagnosis; its failure must not hide the verdict
+            note = f"comparing layers failed: {_failed_run(exc).removeprefix('the export failed to run: ')}"
+    return Drift(failing.case.name, output.name, output.first_bad_step, layers, note)

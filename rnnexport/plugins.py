@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from rnnexport.errors import ExportError, PluginError, SourceError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rnnexport.device import Device
     from rnnexport.model import RecurrentModel, SourceInfo
     from rnnexport.options import ExportOptions, SourceOptions, Tolerance
-    from rnnexport.runner import ReferenceRunner, Runner, StreamRunner
+    from rnnexport.runner import Probe, ReferenceRunner, Runner, StreamRunner
 
 SOURCE_GROUP = "rnnexport.sources"
 TARGET_GROUP = "rnnexport.targets"
@@ -43,6 +45,12 @@ class OpenedSource(ABC):
     def tolerance_floor(self, device: Device) -> Tolerance | None:
         """A tolerance below which no export of this source can match it, when the source's own
         arithmetic differs from the exported kind (None: the targets' defaults apply)."""
+        return None
+
+    def layer_outputs(self, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]] | None:
+        """Each layer's output on `inputs`, in order, (name, class, array), from the model the
+        targets export; the parity engine compares them with a failing export's insides to find
+        the first layer that drifts. None: this source cannot say."""
         return None
 
 
@@ -98,6 +106,11 @@ class Target(ABC):
 
     def stream_runner(self, path: Path, device: Device) -> StreamRunner | None:
         """A runner for the streaming entry points of the export at `path` (None: it has none)."""
+        return None
+
+    def probe(self, path: Path, device: Device) -> Probe | None:
+        """Something that runs the export and returns its intermediate tensors, to find the layer
+        a failing export drifts in (None: this format does not show them)."""
         return None
 
     def describe(self, path: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -33,6 +33,18 @@ class ReferenceRunner(Runner, Protocol):
 
 
 NEXT = "_next"
+
+# Each layer's output for some inputs, in the order the model computes them: (name, class, array).
+LayerOutputs = Callable[[Mapping[str, np.ndarray]], list[tuple[str, str, np.ndarray]]]
+
+
+class Probe(Protocol):
+    """Looks inside one export: every intermediate floating-point tensor it computes. `batch` is
+    the batch the export runs at (None: any)."""
+
+    batch: int | None
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays: ...
 
 
 class StreamRunner(Protocol):
