@@ -10,8 +10,10 @@ from typing import Any
 from rnnexport import __version__
 from rnnexport.parity import ExportResult
 
-# Bump on any change a consumer of the JSON could notice; documented in README.md.
-SCHEMA_VERSION = 1
+# Bump on any change a consumer of the JSON could notice; documented in README.md and described
+# by SCHEMA_FILE, which the tests hold every report to.
+SCHEMA_VERSION = 2
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "report.schema.json"
 
 
 @dataclass
@@ -22,6 +24,7 @@ class ParityReport:
     device: str = ""
     seed: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -41,6 +44,7 @@ class ParityReport:
             "device": self.device,
             "seed": self.seed,
             "versions": self.versions,
+            "environment": self.environment,
             "exports": [e.to_dict() for e in self.exports],
         }
 
@@ -97,6 +101,22 @@ class ParityReport:
 
     def write_junit(self, path: str | Path) -> None:
         _write(Path(path), self.to_junit() + "\n")
+
+    def to_markdown(self) -> str:
+        from rnnexport.render import markdown
+
+        return markdown(self)
+
+    def write_markdown(self, path: str | Path) -> None:
+        _write(Path(path), self.to_markdown())
+
+    def to_html(self) -> str:
+        from rnnexport.render import html_page
+
+        return html_page(self)
+
+    def write_html(self, path: str | Path) -> None:
+        _write(Path(path), self.to_html())
 
     def table(self, verbose: bool = False) -> str:
         return format_table(self, verbose)
@@ -159,6 +179,8 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
                 errs = ", ".join(f"{o.name} {_num(o.max_abs)}" for o in c.outputs)
                 mark = "skip" if c.skipped else "ok  " if c else "FAIL"
                 lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs or c.skipped}")
+        if e.drift is not None:
+            lines.append(f"  {e.target} {Path(e.path).name}: {e.drift.describe()}")
         for failure in e.failures()[:10]:
             lines.append(f"  {'FAIL' if e.validated else 'NOT VALIDATED'} {e.target} {Path(e.path).name}: {failure}")
         if len(e.failures()) > 10:

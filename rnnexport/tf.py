@@ -21,16 +21,46 @@ def tensorflow() -> Any:
     return tf
 
 
+# Distributions whose versions the numbers depend on, as pip names them.
+DEPENDENCIES = ("rnnexport", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
+                "ai-edge-litert", "numpy")
+
+
 def versions() -> dict[str, str]:
-    """Versions of what the numbers depend on, for reports."""
+    """Versions of what the numbers depend on, for reports; what is not installed is left out."""
+    import platform
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for name in DEPENDENCIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def environment() -> dict[str, object]:
+    """What else the numbers depend on: machine, TF32, oneDNN, determinism, runtimes' back ends."""
     import platform
 
-    import numpy as np
-
-    found = {"python": platform.python_version(), "numpy": np.__version__}
     tf = tensorflow()
-    found["tensorflow"] = tf.__version__
-    import keras
+    from tensorflow.python.framework import config as tf_config
+    from tensorflow.python.util import _pywrap_util_port
 
-    found["keras"] = keras.__version__
+    found: dict[str, object] = {
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu_count": os.cpu_count(),
+        "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+        "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "op_determinism": bool(tf_config.is_op_determinism_enabled()),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+    try:
+        import onnxruntime
+
+        found["onnxruntime_providers"] = list(onnxruntime.get_available_providers())
+    except ImportError:
+        found["onnxruntime_providers"] = []
     return found
