@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from rnnexport import __version__
+from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
 from rnnexport.errors import UserError
 
@@ -102,6 +104,13 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
         click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
+        click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a Markdown summary here, e.g. for a pull-request comment."),
+        click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a self-contained HTML report here, with error against length per export."),
+        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Read settings from this TOML file [default: [tool.rnnexport] of ./pyproject.toml]; "
+                          "options given here override it."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
         click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
@@ -136,27 +145,57 @@ def _source_options(params: dict[str, Any]) -> Any:
                          step=params["step"])
 
 
-def _validate_options(params: dict[str, Any]) -> Any:
+def _given(name: str) -> bool:
+    """Whether the user set option `name` on the command line (it then overrides the config file)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not ParameterSource.DEFAULT
+
+
+def _config(params: dict[str, Any]) -> Config:
+    from rnnexport import config
+
+    return config.load(params["config"], Path.cwd()) or Config(path=Path("pyproject.toml"))
+
+
+def _validate_options(params: dict[str, Any], config: Config, data: Path | None = None) -> Any:
     from rnnexport.options import SweepOptions, ToleranceOverrides, ValidateOptions
 
+    def pick(name: str, parsed: Any, configured: Any, default: Any) -> Any:
+        if _given(name) or configured is None:
+            return parsed if parsed is not None else default
+        return configured
+
     sweep = SweepOptions(
-        lengths=_parse_list(params["lengths"], "--lengths"),
-        batches=_parse_list(params["batches"], "--batches") or (1, 3),
-        seed=params["seed"],
-        data=params["data"],
-        chunks=_parse_list(params["chunks"], "--chunks") or (1, 5, 17),
+        lengths=pick("lengths", _parse_list(params["lengths"], "--lengths"), config.lengths, None),
+        batches=pick("batches", _parse_list(params["batches"], "--batches"), config.batches, (1, 3)),
+        seed=pick("seed", params["seed"], config.seed, 0),
+        data=params["data"] or data or config.data,
+        chunks=pick("chunks", _parse_list(params["chunks"], "--chunks"), config.chunks, (1, 5, 17)),
     )
     tolerance = ToleranceOverrides(
-        atol=_parse_tolerances(params["atol"], "--atol"), rtol=_parse_tolerances(params["rtol"], "--rtol")
+        atol=_parse_tolerances(params["atol"], "--atol"), rtol=_parse_tolerances(params["rtol"], "--rtol"),
+        under=config.tolerance,
     )
-    return ValidateOptions(device=params["device"], sweep=sweep, tolerance=tolerance)
+    return ValidateOptions(device=pick("device", params["device"], config.device, "auto"), sweep=sweep,
+                           tolerance=tolerance)
 
 
-def _emit(report: Any, params: dict[str, Any]) -> int:
-    if params["report"] is not None:
-        report.write_json(params["report"])
-    if params["junit"] is not None:
-        report.write_junit(params["junit"])
+def _model_source_options(params: dict[str, Any], model: ModelEntry) -> Any:
+    """A config entry's source options, under those given on the command line."""
+    from rnnexport.options import SourceOptions
+
+    given = _source_options(params)
+    return SourceOptions(unsafe=given.unsafe or model.unsafe, inputs=given.inputs or model.inputs,
+                         outputs=given.outputs or model.outputs, step=model.step if given.step is None else given.step)
+
+
+def _emit(report: Any, params: dict[str, Any], config: Config) -> int:
+    writers = {"json": (params["report"], report.write_json), "junit": (params["junit"], report.write_junit),
+               "markdown": (params["markdown"], report.write_markdown), "html": (params["html"], report.write_html)}
+    for kind, (given, write) in writers.items():
+        path = given or config.reports.get(kind)
+        if path is not None:
+            write(path)
     if params["as_json"]:
         click.echo(report.to_json())
     elif not params["quiet"]:
@@ -246,11 +285,11 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--to", "targets", multiple=True, default=("savedmodel",), show_default=True, metavar="TARGET",
               help="Target format (repeatable), or 'all'. See `rnnexport plugins`.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for the exports, written as <source stem><target suffix>.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the exports, written as <source stem><target suffix> [config: out].")
 @click.option("--force", is_flag=True, help="Overwrite existing exports.")
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
 @click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True, help="ONNX opset version.")
@@ -265,10 +304,12 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
                    "time, and check them chunk by chunk against the whole sequence.")
 @validation_options
 @_run
-def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, force: bool, validate: bool,
+def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, force: bool, validate: bool,
             opset: int, batch: int, quantize: str | None, tflite_select_ops: bool, streaming: bool,
             **params: Any) -> int:
     """Export SOURCES to each target under --out, then prove each file matches its source.
+
+    Without SOURCES, the models, targets and out of the config file are converted.
 
     \b
     Examples:
@@ -276,45 +317,92 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path, forc
       rnnexport convert samples/*.keras --to all --out build/ --report parity.json
       rnnexport convert tf1/model.ckpt --outputs softmax:0 --to onnx --out build/
       rnnexport convert model.keras --streaming --to all --out build/ --chunks 1,5,17
+      rnnexport convert --config gate.toml
     """
     import rnnexport
     from rnnexport.options import ConvertOptions, ExportOptions
 
-    options = ConvertOptions(
-        targets=targets, force=force, validate=validate, source=_source_options(params),
-        export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
-                             streaming=streaming),
-        validation=_validate_options(params),
-    )
-    result = rnnexport.convert(list(sources), out, options, progress=_progress(params))
-    if not (params["quiet"] or params["as_json"]):
-        for artifact in result.artifacts:
-            click.echo(f"wrote {artifact.path}")
-    if result.report is None:
+    config = _config(params)
+    models = [ModelEntry(source=s) for s in sources] or list(config.models)
+    if not models:
+        raise click.UsageError("give SOURCES, or a config file that lists [[tool.rnnexport.models]]")
+    out = out or config.out
+    if out is None:
+        raise click.UsageError("give --out, or `out` in the config file")
+    if not _given("targets") and config.targets:
+        targets = config.targets
+    progress = _progress(params)
+    report = None
+    for model in models:
+        options = ConvertOptions(
+            targets=targets, force=force, validate=validate, source=_model_source_options(params, model),
+            export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
+                                 streaming=streaming),
+            validation=_validate_options(params, config, model.data),
+        )
+        converted = rnnexport.convert(model.source, out, options, progress=progress)
+        if not (params["quiet"] or params["as_json"]):
+            for artifact in converted.artifacts:
+                click.echo(f"wrote {artifact.path}")
+        report = _combine(report, converted.report)
+    if report is None:
         return 0
-    return _emit(result.report, params)
+    return _emit(report, params, config)
+
+
+def _combine(report: Any, more: Any) -> Any:
+    """One report for several sources converted or validated one by one."""
+    if report is None or more is None:
+        return report or more
+    report.exports += more.exports
+    return report
+
+
+def _exports_of(model: ModelEntry, config: Config) -> tuple[Path, ...]:
+    if model.exports:
+        return model.exports
+    if not (config.targets and config.out):
+        raise BadInput(f"{config.path}: model '{model.source}' lists no exports, and the config has no `targets` "
+                       "and `out` to find them by")
+    from rnnexport import plugins
+
+    chosen = plugins.targets() if "all" in config.targets else [plugins.get_target(t) for t in config.targets]
+    stem = model.source.name.split(".")[0] if model.source.is_file() else model.source.name
+    return tuple(config.out / f"{stem}{t.suffix}" for t in chosen)
 
 
 @cli.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.argument("exports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[SOURCE EXPORT...]", type=click.Path(path_type=Path))
 @validation_options
 @_run
-def validate(source: Path, exports: tuple[Path, ...], **params: Any) -> int:
-    """Check existing EXPORTS of SOURCE over the parity sweep; exit 1 on any drift.
+def validate(paths: tuple[Path, ...], **params: Any) -> int:
+    """Check existing exports of SOURCE over the parity sweep; exit 1 on any drift.
+
+    Without arguments, every model of the config file is checked against its exports. An
+    export or source that cannot be read is a failing check, with the reason, not a crash.
 
     \b
-    Example:
+    Examples:
       rnnexport validate model.h5 exports/model.savedmodel --lengths 1,30,500
       rnnexport validate model.h5 exports/model.onnx --report parity.json --junit parity.xml
+      rnnexport validate --config gate.toml --markdown summary.md --html parity.html
     """
     import rnnexport
 
-    report = rnnexport.validate(
-        source, list(exports), _validate_options(params), _source_options(params),
-        progress=_progress(params),
-    )
-    return _emit(report, params)
+    config = _config(params)
+    if len(paths) == 1:
+        raise click.UsageError("give the SOURCE and at least one EXPORT of it")
+    models = [ModelEntry(source=paths[0], exports=paths[1:])] if paths else list(config.models)
+    if not models:
+        raise click.UsageError("give SOURCE and EXPORTS, or a config file that lists [[tool.rnnexport.models]]")
+    report = None
+    for model in models:
+        checked = rnnexport.validate(
+            model.source, list(_exports_of(model, config)), _validate_options(params, config, model.data),
+            _model_source_options(params, model), progress=_progress(params),
+        )
+        report = _combine(report, checked)
+    return _emit(report, params, config)
 
 
 def main() -> None:

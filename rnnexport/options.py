@@ -28,14 +28,24 @@ FLOAT32_TOLERANCE = {"cpu": Tolerance(atol=1e-5, rtol=1e-5), "gpu": Tolerance(at
 class ToleranceOverrides:
     """User overrides keyed by target name; the key `*` applies to every target.
 
+    `device` limits them to one device kind (`cpu` or `gpu`). `under` holds the overrides these
+    ones take precedence over: the command line sits over the config file's device table, which
+    sits over its table for every device.
+
     >>> ToleranceOverrides(atol={"*": 1e-4, "tflite": 1e-3}).apply("tflite", Tolerance(1e-5, 1e-5))
     Tolerance(atol=0.001, rtol=1e-05)
     """
 
     atol: Mapping[str, float] = field(default_factory=dict)
     rtol: Mapping[str, float] = field(default_factory=dict)
+    device: str | None = None
+    under: ToleranceOverrides | None = None
 
-    def apply(self, target: str, default: Tolerance) -> Tolerance:
+    def apply(self, target: str, default: Tolerance, device: str = "cpu") -> Tolerance:
+        if self.under is not None:
+            default = self.under.apply(target, default, device)
+        if self.device is not None and self.device != device:
+            return default
         return Tolerance(
             atol=self.atol.get(target, self.atol.get("*", default.atol)),
             rtol=self.rtol.get(target, self.rtol.get("*", default.rtol)),
