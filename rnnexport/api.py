@@ -89,6 +89,12 @@ def _targets(names: Sequence[str]) -> list[Target]:
     return chosen
 
 
+def export_paths(source: SourceLike, targets: Sequence[str], out: str | Path) -> list[tuple[Target, Path]]:
+    """Where `convert` writes `source` for each target named (or `all`): `out/<stem><suffix>`."""
+    stem = _stem(_as_source(source))
+    return [(t, Path(out) / f"{stem}{t.suffix}") for t in _targets(targets)]
+
+
 def _install(built: Path, dest: Path, force: bool) -> None:
     """Move a complete export into place; an existing one is removed only after that succeeds."""
     old = None
@@ -204,7 +210,7 @@ def convert(
     plan: list[tuple[Path | Any, list[tuple[Target, Path]]]] = []
     seen: set[Path] = set()
     for source in items:
-        dests = [(t, out / f"{_stem(source)}{t.suffix}") for t in targets]
+        dests = export_paths(source, options.targets, out)
         for target, main in dests:
             for dest in target.files(main, streaming):
                 if dest in seen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sys
@@ -333,14 +334,17 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
         targets = config.targets
     progress = _progress(params)
     report = None
-    for model in models:
+    # Models read with the same settings convert in one call, which checks every destination
+    # before writing any.
+    for (source_options, data), group in itertools.groupby(
+            models, key=lambda m: (_model_source_options(params, m), m.data)):
         options = ConvertOptions(
-            targets=targets, force=force, validate=validate, source=_model_source_options(params, model),
+            targets=targets, force=force, validate=validate, source=source_options,
             export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
                                  streaming=streaming),
-            validation=_validate_options(params, config, model.data),
+            validation=_validate_options(params, config, data),
         )
-        converted = rnnexport.convert(model.source, out, options, progress=progress)
+        converted = rnnexport.convert([m.source for m in group], out, options, progress=progress)
         if not (params["quiet"] or params["as_json"]):
             for artifact in converted.artifacts:
                 click.echo(f"wrote {artifact.path}")
@@ -364,11 +368,9 @@ def _exports_of(model: ModelEntry, config: Config) -> tuple[Path, ...]:
     if not (config.targets and config.out):
         raise BadInput(f"{config.path}: model '{model.source}' lists no exports, and the config has no `targets` "
                        "and `out` to find them by")
-    from rnnexport import plugins
+    from rnnexport.api import export_paths
 
-    chosen = plugins.targets() if "all" in config.targets else [plugins.get_target(t) for t in config.targets]
-    stem = model.source.name.split(".")[0] if model.source.is_file() else model.source.name
-    return tuple(config.out / f"{stem}{t.suffix}" for t in chosen)
+    return tuple(path for _, path in export_paths(model.source, config.targets, config.out))
 
 
 @cli.command()

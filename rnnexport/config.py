@@ -75,9 +75,8 @@ class _Reader:
         return value
 
     def string(self, key: str, choices: tuple[str, ...] = ()) -> str | None:
-        value = self.get(key, lambda v: isinstance(v, str) and (not choices or v in choices),
-                         f"one of {', '.join(choices)}" if choices else "a string")
-        return value
+        return self.get(key, lambda v: isinstance(v, str) and (not choices or v in choices),
+                        f"one of {', '.join(choices)}" if choices else "a string")
 
     def path_value(self, key: str) -> Path | None:
         value = self.get(key, lambda v: isinstance(v, str) and v != "", "a path")

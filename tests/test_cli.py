@@ -111,6 +111,17 @@ def test_existing_output_needs_force(tmp_path, lstm_file):
     assert sorted(p.name for p in out.iterdir()) == ["lstm.savedmodel"]
 
 
+def test_two_sources_with_one_stem_are_refused_before_writing(tmp_path, lstm_file):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "lstm.keras").write_bytes(lstm_file.read_bytes())
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "a" / "lstm.keras"), str(tmp_path / "b" / "lstm.keras"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "lstm.savedmodel: two sources would be exported to the same path" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_gpu_without_a_gpu_is_a_clear_error(lstm_file, tmp_path):
     import tensorflow as tf
 
