@@ -13,7 +13,7 @@ from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
 from rnnexport.plugins import Target
-from rnnexport.runner import Arrays, split_state, state_names
+from rnnexport.runner import Arrays, Probe, split_state, state_names
 from rnnexport.tf import tensorflow
 
 SIGNATURE = "serving_default"
@@ -71,6 +71,9 @@ class SavedModelTarget(Target):
             return None
         return SavedModelStreamRunner(_load(path), device)
 
+    def probe(self, path: Path, device: Device) -> Probe:
+        return SavedModelProbe(path, device)
+
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         return FLOAT32_TOLERANCE[device.kind]
 
@@ -123,3 +126,33 @@ class SavedModelStreamRunner:
             feed = {name: tf.constant(given[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
             outputs = self._step(**feed)
         return split_state({name: value.numpy() for name, value in outputs.items()}, self.states)
+
+
+class SavedModelProbe:
+    """`serving_default` with its saved variables folded in and its function calls inlined, so that
+    every tensor outside the recurrent loops (each layer's whole output sequence among them) can be
+    fetched by name in a session."""
+
+    batch = None
+
+    def __init__(self, path: Path, device: Device) -> None:
+        self.path, self.device = path, device
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        tf = tensorflow()
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        runner = SavedModelRunner(self.path, self.device)
+        # Lowering the loops would put each layer's output inside a v1 frame, where it cannot be fetched.
+        frozen = convert_variables_to_constants_v2(runner._fn, lower_control_flow=False)
+        # The placeholders come in the order tf.nest flattens the signature's keyword inputs: by name.
+        feeds = {placeholder.name: np.asarray(inputs[name], runner.input_dtypes[name].as_numpy_dtype)
+                 for name, placeholder in zip(sorted(runner.input_dtypes), frozen.inputs, strict=True)}
+        graph = tf.Graph()
+        with graph.as_default(), graph.device(self.device.tf_name):
+            tf.import_graph_def(frozen.graph.as_graph_def(), name="")
+        fetches = [t for op in graph.get_operations() if op.type != "Const" for t in op.outputs
+                   if t.dtype.is_floating]
+        with tf.compat.v1.Session(graph=graph) as session:
+            values = session.run(fetches, feeds)
+        return {t.name: value for t, value in zip(fetches, values, strict=True)}

@@ -25,7 +25,7 @@ ZERO_STEPS = 9
 
 @pytest.fixture(scope="module")
 def two_layers(tmp_path_factory) -> Path:
-    """A directory with two.keras (LSTM, LSTM, Dense) and its ONNX and TFLite exports."""
+    """A directory with two.keras (LSTM, LSTM, Dense) and its ONNX, TFLite and SavedModel exports."""
     import keras
 
     out = tmp_path_factory.mktemp("gate")
@@ -35,7 +35,7 @@ def two_layers(tmp_path_factory) -> Path:
     x = keras.layers.LSTM(5, return_sequences=True, name="lstm_2")(x)
     keras.Model(i, keras.layers.Dense(3, name="out")(x)).save(out / "two.keras")
     result = CliRunner().invoke(cli, ["convert", str(out / "two.keras"), "--to", "onnx", "--to", "tflite",
-                                      "--out", str(out), "--no-validate"])
+                                      "--to", "savedmodel", "--out", str(out), "--no-validate"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -183,9 +183,7 @@ def test_config_errors_name_the_key(tmp_path, text, message):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def _plant(two_layers: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """two.onnx with lstm_2's input weights off by 5%, and inputs that are zero for ZERO_STEPS steps:
-    lstm_1's output stays exactly 0 until then, so lstm_2 (and the output) drift from that step."""
+def _plant_onnx(two_layers: Path, tmp_path: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
@@ -195,14 +193,30 @@ def _plant(two_layers: Path, tmp_path: Path) -> tuple[Path, Path]:
     weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * np.float32(1.05), weights.name))
     planted = tmp_path / "planted.onnx"
     onnx.save(proto, str(planted))
+    return planted
+
+
+def _plant_savedmodel(two_layers: Path, tmp_path: Path) -> Path:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(two_layers / "two.savedmodel"))
+    serving = loaded.signatures["serving_default"]
+    kernel = next(v for v in serving.variables if v.name.startswith("lstm_2/lstm_cell/kernel"))
+    kernel.assign(kernel * 1.05)
+    planted = tmp_path / "planted.savedmodel"
+    tf.saved_model.save(loaded, str(planted), signatures={"serving_default": serving})
+    return planted
+
+
+@pytest.mark.parametrize("plant", [_plant_onnx, _plant_savedmodel], ids=["onnx", "savedmodel"])
+def test_drift_planted_in_one_layer_is_located_to_it(two_layers, tmp_path, plant):
+    """The export's lstm_2 input weights are off by 5% and the inputs are zero for ZERO_STEPS steps:
+    lstm_1's output stays exactly 0 until then, so lstm_2 (and the output) drift from that step."""
+    planted = plant(two_layers, tmp_path)
     x = np.random.default_rng(0).standard_normal((2, 24, 4)).astype(np.float32)
     x[:, :ZERO_STEPS] = 0
-    np.savez(tmp_path / "zeros_first.npz", x=x)
-    return planted, tmp_path / "zeros_first.npz"
-
-
-def test_drift_planted_in_one_layer_is_located_to_it(two_layers, tmp_path):
-    planted, data = _plant(two_layers, tmp_path)
+    data = tmp_path / "zeros_first.npz"
+    np.savez(data, x=x)
     reports = {kind: tmp_path / f"parity.{kind}" for kind in ("json", "xml", "md", "html")}
     result = CliRunner().invoke(cli, [
         "validate", str(two_layers / "two.keras"), str(planted), "--data", str(data),
