@@ -154,17 +154,6 @@ def test_tampered_weights_fail_validate(tmp_path):
     assert "FAIL onnx tampered.onnx: len=2 batch=1: output 'gru': max abs err" in failed.output
 
 
-def test_realworld_h5_models_export_to_onnx(realworld, tmp_path):
-    paths = [realworld / "dgaintel-cnn-lstm-h5/domain_classifier_model.h5",
-             realworld / "sentinews-gru-h5/default_best.h5"]
-    result = rnnexport.convert(paths, tmp_path, ConvertOptions(targets=("onnx",)))
-    assert result.report.passed, result.report.failures()
-    dgaintel, sentinews = result.report.exports
-    assert dgaintel.details["recurrent_ops"] == {"LSTM": 1}
-    assert sentinews.details["recurrent_ops"] == {"Loop": 3}
-    assert set(sentinews.details["not_fused"]) == {"gru_1", "gru_2", "gru_3"}
-
-
 def test_more_than_ten_recurrent_layers_each_get_their_own_op(tmp_path):
     """Stub 1 must not be taken for stub 10: each layer has its own width, so a mix-up breaks."""
     import keras

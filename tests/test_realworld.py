@@ -21,7 +21,8 @@ H5_MODELS = {
 @pytest.fixture(scope="module")
 def converted(realworld, tmp_path_factory):
     out = tmp_path_factory.mktemp("realworld")
-    return rnnexport.convert([realworld / p for p in H5_MODELS.values()], out)
+    return rnnexport.convert([realworld / p for p in H5_MODELS.values()], out,
+                             rnnexport.ConvertOptions(targets=("savedmodel", "onnx", "tflite")))
 
 
 def test_keras2_h5_models_convert_and_pass_parity(converted):
@@ -33,6 +34,15 @@ def test_keras2_h5_models_convert_and_pass_parity(converted):
     sentinews = by_source["default_best.h5"]
     assert {c.case.length for c in sentinews.cases} >= {100, 400}
     assert any(c.case.kind == "padded" and c.passed for c in sentinews.cases)
+
+
+def test_keras2_h5_models_fuse_what_each_format_can(converted):
+    details = {(e.source.split("/")[-1], e.target): e.details for e in converted.report.exports}
+    assert details["domain_classifier_model.h5", "onnx"]["recurrent_ops"] == {"LSTM": 1}
+    assert details["domain_classifier_model.h5", "tflite"]["recurrent_ops"] == {"UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
+    assert details["default_best.h5", "onnx"]["recurrent_ops"] == {"Loop": 3}
+    assert set(details["default_best.h5", "onnx"]["not_fused"]) == {"gru_1", "gru_2", "gru_3"}
+    assert details["default_best.h5", "tflite"]["recurrent_ops"] == {"WHILE": 3}
 
 
 def test_sentinews_is_read_with_keras2_semantics(realworld):

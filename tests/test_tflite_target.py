@@ -157,13 +157,3 @@ def test_flex_ops_need_the_option_and_are_never_reported_as_passed(tmp_path):
     assert export.status == "NOT VALIDATED" and export.cases == ()
     assert "uses TensorFlow (Flex) ops FlexCumprod, which this LiteRT interpreter cannot run" in export.error
     assert "NOT VALIDATED" in result.report.table()
-
-
-def test_realworld_h5_models_export_to_tflite(realworld, tmp_path):
-    paths = [realworld / "dgaintel-cnn-lstm-h5/domain_classifier_model.h5",
-             realworld / "sentinews-gru-h5/default_best.h5"]
-    result = rnnexport.convert(paths, tmp_path, ConvertOptions(targets=("tflite",)))
-    assert result.report.passed, result.report.failures()
-    dgaintel, sentinews = result.report.exports
-    assert dgaintel.details["recurrent_ops"] == {LSTM: 1}
-    assert sentinews.details["recurrent_ops"] == {"WHILE": 3}
