@@ -28,12 +28,14 @@ def converted(realworld, tmp_path_factory):
 def test_keras2_h5_models_convert_and_pass_parity(converted):
     report = converted.report
     assert report.passed, report.failures()
-    by_source = {e.source.split("/")[-1]: e for e in report.exports}
-    dgaintel = by_source["domain_classifier_model.h5"]
-    assert {c.case.length for c in dgaintel.cases} == {1, 2, 20, 82, 328}
-    sentinews = by_source["default_best.h5"]
-    assert {c.case.length for c in sentinews.cases} >= {100, 400}
-    assert any(c.case.kind == "padded" and c.passed for c in sentinews.cases)
+    assert len(report.exports) == 6
+    for export in report.exports:
+        lengths = {c.case.length for c in export.cases}
+        if export.source.endswith("domain_classifier_model.h5"):
+            assert lengths == {1, 2, 20, 82, 328}
+        else:
+            assert lengths >= {100, 400}
+            assert any(c.case.kind == "padded" and c.passed for c in export.cases)
 
 
 def test_keras2_h5_models_fuse_what_each_format_can(converted):
