@@ -184,27 +184,18 @@ def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
     return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions(), environment=environment())
 
 
-def convert(
-    sources: SourceLike | Sequence[SourceLike],
-    out: str | Path,
-    options: ConvertOptions = ConvertOptions(),
-    progress: Progress | None = None,
-) -> ConvertResult:
-    """Export each source to each target under `out`, then run the parity sweep on every file.
-
-    >>> result = rnnexport.convert("samples/lstm_variable.keras", "exports")
-    >>> [a.path.name for a in result.artifacts], result.report.passed
-    (['lstm_variable.savedmodel'], True)
-    """
+def plan_exports(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions
+                 ) -> list[tuple[Path | Any, list[tuple[Target, Path]]]]:
+    """Each source with the (target, path) it would be exported to, checked before anything is
+    written: no two sources share a path, and nothing existing is overwritten without `force`."""
     items = [sources] if isinstance(sources, (str, Path)) or not isinstance(sources, Sequence) else list(sources)
     items = [_as_source(s) for s in items]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
-    targets = _targets(options.targets)
     streaming = options.export.streaming
     if streaming:
-        for target in targets:
+        for target in _targets(options.targets):
             if not target.streams:
                 raise UserError(f"target '{target.name}' cannot write streaming entry points; leave it out of --to")
     plan: list[tuple[Path | Any, list[tuple[Target, Path]]]] = []
@@ -219,6 +210,23 @@ def convert(
                     raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
                 seen.add(dest)
         plan.append((source, dests))
+    return plan
+
+
+def convert(
+    sources: SourceLike | Sequence[SourceLike],
+    out: str | Path,
+    options: ConvertOptions = ConvertOptions(),
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """Export each source to each target under `out`, then run the parity sweep on every file.
+
+    >>> result = rnnexport.convert("samples/lstm_variable.keras", "exports")
+    >>> [a.path.name for a in result.artifacts], result.report.passed
+    (['lstm_variable.savedmodel'], True)
+    """
+    plan = plan_exports(sources, out, options)
+    out, streaming = Path(out), options.export.streaming
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None

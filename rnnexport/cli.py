@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import sys
@@ -321,6 +320,7 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
       rnnexport convert --config gate.toml
     """
     import rnnexport
+    from rnnexport.api import plan_exports
     from rnnexport.options import ConvertOptions, ExportOptions
 
     config = _config(params)
@@ -332,18 +332,20 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
         raise click.UsageError("give --out, or `out` in the config file")
     if not _given("targets") and config.targets:
         targets = config.targets
+    export_options = ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
+                                   streaming=streaming)
+    groups: dict[tuple[Any, Path | None], list[ModelEntry]] = {}
+    for model in models:
+        groups.setdefault((_model_source_options(params, model), model.data), []).append(model)
+    calls = [(ConvertOptions(targets=targets, force=force, validate=validate, source=source_options,
+                             export=export_options, validation=_validate_options(params, config, data)), group)
+             for (source_options, data), group in groups.items()]
+    # Models read with different settings convert in separate calls; every destination is checked
+    # across all of them before anything is written.
+    plan_exports([m.source for m in models], out, calls[0][0])
     progress = _progress(params)
     report = None
-    # Models read with the same settings convert in one call, which checks every destination
-    # before writing any.
-    for (source_options, data), group in itertools.groupby(
-            models, key=lambda m: (_model_source_options(params, m), m.data)):
-        options = ConvertOptions(
-            targets=targets, force=force, validate=validate, source=source_options,
-            export=ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
-                                 streaming=streaming),
-            validation=_validate_options(params, config, data),
-        )
+    for options, group in calls:
         converted = rnnexport.convert([m.source for m in group], out, options, progress=progress)
         if not (params["quiet"] or params["as_json"]):
             for artifact in converted.artifacts:

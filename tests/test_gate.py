@@ -159,6 +159,22 @@ exports = ["{two_layers / 'two.onnx'}"]
     assert [(c["length"], c["batch"]) for c in export["cases"]] == [(7, 1)]
 
 
+def test_config_models_read_differently_are_checked_together_before_writing(two_layers, tmp_path):
+    """Models with their own settings convert in separate calls; two with one stem still collide."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "two.keras").write_bytes((two_layers / "two.keras").read_bytes())
+    config = tmp_path / "gate.toml"
+    config.write_text(f"""
+out = "{tmp_path / 'out'}"
+models = ["{tmp_path / 'a' / 'two.keras'}", {{ source = "{tmp_path / 'b' / 'two.keras'}", unsafe = true }}]
+""")
+    result = CliRunner().invoke(cli, ["convert", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "two.savedmodel: two sources would be exported to the same path" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("text, message", [
     ("lenghts = [1]", "[tool.rnnexport] 'lenghts': unknown key; known keys are: models, targets"),
     ("lengths = \"1,2\"", "[tool.rnnexport] 'lengths': expected a non-empty list of positive integers, got '1,2'"),
