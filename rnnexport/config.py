@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport import plugins
+from rnnexport.device import DEVICE_CHOICES
 from rnnexport.errors import UserError
 from rnnexport.options import ToleranceOverrides
 
 TABLE = "tool.rnnexport"
-DEVICES = ("auto", "cpu", "gpu")
 REPORTS = ("json", "junit", "markdown", "html")
 
 
@@ -163,7 +163,7 @@ def parse(path: Path, table: Mapping[str, Any]) -> Config:
         models=tuple(_model(path, i, m) for i, m in enumerate(models)),
         targets=targets,
         out=reader.path_value("out"),
-        device=reader.string("device", DEVICES),
+        device=reader.string("device", DEVICE_CHOICES),
         seed=reader.integer("seed"),
         lengths=reader.integers("lengths"),
         batches=reader.integers("batches"),

@@ -17,6 +17,9 @@ class Tolerance:
     def to_dict(self) -> dict[str, float]:
         return {"atol": self.atol, "rtol": self.rtol}
 
+    def __str__(self) -> str:
+        return f"atol {self.atol:g} rtol {self.rtol:g}"
+
 
 # What float32 exports meet against the reference, per device kind. Measured on CPU: SavedModel
 # matches exactly, fused ONNX and TFLite kernels within 4e-7 over 1024 steps of a 256-unit LSTM.

@@ -20,17 +20,8 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
-def _headline(report: ParityReport) -> str:
-    passed = sum(1 for e in report.exports if e)
-    return f"{'PASS' if report else 'FAIL'}: {passed}/{len(report.exports)} exports match their source"
-
-
 def _cases(e: ExportResult) -> str:
     return f"{sum(1 for c in e.checked if c)}/{len(e.checked)}"
-
-
-def _tolerance(e: ExportResult) -> str:
-    return f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}"
 
 
 def _failing(e: ExportResult) -> list[str]:
@@ -61,12 +52,12 @@ def errors_by_length(e: ExportResult) -> list[tuple[int, float | None, bool]]:
 
 
 def markdown(report: ParityReport) -> str:
-    lines = [f"### rnnexport parity: {_headline(report)}", "",
+    lines = [f"### rnnexport parity: {report.headline}", "",
              "| source | target | export | cases | max abs err | tolerance | result |",
              "|---|---|---|---|---|---|---|"]
     for e in report.exports:
         lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {_cases(e)} | {_num(e.max_abs)} "
-                     f"| {_tolerance(e)} | {'✅' if e else '❌'} {e.status} |")
+                     f"| {e.tolerance} | {'✅' if e else '❌'} {e.status} |")
     failing = [e for e in report.exports if not e]
     if failing:
         lines += ["", "#### Where it drifts"]
@@ -152,7 +143,7 @@ def html_page(report: ParityReport) -> str:
     esc = _esc
     rows = "".join(
         f"<tr><td>{esc(Path(e.source).name)}</td><td>{esc(e.target)}</td><td><code>{esc(Path(e.path).name)}</code></td>"
-        f"<td>{_cases(e)}</td><td>{_num(e.max_abs)}</td><td>{_tolerance(e)}</td>"
+        f"<td>{_cases(e)}</td><td>{_num(e.max_abs)}</td><td>{e.tolerance}</td>"
         f"<td class={e.status.split()[0]}>{e.status}</td></tr>"
         for e in report.exports
     )
@@ -164,14 +155,14 @@ def html_page(report: ParityReport) -> str:
             f"<div class=export><h3>{esc(e.target)} <code>{esc(e.path)}</code> "
             f"<span class={e.status.split()[0]}>{e.status}</span></h3>"
             f"<p class=note>source {esc(e.source)}; runs on {esc(e.device)}; reference on {esc(e.reference_device)}; "
-            f"{_tolerance(e)}</p>{_svg_plot(e)}{drift}{f'<ul>{failing}</ul>' if failing else ''}</div>"
+            f"{e.tolerance}</p>{_svg_plot(e)}{drift}{f'<ul>{failing}</ul>' if failing else ''}</div>"
         )
     environment = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                           for k, v in {**report.versions, **report.environment}.items())
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>rnnexport parity report</title>"
         f"<style>{STYLE}</style></head><body><h1>rnnexport parity report</h1>"
-        f"<p class={'PASS' if report else 'FAIL'}>{esc(_headline(report))}</p>"
+        f"<p class={'PASS' if report else 'FAIL'}>{esc(report.headline)}</p>"
         f"<p class=note>device {esc(report.device)}, seed {report.seed}</p>"
         "<table><tr><th>source</th><th>target</th><th>export</th><th>cases</th><th>max abs err</th>"
         f"<th>tolerance</th><th>result</th></tr>{rows}</table>"

@@ -33,6 +33,11 @@ class ParityReport:
     def __bool__(self) -> bool:
         return self.passed
 
+    @property
+    def headline(self) -> str:
+        matching = sum(1 for e in self.exports if e)
+        return f"{'PASS' if self else 'FAIL'}: {matching}/{len(self.exports)} exports match their source"
+
     def failures(self) -> list[str]:
         return [f"{e.target} {e.path}: {line}" for e in self.exports for line in e.failures()]
 
@@ -67,7 +72,7 @@ class ParityReport:
             properties = ET.SubElement(suite, "properties")
             for key, value in (("source", e.source), ("export", e.path), ("device", e.device),
                                ("reference_device", e.reference_device),
-                               ("tolerance", f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}")):
+                               ("tolerance", str(e.tolerance))):
                 ET.SubElement(properties, "property", name=key, value=value)
             counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
             classname = f"rnnexport.{e.target}.{Path(e.source).name}"
@@ -150,7 +155,7 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
             f"{passed}/{len(e.checked)}",
             _num(e.max_abs),
             _num(e.max_rel),
-            f"atol {e.tolerance.atol:g} rtol {e.tolerance.rtol:g}",
+            str(e.tolerance),
             e.status,
         ))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -186,5 +191,5 @@ def format_table(report: ParityReport, verbose: bool = False) -> str:
         if len(e.failures()) > 10:
             lines.append(f"  ... {len(e.failures()) - 10} more failing checks in the JSON report")
     lines.append("")
-    lines.append(f"{'PASS' if report else 'FAIL'}: {sum(1 for e in report.exports if e)}/{len(report.exports)} exports match their source")
+    lines.append(report.headline)
     return "\n".join(lines)
