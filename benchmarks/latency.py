@@ -45,7 +45,7 @@ def main() -> None:
     import tensorflow as tf
 
     import rnnexport
-    from converters.tflite_target import TfliteRunner
+    from rnnexport_converters.tflite.runtime import TfliteRunner
     from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
 
     keras.utils.set_random_seed(0)

@@ -255,7 +255,7 @@ def test_drift_planted_in_one_layer_is_located_to_it(two_layers, tmp_path, plant
 def test_tflite_probe_finds_every_layer_of_a_good_export(two_layers):
     """The TFLite interpreter's kept tensors reproduce each layer of the source, so a drift there
     would be located as it is in ONNX."""
-    from converters.tflite_target import TfliteProbe
+    from rnnexport_converters.tflite.runtime import TfliteProbe
     from rnnexport.api import _open
     from rnnexport.options import SourceOptions, Tolerance
     from rnnexport.parity import compare_layers

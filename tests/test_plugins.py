@@ -70,11 +70,11 @@ def test_entry_point_plugin_is_found_and_a_broken_one_is_listed(third_party):
 
 def test_builtins_register_through_entry_points():
     assert [e.value for e in plugins.source_entries()] == [
-        "converters.keras_source:KerasSource", "converters.tf1_source:Tf1CheckpointSource",
-        "converters.unrolled_source:UnrolledGraphSource"]
+        "rnnexport_converters.keras.source:KerasSource", "rnnexport_converters.tf1.checkpoint:Tf1CheckpointSource",
+        "rnnexport_converters.tf1.frozen:UnrolledGraphSource"]
     assert [e.value for e in plugins.target_entries()] == [
-        "converters.onnx_target:OnnxTarget", "converters.savedmodel_target:SavedModelTarget",
-        "converters.tflite_target:TfliteTarget"]
+        "rnnexport_converters.onnx.target:OnnxTarget", "rnnexport_converters.savedmodel.target:SavedModelTarget",
+        "rnnexport_converters.tflite.target:TfliteTarget"]
     assert all(e.distribution == "rnnexport" for e in plugins.source_entries() + plugins.target_entries())
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.tf1_graph import ADDS, HEAD_ACTIVATIONS, Cell, GraphView
+from rnnexport_converters.tf1.graph import ADDS, HEAD_ACTIVATIONS, Cell, GraphView
 from rnnexport.errors import UnsupportedModelError
 
 # How a source output holds the per-step outputs Y[batch, time, C] the export returns.
@@ -328,7 +328,7 @@ def standard_lstm(cell: Cell) -> bool:
 def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: bool, masked: bool) -> tuple[Any, list]:
     import keras
 
-    from converters.keras_layers import PeepholeLSTMCell
+    from rnnexport_converters.keras.layers import PeepholeLSTMCell
 
     common = {"return_sequences": return_sequences, "go_backwards": go_backwards, "name": name}
     if cell.keras:
@@ -357,7 +357,7 @@ def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: boo
 
 def _trained_states(cell: Cell, vectors: list[np.ndarray], name: str, x: Any) -> list[Any]:
     """The states a layer starts from, from TF1's (c, h) vectors, in the order its Keras layer takes them."""
-    from converters.keras_layers import TrainedState
+    from rnnexport_converters.keras.layers import TrainedState
 
     roles = dict(zip(("c", "h") if cell.kind == "lstm" else ("h",), vectors))
     order = ("h", "c") if cell.kind == "lstm" and (cell.keras or standard_lstm(cell)) else ("c", "h")
@@ -376,7 +376,7 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
     they are not zero."""
     import keras
 
-    from converters.keras_layers import SequenceMask
+    from rnnexport_converters.keras.layers import SequenceMask
 
     if structure.embedding is not None:
         data = keras.Input((None,), dtype="int32", name=names[structure.data_input])

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters import tf1_graph
-from converters.tf1_source import OpenedTf1
+from rnnexport_converters.tf1 import graph as tf1_graph
+from rnnexport_converters.tf1.checkpoint import OpenedTf1
 from rnnexport.errors import SourceError
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source

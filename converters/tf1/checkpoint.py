@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from converters import tf1_graph, tf1_model
-from converters.keras_source import OpenedKeras, signature_name
+from rnnexport_converters.tf1 import graph as tf1_graph
+from rnnexport_converters.tf1 import structure as tf1_model
+from rnnexport_converters.keras.source import OpenedKeras, signature_name
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo

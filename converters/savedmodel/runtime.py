@@ -1,4 +1,5 @@
-"""Target plugin for TensorFlow SavedModel directories with a variable-length `serving_default`."""
+"""Running a SavedModel export: its `serving_default`, its streaming signatures, and a probe of
+its insides. Needs TensorFlow only."""
 
 from __future__ import annotations
 
@@ -10,17 +11,14 @@ import numpy as np
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
-from rnnexport.model import RecurrentModel
-from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
-from rnnexport.plugins import Target
-from rnnexport.runner import Arrays, Probe, split_state, state_names
+from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport.tf import tensorflow
 
 SIGNATURE = "serving_default"
 STEP, INITIAL_STATE = "step", "initial_state"
 
 
-def _load(path: Path) -> Any:
+def load(path: Path) -> Any:
     tf = tensorflow()
     try:
         return tf.saved_model.load(str(path))
@@ -29,11 +27,11 @@ def _load(path: Path) -> Any:
         raise ExportError(f"{path}: cannot load the SavedModel: {first}") from None
 
 
-def _has_signature(path: Path, key: str) -> bool:
+def has_signature(path: Path, key: str) -> bool:
     """Whether the SavedModel declares signature `key`, read from its proto without loading it."""
     binary = path / "saved_model.pb"
     if not binary.is_file():
-        return key in _load(path).signatures
+        return key in load(path).signatures
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -45,46 +43,13 @@ def _input_dtypes(fn: Any) -> dict[str, Any]:
     return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
 
-class SavedModelTarget(Target):
-    name = "savedmodel"
-    description = "TensorFlow SavedModel directory, serving_default takes [batch, time, ...]"
-    suffix = ".savedmodel"
-    streams = True
-
-    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
-        tf = tensorflow()
-        signatures = {SIGNATURE: model.sequence.get_concrete_function()}
-        if options.streaming:
-            streaming = model.streaming()
-            signatures[STEP] = streaming.step.get_concrete_function()
-            signatures[INITIAL_STATE] = streaming.initial_state.get_concrete_function()
-        tf.saved_model.save(model.module, str(path), signatures=signatures)
-
-    def detect(self, path: Path) -> bool:
-        return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
-
-    def runner(self, path: Path, device: Device) -> SavedModelRunner:
-        return SavedModelRunner(path, device)
-
-    def stream_runner(self, path: Path, device: Device) -> SavedModelStreamRunner | None:
-        if not _has_signature(path, STEP):
-            return None
-        return SavedModelStreamRunner(_load(path), device)
-
-    def probe(self, path: Path, device: Device) -> Probe:
-        return SavedModelProbe(path, device)
-
-    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        return FLOAT32_TOLERANCE[device.kind]
-
-
 class SavedModelRunner:
     name = "savedmodel"
 
     def __init__(self, path: Path, device: Device) -> None:
         self.tf_device = device.tf_name
         self.device = f"{device.label} (TensorFlow)"
-        loaded = _load(path)
+        loaded = load(path)
         if SIGNATURE not in loaded.signatures:
             raise ExportError(f"{path}: no '{SIGNATURE}' signature; found: {', '.join(loaded.signatures) or 'none'}")
         self._loaded: Any = loaded

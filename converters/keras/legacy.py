@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converters import keras_config
+from rnnexport_converters.keras import config as keras_config
 from rnnexport.errors import SourceError, UnsupportedModelError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -75,7 +75,7 @@ def restore_keras2_activations(model: Any) -> list[str]:
     """Give every layer that used Keras 2's hard sigmoid that function back; return their names."""
     import keras
 
-    from converters.keras_layers import legacy_hard_sigmoid
+    from rnnexport_converters.keras.layers import legacy_hard_sigmoid
 
     changed = []
     for layer in all_layers(model):

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import keras_config, keras_legacy, keras_recurrences, keras_streaming
+from rnnexport_converters.keras import config as keras_config
+from rnnexport_converters.keras import legacy as keras_legacy
+from rnnexport_converters.keras import recurrences as keras_recurrences
+from rnnexport_converters.keras import streaming as keras_streaming
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.model import LayerInfo, RecurrentModel, Replacement, SourceInfo, Streaming, TensorInfo
@@ -259,7 +262,7 @@ class OpenedKeras(OpenedSource):
             import keras
             from keras.src.saving.serialization_lib import SafeModeScope
 
-            from converters import keras_layers  # noqa: F401 - registers the replacement layers
+            from rnnexport_converters.keras import layers  # noqa: F401 - registers the replacement layers
 
             config = keras_config.variable_length(self.config, self.int_inputs)
             cls = type(self.original)

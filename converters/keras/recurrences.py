@@ -23,7 +23,7 @@ def is_recurrent(layer: Any) -> bool:
 def _activation_name(fn: Any) -> str | None:
     import keras
 
-    from converters.keras_layers import legacy_hard_sigmoid
+    from rnnexport_converters.keras.layers import legacy_hard_sigmoid
 
     known = {
         keras.activations.tanh: "tanh",

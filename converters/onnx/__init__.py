@@ -1,0 +1,1 @@
+"""ONNX exports: the writer (tf2onnx), the fused recurrent ops, and the onnxruntime runtime."""

@@ -1,0 +1,72 @@
+"""Target plugin for ONNX files with named dynamic batch and time, run on onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rnnexport.device import Device
+from rnnexport.errors import ExportError
+from rnnexport.model import RecurrentModel
+from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
+from rnnexport.plugins import Target
+from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
+from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    description = "ONNX file via tf2onnx, fused LSTM/GRU/RNN ops, dynamic batch and time, onnxruntime"
+    suffix = ".onnx"
+    streams = True
+
+    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+        from rnnexport_converters.onnx.writer import write
+
+        write(model, path, options)
+
+    def files(self, path: Path, streaming: bool) -> list[Path]:
+        return [path, *streaming_files(path)] if streaming else [path]
+
+    def stream_runner(self, path: Path, device: Device) -> OnnxStreamRunner | None:
+        step, initial = streaming_files(path)
+        if not step.is_file():
+            return None
+        if not initial.is_file():
+            raise ExportError(f"{initial}: missing; the streaming export {step} needs it")
+        return OnnxStreamRunner(OnnxRunner(step, device), OnnxRunner(initial, device))
+
+    def detect(self, path: Path) -> bool:
+        return path.is_file() and path.suffix == ".onnx"
+
+    def probe(self, path: Path, device: Device) -> OnnxProbe:
+        return OnnxProbe(path, device)
+
+    def runner(self, path: Path, device: Device) -> OnnxRunner:
+        return OnnxRunner(path, device)
+
+    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
+        return FLOAT32_TOLERANCE[device.kind]
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        return {
+            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+            "recurrent_ops": recurrent_ops(proto),
+            "fused": json.loads(meta.get(META + "fused", "{}")),
+            "not_fused": json.loads(meta.get(META + "not_fused", "{}")),
+        }
+
+    def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
+        import onnx
+
+        proto = onnx.load(str(path))
+        set_metadata(proto, {META + "parity": json.dumps(summary, sort_keys=True)})
+        tmp = path.with_name(f".{path.name}.tmp")
+        onnx.save(proto, str(tmp))
+        tmp.replace(path)

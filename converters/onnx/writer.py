@@ -1,0 +1,96 @@
+"""Writing an ONNX export: the RecurrentModel traced with fused-op stubs, converted by tf2onnx,
+its inputs and outputs named, checked by onnx and saved with rnnexport's metadata."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rnnexport import __version__
+from rnnexport.errors import ExportError
+from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
+from rnnexport.options import ExportOptions
+from rnnexport.tf import tensorflow
+from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
+from rnnexport_converters.onnx.fusion import FusedOps
+
+
+def _declare_io_shapes(proto: Any, specs: Iterable[TensorInfo]) -> None:
+    """Graph inputs and outputs take the RecurrentModel's shapes, with `batch` and `time` named
+    (tf2onnx leaves `unk__N`, or no shape where a fused op feeds an output directly)."""
+    by_name = {t.name: t for t in specs}
+    for value in (*proto.graph.input, *proto.graph.output):
+        spec = by_name.get(value.name)
+        if spec is None:
+            continue
+        shape = value.type.tensor_type.shape
+        shape.ClearField("dim")
+        for axis, size in enumerate(spec.shape):
+            dim = shape.dim.add()
+            if size is not None:
+                dim.dim_value = size
+            else:
+                dim.dim_param = "batch" if axis == 0 else "time" if axis == spec.time_axis else f"{value.name}_{axis}"
+
+
+def _state_specs(states: Iterable[StateInfo]) -> list[TensorInfo]:
+    return [TensorInfo(name, s.dtype, (None, s.size), None) for s in states for name in (s.name, s.next_name)]
+
+
+def _to_onnx(function: Any, options: ExportOptions, handlers: Any = None) -> Any:
+    import tf2onnx
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=list(function.input_signature), opset=options.opset,
+            custom_op_handlers=handlers,
+        )
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything; the user needs one line
+        raise ExportError(f"tf2onnx cannot convert this model: {str(exc).splitlines()[0]}") from None
+    return proto
+
+
+def _save(proto: Any, path: Path, model: RecurrentModel, meta: Mapping[str, str]) -> None:
+    import onnx
+
+    set_metadata(proto, {
+        META + "version": __version__,
+        META + "source": model.info.path,
+        META + "source_kind": model.info.kind,
+        **meta,
+    })
+    proto.producer_name = "rnnexport"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def write(model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+    """Write `model` to `path` (and its streaming files beside it when asked)."""
+    tensorflow()
+    # tf2onnx logs every op it cannot map before failing; the one-line error below says it all.
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL if quiet else logging.INFO)
+    fusion = FusedOps()
+    function, not_fused = model.sequence, {}
+    if model.trace_with is not None:
+        function, not_fused = model.trace_with(fusion.stub, None)
+    for recurrence in model.recurrences:
+        if recurrence.name not in fusion.fused and recurrence.name not in not_fused:
+            not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
+    proto = _to_onnx(function, options, fusion.handlers())
+    _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
+    _save(proto, path, model, {META + "fused": json.dumps(fusion.fused), META + "not_fused": json.dumps(not_fused)})
+    if options.streaming:
+        streaming = model.streaming()
+        step_path, initial_path = streaming_files(path)
+        states = json.dumps([s.name for s in streaming.states])
+        step = _to_onnx(streaming.step, options)
+        _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(streaming.states)))
+        _save(step, step_path, model, {META + "entry_point": "step", META + "states": states})
+        initial = _to_onnx(streaming.initial_state, options)
+        _declare_io_shapes(initial, _state_specs(streaming.states))
+        _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states})

@@ -1,0 +1,1 @@
+"""TensorFlow SavedModel exports: the writer, and the runtime that runs them."""

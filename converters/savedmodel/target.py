@@ -1,0 +1,55 @@
+"""Target plugin for TensorFlow SavedModel directories with a variable-length `serving_default`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnexport.device import Device
+from rnnexport.model import RecurrentModel
+from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
+from rnnexport.plugins import Target
+from rnnexport.runner import Probe
+from rnnexport.tf import tensorflow
+from rnnexport_converters.savedmodel.runtime import (
+    INITIAL_STATE,
+    SIGNATURE,
+    STEP,
+    SavedModelProbe,
+    SavedModelRunner,
+    SavedModelStreamRunner,
+    has_signature,
+    load,
+)
+
+
+class SavedModelTarget(Target):
+    name = "savedmodel"
+    description = "TensorFlow SavedModel directory, serving_default takes [batch, time, ...]"
+    suffix = ".savedmodel"
+    streams = True
+
+    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+        tf = tensorflow()
+        signatures = {SIGNATURE: model.sequence.get_concrete_function()}
+        if options.streaming:
+            streaming = model.streaming()
+            signatures[STEP] = streaming.step.get_concrete_function()
+            signatures[INITIAL_STATE] = streaming.initial_state.get_concrete_function()
+        tf.saved_model.save(model.module, str(path), signatures=signatures)
+
+    def detect(self, path: Path) -> bool:
+        return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+
+    def runner(self, path: Path, device: Device) -> SavedModelRunner:
+        return SavedModelRunner(path, device)
+
+    def stream_runner(self, path: Path, device: Device) -> SavedModelStreamRunner | None:
+        if not has_signature(path, STEP):
+            return None
+        return SavedModelStreamRunner(load(path), device)
+
+    def probe(self, path: Path, device: Device) -> Probe:
+        return SavedModelProbe(path, device)
+
+    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
+        return FLOAT32_TOLERANCE[device.kind]

@@ -1,0 +1,1 @@
+"""TFLite exports: the writer (TFLiteConverter), the fused LSTM, and the LiteRT runtime."""

@@ -1,0 +1,145 @@
+"""Running a TFLite export on the LiteRT interpreter: the sequence signature, the streaming
+signatures, and a probe that keeps every tensor."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from rnnexport.errors import ExportError, NotRunnableError
+from rnnexport.runner import Arrays, split_state, state_names
+from rnnexport_converters.tflite.files import read_file
+
+
+class TfliteRunner:
+    """Runs the file's signature on the LiteRT interpreter (XNNPACK, its default CPU delegate),
+    resizing the inputs per case; batches larger than the file's run in chunks of its batch."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path, preserve_all_tensors: bool = False) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        flex = sorted(op for op in read_file(path)[1] if op.startswith("Flex"))
+        if flex:
+            # The LiteRT wheel has no Flex delegate: such a file loads, then fails at every invoke.
+            raise NotRunnableError(
+                f"{path}: uses TensorFlow (Flex) ops {', '.join(flex)}, which this LiteRT interpreter cannot run"
+            )
+        try:
+            with warnings.catch_warnings():
+                # It warns that keeping every tensor costs memory: the point when probing.
+                warnings.simplefilter("ignore")
+                self.interpreter = Interpreter(model_path=str(path),
+                                               experimental_preserve_all_tensors=preserve_all_tensors)
+            # Only its details: a live SignatureRunner pins the interpreter's buffers, and
+            # LiteRT then refuses to re-allocate them for the next length.
+            signature = self.interpreter.get_signature_runner()
+            inputs, outputs = signature.get_input_details(), signature.get_output_details()
+            del signature
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: the LiteRT interpreter cannot load it: {text}") from None
+        batches = {int(d["shape_signature"][0]) for d in inputs.values()}
+        self.batch = batches.pop() if len(batches) == 1 and -1 not in batches else None
+        self.inputs = {name: (d["index"], d["dtype"]) for name, d in inputs.items()}
+        self.outputs = {name: d["index"] for name, d in outputs.items()}
+        self.device = "CPU (LiteRT, XNNPACK delegate)"
+
+    def _invoke(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        interpreter = self.interpreter
+        feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
+        for name, (index, _) in self.inputs.items():
+            interpreter.resize_tensor_input(index, feed[name].shape)
+        interpreter.allocate_tensors()
+        # Fused LSTM states are variable tensors that keep the last invoke's final state; every
+        # case is an independent sequence, so start from zeros as the source does.
+        interpreter.reset_all_variables()
+        for name, (index, _) in self.inputs.items():
+            interpreter.set_tensor(index, feed[name])
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(index) for name, index in self.outputs.items()}
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """After one invoke at the file's batch, every floating-point tensor the interpreter kept."""
+        self._invoke(inputs)
+        found = {}
+        for detail in self.interpreter.get_tensor_details():
+            if not np.issubdtype(detail["dtype"], np.floating):
+                continue
+            try:
+                found[detail["name"]] = np.array(self.interpreter.get_tensor(detail["index"]))
+            except ValueError:
+                continue  # a tensor without data (a scratch buffer the interpreter never filled)
+        return found
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        size = next(iter(inputs.values())).shape[0]
+        if self.batch is None or size == self.batch:
+            return self._invoke(inputs)
+        chunks = []
+        for start in range(0, size, self.batch):
+            rows = np.arange(start, start + self.batch).clip(max=size - 1)
+            out = self._invoke({name: value[rows] for name, value in inputs.items()})
+            chunks.append({name: value[: size - start] for name, value in out.items()})
+        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+class TfliteProbe:
+    """The file on an interpreter that keeps every tensor, loaded only when a failing export is probed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @functools.cached_property
+    def _runner(self) -> TfliteRunner:
+        return TfliteRunner(self.path, preserve_all_tensors=True)
+
+    @property
+    def batch(self) -> int | None:
+        return self._runner.batch
+
+    def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        return self._runner.tensors(inputs)
+
+
+class TfliteStreamRunner:
+    """The `step` and `initial_state` signatures of `m.step.tflite`, through LiteRT's signature
+    runners. A batch larger than the file's runs in groups of its batch, each with its own state."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path))
+            self._step = self.interpreter.get_signature_runner("step")
+            self._initial = self.interpreter.get_signature_runner("initial_state")
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: the LiteRT interpreter cannot load its streaming signatures: {text}") from None
+        inputs, outputs = self._step.get_input_details(), self._step.get_output_details()
+        self.batch = int(next(iter(inputs.values()))["shape_signature"][0])
+        self.inputs = {name: d["dtype"] for name, d in inputs.items()}
+        self.states = state_names(inputs, outputs)
+        self.device = "CPU (LiteRT, XNNPACK delegate)"
+
+    def initial_state(self, batch: int) -> Arrays:
+        state = self._initial(batch=np.asarray(batch, np.int32))
+        return {name: np.array(value) for name, value in state.items()}
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        given = {**inputs, **state}
+        size = next(iter(given.values())).shape[0]
+        groups = []
+        for start in range(0, size, self.batch):
+            rows = np.arange(start, start + self.batch).clip(max=size - 1)
+            out = self._step(**{name: np.asarray(given[name][rows], dtype) for name, dtype in self.inputs.items()})
+            groups.append({name: np.array(value[: size - start]) for name, value in out.items()})
+        merged = {name: np.concatenate([g[name] for g in groups]) for name in groups[0]}
+        return split_state(merged, self.states)
