@@ -47,3 +47,18 @@ class PluginError(UserError):
 
 class InternalError(RnnexportError):
     """A bug in rnnexport itself: please report it with the `--debug` output."""
+
+
+def one_line(exc: BaseException, typed: bool = True) -> str:
+    """An exception as one line for a message: `Type: first line` (`typed=False`: the first line
+    alone). An empty message gives the type's name, never an empty string.
+
+    >>> one_line(ValueError("bad shape\nat node 3"))
+    'ValueError: bad shape'
+    """
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if not first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if typed else first
+

@@ -144,6 +144,20 @@ class Recurrence:
 Replacement = Callable[[Recurrence, Any], Any]
 
 
+# A step entry point returns the state after its chunk under the state's name with this suffix.
+NEXT = "_next"
+
+
+def state_name(layer: str, role: str) -> str:
+    """The name of the state `role` (`h` or `c`) of recurrent layer `layer`: `<layer>_<role>`."""
+    return f"{layer}_{role}"
+
+
+def next_name(state: str) -> str:
+    """The name a step entry point returns state `state` under, after its chunk."""
+    return state + NEXT
+
+
 @dataclass(frozen=True)
 class StateInfo:
     """One state tensor `[batch, size]` a streaming export carries between chunks.
@@ -158,6 +172,11 @@ class StateInfo:
     role: str
     size: int
     dtype: str = "float32"
+
+    @classmethod
+    def of(cls, layer: str, role: str, size: int, dtype: str = "float32") -> StateInfo:
+        name = state_name(layer, role)
+        return cls(name, next_name(name), layer, role, size, dtype)
 
 
 @dataclass(frozen=True)

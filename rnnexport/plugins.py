@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rnnexport.errors import ExportError, PluginError, SourceError
 
@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 
 SOURCE_GROUP = "rnnexport.sources"
 TARGET_GROUP = "rnnexport.targets"
+
+
+class ExportDetails(TypedDict, total=False):
+    """Facts about one export for the report: what `Target.describe` returns, plus the states a
+    streaming export carries. Every key is optional; a format fills in those it knows."""
+
+    opset: int | None
+    batch: int | None
+    quantize: str | None
+    ops: dict[str, int]
+    recurrent_ops: dict[str, int]
+    fused: dict[str, str]
+    not_fused: dict[str, str]
+    streaming_states: list[str]
 
 
 class OpenedSource(ABC):
@@ -113,7 +127,7 @@ class Target(ABC):
         a failing export drifts in (None: this format does not show them)."""
         return None
 
-    def describe(self, path: Path) -> dict[str, Any]:
+    def describe(self, path: Path) -> ExportDetails:
         """Facts about an artifact for the report (op types, fused layers); cheap to compute."""
         return {}
 

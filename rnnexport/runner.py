@@ -7,7 +7,23 @@ from typing import Protocol
 
 import numpy as np
 
+from rnnexport.model import NEXT
+
 Arrays = dict[str, np.ndarray]
+
+
+class Closable:
+    """A runner, reference or probe that holds a session or an interpreter. Use it as a context
+    manager (or call `close`) so that what it opened is released when the run is over."""
+
+    def close(self) -> None:
+        """Release sessions and interpreters; safe to call twice."""
+
+    def __enter__(self) -> Closable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Runner(Protocol):
@@ -31,8 +47,6 @@ class ReferenceRunner(Runner, Protocol):
         """The state of every recurrent layer after the whole sequence, keyed `<state>_next`."""
         ...
 
-
-NEXT = "_next"
 
 # Each layer's output for some inputs, in the order the model computes them: (name, class, array).
 LayerOutputs = Callable[[Mapping[str, np.ndarray]], list[tuple[str, str, np.ndarray]]]

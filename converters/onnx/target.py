@@ -11,7 +11,7 @@ from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
-from rnnexport.plugins import Target
+from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
 from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
 
@@ -50,7 +50,7 @@ class OnnxTarget(Target):
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         return FLOAT32_TOLERANCE[device.kind]
 
-    def describe(self, path: Path) -> dict[str, Any]:
+    def describe(self, path: Path) -> ExportDetails:
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)

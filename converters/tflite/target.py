@@ -8,7 +8,7 @@ from typing import Any
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
 from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
-from rnnexport.plugins import Target
+from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_file
 from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
 
@@ -53,7 +53,7 @@ class TfliteTarget(Target):
         meta, _ = read_file(path)
         return QUANTIZED_TOLERANCE.get(meta.get("quantize"), FLOAT32_TOLERANCE[device.kind])
 
-    def describe(self, path: Path) -> dict[str, Any]:
+    def describe(self, path: Path) -> ExportDetails:
         meta, ops = read_file(path)
         return {
             "batch": meta.get("batch"),
