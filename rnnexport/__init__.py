@@ -15,10 +15,9 @@ from rnnexport.options import (  # noqa: E402
     ExportOptions,
     SourceOptions,
     SweepOptions,
-    Tolerance,
-    ToleranceOverrides,
     ValidateOptions,
 )
+from rnnexport.tolerance import Tolerance, ToleranceOverrides  # noqa: E402
 
 __all__ = [
     "ConvertOptions",

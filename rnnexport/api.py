@@ -16,7 +16,9 @@ from rnnexport import plugins
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError
 from rnnexport.model import SourceInfo
-from rnnexport.options import FLOAT32_TOLERANCE, ConvertOptions, SourceOptions, Tolerance, ValidateOptions
+from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
+from rnnexport import tolerance
+from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.report import ParityReport
@@ -140,9 +142,6 @@ def _exports_under_test(
         except Exception as exc:  # noqa: BLE001 - a broken export fails its own check, never the whole run
             broken = _broken(exc)
             runner = stream_runner = None
-        floor = opened.tolerance_floor(device)
-        if floor is not None:
-            default = Tolerance(max(default.atol, floor.atol), max(default.rtol, floor.rtol))
         name = target.name if target is not None else "unknown"
         under_test.append(ExportUnderTest(
             source=label,
@@ -150,7 +149,7 @@ def _exports_under_test(
             target=name,
             path=str(path),
             runner=runner,
-            tolerance=options.tolerance.apply(name, default, device.kind),
+            tolerance=tolerance.resolve(name, default, opened.tolerance_floor(device), options.tolerance, device.kind),
             time_axes=time_axes,
             details=details,
             not_runnable=not_runnable,

@@ -15,7 +15,7 @@ from typing import Any
 from rnnexport import plugins
 from rnnexport.device import DEVICE_CHOICES
 from rnnexport.errors import UserError
-from rnnexport.options import ToleranceOverrides
+from rnnexport.tolerance import ToleranceOverrides
 
 TABLE = "tool.rnnexport"
 REPORTS = ("json", "junit", "markdown", "html")

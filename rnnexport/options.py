@@ -2,57 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    """An output passes where every element satisfies |export - reference| <= atol + rtol * |reference|."""
-
-    atol: float
-    rtol: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"atol": self.atol, "rtol": self.rtol}
-
-    def __str__(self) -> str:
-        return f"atol {self.atol:g} rtol {self.rtol:g}"
-
-
-# What float32 exports meet against the reference, per device kind. Measured on CPU: SavedModel
-# matches exactly, fused ONNX and TFLite kernels within 4e-7 over 1024 steps of a 256-unit LSTM.
-# GPU references differ more: cuDNN kernels and TF32-free matmuls take other paths.
-FLOAT32_TOLERANCE = {"cpu": Tolerance(atol=1e-5, rtol=1e-5), "gpu": Tolerance(atol=1e-4, rtol=1e-4)}
-
-
-@dataclass(frozen=True)
-class ToleranceOverrides:
-    """User overrides keyed by target name; the key `*` applies to every target.
-
-    `device` limits them to one device kind (`cpu` or `gpu`). `under` holds the overrides these
-    ones take precedence over: the command line sits over the config file's device table, which
-    sits over its table for every device.
-
-    >>> ToleranceOverrides(atol={"*": 1e-4, "tflite": 1e-3}).apply("tflite", Tolerance(1e-5, 1e-5))
-    Tolerance(atol=0.001, rtol=1e-05)
-    """
-
-    atol: Mapping[str, float] = field(default_factory=dict)
-    rtol: Mapping[str, float] = field(default_factory=dict)
-    device: str | None = None
-    under: ToleranceOverrides | None = None
-
-    def apply(self, target: str, default: Tolerance, device: str = "cpu") -> Tolerance:
-        if self.under is not None:
-            default = self.under.apply(target, default, device)
-        if self.device is not None and self.device != device:
-            return default
-        return Tolerance(
-            atol=self.atol.get(target, self.atol.get("*", default.atol)),
-            rtol=self.rtol.get(target, self.rtol.get("*", default.rtol)),
-        )
+from rnnexport.tolerance import ToleranceOverrides
 
 
 @dataclass(frozen=True)

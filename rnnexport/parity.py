@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.options import Tolerance
+from rnnexport.tolerance import Tolerance
 from rnnexport.model import TensorInfo
 from rnnexport.runner import NEXT, Arrays, LayerOutputs, Probe, ReferenceRunner, Runner, StreamRunner
 from rnnexport.sweep import Case

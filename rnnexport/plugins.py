@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from rnnexport.device import Device
     from rnnexport.model import RecurrentModel, SourceInfo
-    from rnnexport.options import ExportOptions, SourceOptions, Tolerance
+    from rnnexport.options import ExportOptions, SourceOptions
+    from rnnexport.tolerance import Tolerance
     from rnnexport.runner import Probe, ReferenceRunner, Runner, StreamRunner
 
 SOURCE_GROUP = "rnnexport.sources"

@@ -257,7 +257,8 @@ def test_tflite_probe_finds_every_layer_of_a_good_export(two_layers):
     would be located as it is in ONNX."""
     from rnnexport_converters.tflite.runtime import TfliteProbe
     from rnnexport.api import _open
-    from rnnexport.options import SourceOptions, Tolerance
+    from rnnexport.options import SourceOptions
+    from rnnexport.tolerance import Tolerance
     from rnnexport.parity import compare_layers
 
     x = np.random.default_rng(1).standard_normal((1, 11, 4)).astype(np.float32)
@@ -369,7 +370,7 @@ def test_tolerances_per_device_and_target_layer_under_the_command_line(tmp_path)
     import tomllib
 
     from rnnexport import config
-    from rnnexport.options import FLOAT32_TOLERANCE, ToleranceOverrides
+    from rnnexport.tolerance import FLOAT32_TOLERANCE, ToleranceOverrides
 
     parsed = config.parse(tmp_path / "gate.toml", tomllib.loads("""
 [tolerance."*"]

@@ -7,7 +7,8 @@ import pytest
 
 from rnnexport.errors import UserError
 from rnnexport.model import TensorInfo
-from rnnexport.options import SweepOptions, Tolerance
+from rnnexport.options import SweepOptions
+from rnnexport.tolerance import Tolerance
 from rnnexport.parity import compare_output
 from rnnexport.sweep import build_cases, default_lengths
 

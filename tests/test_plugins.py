@@ -16,7 +16,7 @@ from rnnexport import plugins
 from rnnexport.errors import PluginError, SourceError
 
 THIRD_PARTY = '''
-from rnnexport.options import Tolerance
+from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import Target
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
+from rnnexport.options import ExportOptions
+from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
 from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
-from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
+from rnnexport.options import ExportOptions
+from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
 from rnnexport.plugins import Target
 from rnnexport.runner import Probe
 from rnnexport.tf import tensorflow

@@ -22,7 +22,8 @@ from rnnexport_converters.keras.source import OpenedKeras, signature_name
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo
-from rnnexport.options import SourceOptions, Tolerance
+from rnnexport.options import SourceOptions
+from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.runner import NEXT, Arrays
 from rnnexport.tf import tensorflow

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
-from rnnexport.options import FLOAT32_TOLERANCE, ExportOptions, Tolerance
+from rnnexport.options import ExportOptions
+from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_file
 from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
