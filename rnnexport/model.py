@@ -195,7 +195,7 @@ class Streaming:
     trace_step: Callable[[int | None], Any]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecurrentModel:
     """A variable-length model ready for export.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport_converters.keras import config as keras_config
-from rnnexport.errors import SourceError, UnsupportedModelError
+from rnnexport.errors import SourceError, UnsupportedModelError, one_line
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -42,7 +42,7 @@ def build_keras2_model(path: Path, config: dict[str, Any]) -> tuple[Any, list[st
     try:
         model = saving_utils.model_from_config(patched)
     except Exception as exc:  # noqa: BLE001 - Keras raises anything here; the user needs one line
-        raise SourceError(f"{path}: Keras 3 cannot rebuild this Keras 2 model: {_first_line(exc)}") from None
+        raise SourceError(f"{path}: Keras 3 cannot rebuild this Keras 2 model: {one_line(exc)}") from None
     with h5py.File(path, "r") as f:
         if "model_weights" not in f:
             raise SourceError(f"{path}: the file has no model_weights group")
@@ -97,8 +97,3 @@ def all_layers(model: Any) -> list[Any]:
             if inner is not None and hasattr(inner, "get_weights"):
                 found.append(inner)
     return found
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

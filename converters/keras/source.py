@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 
 from rnnexport_converters.keras import config as keras_config
+from rnnexport_converters.keras import equivalent as keras_equivalent
 from rnnexport_converters.keras import legacy as keras_legacy
-from rnnexport_converters.keras import recurrences as keras_recurrences
-from rnnexport_converters.keras import streaming as keras_streaming
+from rnnexport_converters.keras.equivalent import KerasEquivalent
+from rnnexport_converters.keras.reference import KerasReference
 from rnnexport.device import Device
-from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.model import LayerInfo, RecurrentModel, Replacement, SourceInfo, Streaming, TensorInfo
+from rnnexport.errors import SourceError, UnsupportedModelError, one_line
+from rnnexport.model import LayerInfo, RecurrentModel, SourceInfo, TensorInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
-from rnnexport.runner import Arrays
 from rnnexport.tf import tensorflow
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -56,11 +56,6 @@ def _read_keras_config(path: Path) -> tuple[dict[str, Any], str]:
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise SourceError(f"{path}: not a valid .keras archive ({exc})") from None
     return config, metadata.get("keras_version", "3")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 class KerasSource(Source):
@@ -105,7 +100,7 @@ class KerasSource(Source):
             try:
                 model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
             except Exception as exc:  # noqa: BLE001 - Keras raises anything here
-                raise SourceError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
+                raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
             return model, f".keras (Keras {version})", None
         if magic == keras_legacy.HDF5_MAGIC:
             config, version = keras_legacy.read_h5(path)
@@ -118,7 +113,7 @@ class KerasSource(Source):
             try:
                 model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
             except Exception as exc:  # noqa: BLE001
-                raise SourceError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
+                raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
             return model, f".h5 (Keras {version})", None
         raise SourceError(f"{path}: not a Keras model file (neither a .keras archive nor HDF5)")
 
@@ -127,7 +122,7 @@ def _model_config(model: Any, label: str) -> dict[str, Any]:
     try:
         return model.get_config()
     except Exception as exc:  # noqa: BLE001
-        raise UnsupportedModelError(f"{label}: Keras cannot describe this model's config: {_first_line(exc)}") from None
+        raise UnsupportedModelError(f"{label}: Keras cannot describe this model's config: {one_line(exc)}") from None
 
 
 def _output_names(model: Any) -> list[str]:
@@ -272,7 +267,7 @@ class OpenedKeras(OpenedSource):
                 model.set_weights(self.original.get_weights())
             except Exception as exc:  # noqa: BLE001
                 raise UnsupportedModelError(
-                    f"{self.label}: cannot rebuild the model for any length: {_first_line(exc)}"
+                    f"{self.label}: cannot rebuild the model for any length: {one_line(exc)}"
                 ) from None
             for layer in keras_legacy.all_layers(model):
                 # Keras picks cuDNN at trace time when it sees a GPU; those kernels fail on CPUs.
@@ -281,107 +276,15 @@ class OpenedKeras(OpenedSource):
             self._rebuilt = model
         return self._rebuilt
 
-    def _sequence(self, model: Any, batch: int | None = None) -> Any:
-        """The rebuilt model as a tf.function of dynamic time (and batch unless fixed), outputs
-        keyed by name."""
-        tf = tensorflow()
-        specs = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype, name=spec.name) for spec in self.info.inputs]
-        output_names = [o.name for o in self.info.outputs]
-
-        def sequence(*tensors: Any) -> dict[str, Any]:
-            outputs = model(tensors[0] if len(tensors) == 1 else list(tensors), training=False)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            return {name: tf.identity(out, name=name) for name, out in zip(output_names, outputs)}
-
-        function = tf.function(sequence, input_signature=specs)
-        function.get_concrete_function()
-        return function
+    @functools.cached_property
+    def equivalent(self) -> KerasEquivalent:
+        return KerasEquivalent(self.rebuilt(), self.info)
 
     def recurrent_model(self) -> RecurrentModel:
-        tf = tensorflow()
-        model = self.rebuilt()
-        module = tf.Module(name="rnnexport")
-        module.model_variables = [v.value for v in model.variables]
-        module.sequence = self._sequence(model)
-        recurrences = tuple(keras_recurrences.describe(layer) for layer in model.layers
-                            if keras_recurrences.is_recurrent(layer))
-        blocked = keras_streaming.not_streamable(model)
-        return RecurrentModel(self.info, module, module.sequence, recurrences, self._trace_with,
-                              None if blocked else functools.cache(lambda: self._streaming(module)), blocked)
-
-    def _streaming(self, module: Any) -> Streaming:
-        return keras_streaming.streaming(self.rebuilt(), module, self.info.inputs, self.output_names)
-
-    def _trace_with(self, replacement: Replacement | None, batch: int | None = None) -> tuple[Any, dict[str, str]]:
-        model = self.rebuilt()
-        layers = [layer for layer in model.layers if keras_recurrences.is_recurrent(layer)]
-        left: dict[str, str] = {}
-        if replacement is None:
-            return self._sequence(model, batch), left
-        with keras_recurrences.replaced(layers, replacement, left):
-            function = self._sequence(model, batch)
-        return function, left
+        return keras_equivalent.recurrent_model(self.equivalent)
 
     def reference(self, device: Device) -> KerasReference:
         return KerasReference(self, device)
 
     def layer_outputs(self, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]]:
-        """Every layer's (first) output, from the rebuilt model the targets export. A layer called
-        more than once has no single output and is left out."""
-        import keras
-
-        model = self.rebuilt()
-        layers = [layer for layer in model.layers
-                  if type(layer).__name__ != "InputLayer" and len(layer._inbound_nodes) == 1]
-        outputs = [layer.output[0] if isinstance(layer.output, (list, tuple)) else layer.output for layer in layers]
-        probe = keras.Model(model.inputs, outputs)
-        arrays = [inputs[spec.name] for spec in self.info.inputs]
-        values = probe(arrays[0] if len(arrays) == 1 else arrays, training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
-        return [(layer.name, type(layer).__name__, np.asarray(value)) for layer, value in zip(layers, values)]
-
-
-class KerasReference:
-    """The Keras model run eagerly: as loaded where it can serve the inputs, else rebuilt."""
-
-    name = "keras"
-
-    def __init__(self, opened: OpenedKeras, device: Device) -> None:
-        self.opened = opened
-        self.tf_device = device.tf_name
-        self.device = f"{device.label} (TensorFlow eager)"
-
-    def _serves_as_is(self, inputs: Mapping[str, np.ndarray]) -> bool:
-        if self.opened.stateful:
-            return False  # its state would carry over from one case to the next
-        fixed = self.opened.fixed_length
-        return fixed is None or all(a.ndim < 2 or a.shape[1] == fixed for a in inputs.values())
-
-    def method(self, inputs: Mapping[str, np.ndarray]) -> str:
-        return "source" if self._serves_as_is(inputs) else "source rebuilt for any length"
-
-    def _model(self, inputs: Mapping[str, np.ndarray]) -> tuple[Any, list[np.ndarray]]:
-        original = self._serves_as_is(inputs)
-        model = self.opened.original if original else self.opened.rebuilt()
-        arrays = [inputs[spec.name] for spec in self.opened.info.inputs]
-        if original:
-            arrays = [a.astype(str(t.dtype)) for a, t in zip(arrays, model.inputs)]
-        return model, arrays
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        tf = tensorflow()
-        model, arrays = self._model(inputs)
-        with tf.device(self.tf_device):
-            outputs = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}
-
-    def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """Each recurrent layer's state after the whole sequence, from the state it starts from,
-        keyed by the step entry point's `next_name`s."""
-        tf = tensorflow()
-        model, arrays = self._model(inputs)
-        start = keras_streaming.start_state(model, arrays[0].shape[0])
-        with tf.device(self.tf_device):
-            _, finals = keras_streaming.run_chunk(model, arrays, start)
-        return {name: np.asarray(value) for name, value in finals.items()}
+        return keras_equivalent.layer_outputs(self.equivalent, inputs)

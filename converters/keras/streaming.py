@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.model import StateInfo, Streaming, TensorInfo
+from rnnexport.model import StateInfo, Streaming, TensorInfo, state_name
 from rnnexport.tf import tensorflow
 
 # Layers that compute each time step from that step alone (given the `axis` check below).
@@ -117,10 +117,8 @@ def recurrent_layers(model: Any) -> list[Any]:
 
 def states_of(model: Any) -> tuple[StateInfo, ...]:
     """The states of every recurrent layer, named `<layer>_<role>` (step outputs `<layer>_<role>_next`)."""
-    return tuple(
-        StateInfo(f"{layer.name}_{role}", f"{layer.name}_{role}_next", layer.name, role, size)
-        for layer in recurrent_layers(model) for role, size in state_roles(layer)
-    )
+    return tuple(StateInfo.of(layer.name, role, size)
+                 for layer in recurrent_layers(model) for role, size in state_roles(layer))
 
 
 @contextlib.contextmanager
@@ -185,7 +183,7 @@ def initial_values(model: Any) -> dict[str, np.ndarray]:
     values = {}
     for layer in recurrent_layers(model):
         for (role, _), maker in zip(state_roles(layer), trained_states(layer) or []):
-            values[f"{layer.name}_{role}"] = ops.convert_to_numpy(maker.value)
+            values[state_name(layer.name, role)] = ops.convert_to_numpy(maker.value)
     return values
 
 
