@@ -20,6 +20,7 @@ from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport import tolerance
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check
+from rnnexport.plan import SourceLike, as_source, label as _label, plan_exports
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.report import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
@@ -50,23 +51,6 @@ class ConvertResult:
         return self.passed
 
 
-SourceLike = str | Path | Any
-
-
-def _as_source(source: SourceLike) -> Path | Any:
-    return Path(source) if isinstance(source, str) else source
-
-
-def _label(source: Path | Any) -> str:
-    return str(source) if isinstance(source, Path) else f"<{type(source).__name__} {getattr(source, 'name', '')}>"
-
-
-def _stem(source: Path | Any) -> str:
-    if isinstance(source, Path):
-        return source.name.split(".")[0] if source.is_file() or not source.exists() else source.name
-    return getattr(source, "name", None) or "model"
-
-
 def _open(source: Path | Any, options: SourceOptions) -> OpenedSource:
     return plugins.find_source(source).open(source, options)
 
@@ -77,24 +61,7 @@ def inspect(source: SourceLike, options: SourceOptions = SourceOptions()) -> Sou
     >>> rnnexport.inspect("samples/gru_fixed.keras").fixed_length
     50
     """
-    return _open(_as_source(source), options).info
-
-
-def _targets(names: Sequence[str]) -> list[Target]:
-    if "all" in names:
-        return plugins.targets()
-    chosen = []
-    for name in names:
-        target = plugins.get_target(name)
-        if target not in chosen:
-            chosen.append(target)
-    return chosen
-
-
-def export_paths(source: SourceLike, targets: Sequence[str], out: str | Path) -> list[tuple[Target, Path]]:
-    """Where `convert` writes `source` for each target named (or `all`): `out/<stem><suffix>`."""
-    stem = _stem(_as_source(source))
-    return [(t, Path(out) / f"{stem}{t.suffix}") for t in _targets(targets)]
+    return _open(as_source(source), options).info
 
 
 def _install(built: Path, dest: Path, force: bool) -> None:
@@ -183,35 +150,6 @@ def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
     return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions(), environment=environment())
 
 
-def plan_exports(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions
-                 ) -> list[tuple[Path | Any, list[tuple[Target, Path]]]]:
-    """Each source with the (target, path) it would be exported to, checked before anything is
-    written: no two sources share a path, and nothing existing is overwritten without `force`."""
-    items = [sources] if isinstance(sources, (str, Path)) or not isinstance(sources, Sequence) else list(sources)
-    items = [_as_source(s) for s in items]
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    streaming = options.export.streaming
-    if streaming:
-        for target in _targets(options.targets):
-            if not target.streams:
-                raise UserError(f"target '{target.name}' cannot write streaming entry points; leave it out of --to")
-    plan: list[tuple[Path | Any, list[tuple[Target, Path]]]] = []
-    seen: set[Path] = set()
-    for source in items:
-        dests = export_paths(source, options.targets, out)
-        for target, main in dests:
-            for dest in target.files(main, streaming):
-                if dest in seen:
-                    raise UserError(f"{dest}: two sources would be exported to the same path; convert them separately")
-                if dest.exists() and not options.force:
-                    raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
-                seen.add(dest)
-        plan.append((source, dests))
-    return plan
-
-
 def convert(
     sources: SourceLike | Sequence[SourceLike],
     out: str | Path,
@@ -226,33 +164,36 @@ def convert(
     """
     plan = plan_exports(sources, out, options)
     out, streaming = Path(out), options.export.streaming
+    tolerance.check_targets(options.validation.tolerance, (t.name for t in plugins.targets()))
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None
     result = ConvertResult(report=_new_report(device, options.validation) if device else None)
     out.mkdir(parents=True, exist_ok=True)
-    for source, dests in plan:
-        label = _label(source)
+    for planned in plan:
+        label = planned.label
         if progress:
             progress(f"reading {label}", 0, 0)
-        opened = _open(source, options.source)
+        opened = _open(planned.source, options.source)
         if not opened.info.exportable:
             raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
         model = opened.recurrent_model()
         if streaming and model.streaming is None:
             raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
-        for target, dest in dests:
+        for export in planned.exports:
+            target, dest = export.target, export.path
             if progress:
                 progress(f"exporting {label} to {target.name}", 0, 0)
             with tempfile.TemporaryDirectory(dir=out, prefix=".rnnexport-") as tmp:
                 built = Path(tmp) / dest.name
-                target.export(model, built, options.export)
+                target.export(model, built, export.options, streaming)
                 for each in target.files(built, streaming):
                     _install(each, dest.with_name(each.name), options.force)
                     result.artifacts.append(Artifact(label, target.name, dest.with_name(each.name)))
         if device is not None:
             if progress:
                 progress(f"validating {label}", 0, 0)
+            dests = [(export.target, export.path) for export in planned.exports]
             checked = _validate_opened(opened, label, dests, device, options.validation, progress)
             for (target, dest), export in zip(dests, checked):
                 target.record_parity(dest, export.summary())
@@ -273,7 +214,7 @@ def validate(
     >>> report.passed, report.failures()
     (True, [])
     """
-    source = _as_source(source)
+    source = as_source(source)
     paths = [Path(p) for p in exports]
     if progress:
         progress("loading TensorFlow", 0, 0)

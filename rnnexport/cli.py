@@ -135,13 +135,56 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+TARGET_OPTION = "target_option__"
+
+
+def _declared_target_options() -> list[Any]:
+    """Every option the installed targets declare, each with the flag it gets here: its own, or
+    `--<target>-<name>` when another option took that flag first."""
+    from rnnexport import plugins, target_options
+
+    taken = {"--to", "--out", "--force", "--validate", "--streaming"}
+    found = []
+    for target in plugins.targets():
+        for item in target_options.declared(target.name, target.Options):
+            flag = item.flag if item.flag not in taken else f"--{target.name}-{item.name.replace('_', '-')}"
+            taken.add(flag)
+            found.append((item, flag))
+    return found
+
+
+def target_option_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One flag per option an installed target declares, typed and documented by the declaration."""
+    for item, flag in reversed(_declared_target_options()):
+        spec, key = item.spec, f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
+        if spec.kind is bool:
+            fn = click.option(flag, key, is_flag=True, default=bool(item.default), help=spec.help)(fn)
+            continue
+        kind = click.Choice(spec.choices) if spec.choices else \
+            click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else str
+        fn = click.option(flag, key, type=kind, default=item.default, show_default=item.default is not None,
+                          help=spec.help)(fn)
+    return fn
+
+
+def _target_options(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The target options given on the command line, by target; the others keep their defaults."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for item, _ in _declared_target_options():
+        key = f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
+        if _given(key):
+            chosen.setdefault(item.target, {})[item.name] = params[key]
+    return chosen
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
 def _source_options(params: dict[str, Any]) -> Any:
     from rnnexport.options import SourceOptions
 
-    def names(value: str | None) -> tuple[str, ...]:
-        return tuple(n.strip() for n in (value or "").split(",") if n.strip())
-
-    return SourceOptions(unsafe=params["unsafe"], inputs=names(params["inputs"]), outputs=names(params["outputs"]),
+    return SourceOptions(unsafe=params["unsafe"], inputs=_names(params["inputs"]), outputs=_names(params["outputs"]),
                          step=params["step"])
 
 
@@ -157,36 +200,25 @@ def _config(params: dict[str, Any]) -> Config:
     return config.load(params["config"], Path.cwd()) or Config(path=Path("pyproject.toml"))
 
 
-def _validate_options(params: dict[str, Any], config: Config, data: Path | None = None) -> Any:
-    from rnnexport.options import SweepOptions, ToleranceOverrides, ValidateOptions
+def _given_settings(params: dict[str, Any], **more: Any) -> Any:
+    """What the command line gave, for the API to lay over the config file."""
+    from rnnexport.settings import Given
 
-    def pick(name: str, parsed: Any, configured: Any, default: Any) -> Any:
-        if _given(name) or configured is None:
-            return parsed if parsed is not None else default
-        return configured
+    def given(name: str, value: Any) -> Any:
+        return value if _given(name) else None
 
-    sweep = SweepOptions(
-        lengths=pick("lengths", _parse_list(params["lengths"], "--lengths"), config.lengths, None),
-        batches=pick("batches", _parse_list(params["batches"], "--batches"), config.batches, (1, 3)),
-        seed=pick("seed", params["seed"], config.seed, 0),
-        data=params["data"] or data or config.data,
-        chunks=pick("chunks", _parse_list(params["chunks"], "--chunks"), config.chunks, (1, 5, 17)),
+    return Given(
+        device=given("device", params["device"]),
+        lengths=_parse_list(params["lengths"], "--lengths"),
+        batches=given("batches", _parse_list(params["batches"], "--batches")),
+        seed=given("seed", params["seed"]),
+        chunks=given("chunks", _parse_list(params["chunks"], "--chunks")),
+        data=params["data"],
+        atol=_parse_tolerances(params["atol"], "--atol"),
+        rtol=_parse_tolerances(params["rtol"], "--rtol"),
+        source=_source_options(params),
+        **more,
     )
-    tolerance = ToleranceOverrides(
-        atol=_parse_tolerances(params["atol"], "--atol"), rtol=_parse_tolerances(params["rtol"], "--rtol"),
-        under=config.tolerance,
-    )
-    return ValidateOptions(device=pick("device", params["device"], config.device, "auto"), sweep=sweep,
-                           tolerance=tolerance)
-
-
-def _model_source_options(params: dict[str, Any], model: ModelEntry) -> Any:
-    """A config entry's source options, under those given on the command line."""
-    from rnnexport.options import SourceOptions
-
-    given = _source_options(params)
-    return SourceOptions(unsafe=given.unsafe or model.unsafe, inputs=given.inputs or model.inputs,
-                         outputs=given.outputs or model.outputs, step=model.step if given.step is None else given.step)
 
 
 def _emit(report: Any, params: dict[str, Any], config: Config) -> int:
@@ -292,21 +324,14 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
               help="Directory for the exports, written as <source stem><target suffix> [config: out].")
 @click.option("--force", is_flag=True, help="Overwrite existing exports.")
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
-@click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True, help="ONNX opset version.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Fixed batch of TFLite exports (time stays dynamic); larger batches run in chunks.")
-@click.option("--quantize", type=click.Choice(["float16", "dynamic-range"]),
-              help="Quantize TFLite weights; validated with that quantization's own tolerance.")
-@click.option("--tflite-select-ops", is_flag=True,
-              help="Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex delegate.")
+@target_option_flags
 @click.option("--streaming", is_flag=True,
               help="Also export initial_state(batch) and step(x, *state) entry points that run a chunk at a "
                    "time, and check them chunk by chunk against the whole sequence.")
 @validation_options
 @_run
 def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, force: bool, validate: bool,
-            opset: int, batch: int, quantize: str | None, tflite_select_ops: bool, streaming: bool,
-            **params: Any) -> int:
+            streaming: bool, **params: Any) -> int:
     """Export SOURCES to each target under --out, then prove each file matches its source.
 
     Without SOURCES, the models, targets and out of the config file are converted.
@@ -319,60 +344,22 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
       rnnexport convert model.keras --streaming --to all --out build/ --chunks 1,5,17
       rnnexport convert --config gate.toml
     """
-    import rnnexport
-    from rnnexport.api import plan_exports
-    from rnnexport.options import ConvertOptions, ExportOptions
+    from rnnexport.options import ExportOptions
+    from rnnexport.runs import convert_models
 
     config = _config(params)
     models = [ModelEntry(source=s) for s in sources] or list(config.models)
     if not models:
         raise click.UsageError("give SOURCES, or a config file that lists [[tool.rnnexport.models]]")
-    out = out or config.out
-    if out is None:
-        raise click.UsageError("give --out, or `out` in the config file")
-    if not _given("targets") and config.targets:
-        targets = config.targets
-    export_options = ExportOptions(opset=opset, batch=batch, quantize=quantize, select_ops=tflite_select_ops,
-                                   streaming=streaming)
-    groups: dict[tuple[Any, Path | None], list[ModelEntry]] = {}
-    for model in models:
-        groups.setdefault((_model_source_options(params, model), model.data), []).append(model)
-    calls = [(ConvertOptions(targets=targets, force=force, validate=validate, source=source_options,
-                             export=export_options, validation=_validate_options(params, config, data)), group)
-             for (source_options, data), group in groups.items()]
-    # Models read with different settings convert in separate calls; every destination is checked
-    # across all of them before anything is written.
-    plan_exports([m.source for m in models], out, calls[0][0])
-    progress = _progress(params)
-    report = None
-    for options, group in calls:
-        converted = rnnexport.convert([m.source for m in group], out, options, progress=progress)
-        if not (params["quiet"] or params["as_json"]):
-            for artifact in converted.artifacts:
-                click.echo(f"wrote {artifact.path}")
-        report = _combine(report, converted.report)
-    if report is None:
+    given = _given_settings(params, targets=targets if _given("targets") else None, out=out)
+    export = ExportOptions(target_options=_target_options(params), streaming=streaming)
+    converted = convert_models(models, given, config, export, force, validate, progress=_progress(params))
+    if not (params["quiet"] or params["as_json"]):
+        for artifact in converted.artifacts:
+            click.echo(f"wrote {artifact.path}")
+    if converted.report is None:
         return 0
-    return _emit(report, params, config)
-
-
-def _combine(report: Any, more: Any) -> Any:
-    """One report for several sources converted or validated one by one."""
-    if report is None or more is None:
-        return report or more
-    report.exports += more.exports
-    return report
-
-
-def _exports_of(model: ModelEntry, config: Config) -> tuple[Path, ...]:
-    if model.exports:
-        return model.exports
-    if not (config.targets and config.out):
-        raise BadInput(f"{config.path}: model '{model.source}' lists no exports, and the config has no `targets` "
-                       "and `out` to find them by")
-    from rnnexport.api import export_paths
-
-    return tuple(path for _, path in export_paths(model.source, config.targets, config.out))
+    return _emit(converted.report, params, config)
 
 
 @cli.command()
@@ -391,7 +378,7 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
       rnnexport validate model.h5 exports/model.onnx --report parity.json --junit parity.xml
       rnnexport validate --config gate.toml --markdown summary.md --html parity.html
     """
-    import rnnexport
+    from rnnexport.runs import validate_models
 
     config = _config(params)
     if len(paths) == 1:
@@ -399,13 +386,7 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
     models = [ModelEntry(source=paths[0], exports=paths[1:])] if paths else list(config.models)
     if not models:
         raise click.UsageError("give SOURCE and EXPORTS, or a config file that lists [[tool.rnnexport.models]]")
-    report = None
-    for model in models:
-        checked = rnnexport.validate(
-            model.source, list(_exports_of(model, config)), _validate_options(params, config, model.data),
-            _model_source_options(params, model), progress=_progress(params),
-        )
-        report = _combine(report, checked)
+    report = validate_models(models, _given_settings(params), config, progress=_progress(params))
     return _emit(report, params, config)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rnnexport.tolerance import ToleranceOverrides
 
@@ -37,26 +39,17 @@ class SourceOptions:
     step: int | None = None
 
 
-DEFAULT_OPSET = 17
-
-
-QUANTIZATIONS = ("float16", "dynamic-range")
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     """How targets write their files.
 
-    `opset`: ONNX opset version. `batch`: the fixed batch of TFLite exports (their converter
-    needs one; time stays dynamic). `quantize`: TFLite weight quantization, one of
-    QUANTIZATIONS. `select_ops`: let TFLite fall back to TensorFlow (Flex) ops. `streaming`: also
-    write the `initial_state` and `step` entry points of a causal model.
+    `target_options` holds, per target name, the values of options that target declares (see
+    `rnnexport plugins` and each target's `Options`), e.g. `{"tflite": {"batch": 2}}`; they are
+    checked against the declaration before anything is written. `streaming`: also write the
+    `initial_state` and `step` entry points of a causal model.
     """
 
-    opset: int = DEFAULT_OPSET
-    batch: int = 1
-    quantize: str | None = None
-    select_ops: bool = False
+    target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     streaming: bool = False
 
 

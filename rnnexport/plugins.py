@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from rnnexport.errors import ExportError, PluginError, SourceError
+from rnnexport.target_options import NoOptions
+from rnnexport.tolerance import FLOAT32_TOLERANCE
 
 if TYPE_CHECKING:
     import numpy as np
 
     from rnnexport.device import Device
     from rnnexport.model import RecurrentModel, SourceInfo
-    from rnnexport.options import ExportOptions, SourceOptions
+    from rnnexport.options import SourceOptions
     from rnnexport.tolerance import Tolerance
     from rnnexport.runner import Probe, ReferenceRunner, Runner, StreamRunner
 
@@ -89,15 +91,23 @@ class Source(ABC):
 
 
 class Target(ABC):
-    """Writes one format from a RecurrentModel and runs what it wrote."""
+    """Writes one format from a RecurrentModel and runs what it wrote.
+
+    `Options` is the frozen dataclass of the options this target declares (fields made with
+    `rnnexport.target_options.option`); the API checks the values it is given against it and the
+    command line offers a flag for each. `tolerances` is what a float32 export of this format
+    meets against its source, per device kind."""
 
     name: str
     description: str
     suffix: str
+    Options: type = NoOptions
+    tolerances: Mapping[str, Tolerance] = FLOAT32_TOLERANCE
 
     @abstractmethod
-    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
-        """Write the artifact at `path`, which does not exist yet."""
+    def export(self, model: RecurrentModel, path: Path, options: Any, streaming: bool) -> None:
+        """Write the artifact at `path`, which does not exist yet, with `options` (an `Options`);
+        with `streaming`, also the step entry points, into `files(path, True)`."""
 
     @abstractmethod
     def detect(self, path: Path) -> bool:
@@ -107,9 +117,10 @@ class Target(ABC):
     def runner(self, path: Path, device: Device) -> Runner:
         """A runner for the artifact; raise `ExportError` when it cannot be read."""
 
-    @abstractmethod
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        """The tolerance the artifact at `path` meets against the reference on `device`."""
+        """The tolerance the artifact at `path` meets against the reference on `device` (by
+        default the declared `tolerances`; a format may read the file, e.g. its quantization)."""
+        return self.tolerances[device.kind]
 
     # Whether `export` writes streaming entry points when `ExportOptions.streaming` is set.
     streams: bool = False

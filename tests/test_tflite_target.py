@@ -105,7 +105,7 @@ def test_fixed_batch_is_recorded_and_other_batches_run_in_chunks(tmp_path):
     path = tmp_path / "gru.keras"
     build("gru_reset_after").save(path)
     result = rnnexport.convert(path, tmp_path, ConvertOptions(
-        targets=("tflite",), export=ExportOptions(batch=2),
+        targets=("tflite",), export=ExportOptions(target_options={"tflite": {"batch": 2}}),
         validation=ValidateOptions(sweep=SweepOptions(lengths=(1, 9, 100), batches=(1, 2, 5)))))
     export = export_result(result, "tflite")
     assert export.passed, export.failures()
@@ -151,7 +151,8 @@ def test_flex_ops_need_the_option_and_are_never_reported_as_passed(tmp_path):
     assert not (tmp_path / "flex_op.tflite").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rnnexport-")], "temporary export left behind"
     result = rnnexport.convert(model, tmp_path, ConvertOptions(
-        targets=("tflite",), source=SourceOptions(unsafe=True), export=ExportOptions(select_ops=True)))
+        targets=("tflite",), source=SourceOptions(unsafe=True),
+        export=ExportOptions(target_options={"tflite": {"select_ops": True}})))
     export = export_result(result, "tflite")
     assert not export.passed and not result.report.passed
     assert export.status == "NOT VALIDATED" and export.cases == ()

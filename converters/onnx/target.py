@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions
-from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
+from rnnexport.target_options import option
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
 from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """How an ONNX file is written."""
+
+    opset: int = option(17, "ONNX opset version.", minimum=13, maximum=18)
 
 
 class OnnxTarget(Target):
@@ -22,11 +29,12 @@ class OnnxTarget(Target):
     description = "ONNX file via tf2onnx, fused LSTM/GRU/RNN ops, dynamic batch and time, onnxruntime"
     suffix = ".onnx"
     streams = True
+    Options = OnnxOptions
 
-    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+    def export(self, model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bool) -> None:
         from rnnexport_converters.onnx.writer import write
 
-        write(model, path, options)
+        write(model, path, options, streaming)
 
     def files(self, path: Path, streaming: bool) -> list[Path]:
         return [path, *streaming_files(path)] if streaming else [path]
@@ -47,9 +55,6 @@ class OnnxTarget(Target):
 
     def runner(self, path: Path, device: Device) -> OnnxRunner:
         return OnnxRunner(path, device)
-
-    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        return FLOAT32_TOLERANCE[device.kind]
 
     def describe(self, path: Path) -> ExportDetails:
         import onnx

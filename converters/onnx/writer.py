@@ -13,10 +13,10 @@ from typing import Any
 from rnnexport import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
-from rnnexport.options import ExportOptions
 from rnnexport.tf import tensorflow
 from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
 from rnnexport_converters.onnx.fusion import FusedOps
+from rnnexport_converters.onnx.target import OnnxOptions
 
 
 def _declare_io_shapes(proto: Any, specs: Iterable[TensorInfo]) -> None:
@@ -41,7 +41,7 @@ def _state_specs(states: Iterable[StateInfo]) -> list[TensorInfo]:
     return [TensorInfo(name, s.dtype, (None, s.size), None) for s in states for name in (s.name, s.next_name)]
 
 
-def _to_onnx(function: Any, options: ExportOptions, handlers: Any = None) -> Any:
+def _to_onnx(function: Any, options: OnnxOptions, handlers: Any = None) -> Any:
     import tf2onnx
 
     try:
@@ -68,7 +68,7 @@ def _save(proto: Any, path: Path, model: RecurrentModel, meta: Mapping[str, str]
     onnx.save(proto, str(path))
 
 
-def write(model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bool) -> None:
     """Write `model` to `path` (and its streaming files beside it when asked)."""
     tensorflow()
     # tf2onnx logs every op it cannot map before failing; the one-line error below says it all.
@@ -84,13 +84,13 @@ def write(model: RecurrentModel, path: Path, options: ExportOptions) -> None:
     proto = _to_onnx(function, options, fusion.handlers())
     _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
     _save(proto, path, model, {META + "fused": json.dumps(fusion.fused), META + "not_fused": json.dumps(not_fused)})
-    if options.streaming:
-        streaming = model.streaming()
+    if streaming:
+        entry_points = model.streaming()
         step_path, initial_path = streaming_files(path)
-        states = json.dumps([s.name for s in streaming.states])
-        step = _to_onnx(streaming.step, options)
-        _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(streaming.states)))
+        states = json.dumps([s.name for s in entry_points.states])
+        step = _to_onnx(entry_points.step, options)
+        _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(entry_points.states)))
         _save(step, step_path, model, {META + "entry_point": "step", META + "states": states})
-        initial = _to_onnx(streaming.initial_state, options)
-        _declare_io_shapes(initial, _state_specs(streaming.states))
+        initial = _to_onnx(entry_points.initial_state, options)
+        _declare_io_shapes(initial, _state_specs(entry_points.states))
         _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states})

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions
-from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
+from rnnexport.target_options import NoOptions
 from rnnexport.plugins import Target
 from rnnexport.runner import Probe
 from rnnexport.tf import tensorflow
@@ -29,13 +28,13 @@ class SavedModelTarget(Target):
     suffix = ".savedmodel"
     streams = True
 
-    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+    def export(self, model: RecurrentModel, path: Path, options: NoOptions, streaming: bool) -> None:
         tf = tensorflow()
         signatures = {SIGNATURE: model.sequence.get_concrete_function()}
-        if options.streaming:
-            streaming = model.streaming()
-            signatures[STEP] = streaming.step.get_concrete_function()
-            signatures[INITIAL_STATE] = streaming.initial_state.get_concrete_function()
+        if streaming:
+            entry_points = model.streaming()
+            signatures[STEP] = entry_points.step.get_concrete_function()
+            signatures[INITIAL_STATE] = entry_points.initial_state.get_concrete_function()
         tf.saved_model.save(model.module, str(path), signatures=signatures)
 
     def detect(self, path: Path) -> bool:
@@ -51,6 +50,3 @@ class SavedModelTarget(Target):
 
     def probe(self, path: Path, device: Device) -> Probe:
         return SavedModelProbe(path, device)
-
-    def default_tolerance(self, device: Device, path: Path) -> Tolerance:
-        return FLOAT32_TOLERANCE[device.kind]

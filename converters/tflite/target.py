@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions
-from rnnexport.tolerance import FLOAT32_TOLERANCE, Tolerance
+from rnnexport.target_options import option
+from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_file
 from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
+
+QUANTIZATIONS = ("float16", "dynamic-range")
+
+
+@dataclass(frozen=True)
+class TfliteOptions:
+    """How a TFLite file is written. The converter needs a fixed batch (time stays dynamic)."""
+
+    batch: int = option(1, "Fixed batch of TFLite exports (time stays dynamic); larger batches run in chunks.",
+                        minimum=1)
+    quantize: str | None = option(None, "Quantize TFLite weights; validated with that quantization's own tolerance.",
+                                  kind=str, choices=QUANTIZATIONS)
+    select_ops: bool = option(False, "Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex "
+                              "delegate.", flag="--tflite-select-ops")
+
 
 # Quantized weights trade accuracy; measured worst on the layer-kind fixtures and the real-world
 # models: float16 1.2e-3, dynamic-range 4.1e-3.
@@ -24,11 +40,12 @@ class TfliteTarget(Target):
     description = "TFLite flatbuffer, builtin ops, fused LSTM kernels, any length at a fixed batch, LiteRT"
     suffix = ".tflite"
     streams = True
+    Options = TfliteOptions
 
-    def export(self, model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+    def export(self, model: RecurrentModel, path: Path, options: TfliteOptions, streaming: bool) -> None:
         from rnnexport_converters.tflite.writer import write
 
-        write(model, path, options)
+        write(model, path, options, streaming)
 
     def files(self, path: Path, streaming: bool) -> list[Path]:
         return [path, step_file(path)] if streaming else [path]
@@ -51,7 +68,7 @@ class TfliteTarget(Target):
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         meta, _ = read_file(path)
-        return QUANTIZED_TOLERANCE.get(meta.get("quantize"), FLOAT32_TOLERANCE[device.kind])
+        return QUANTIZED_TOLERANCE.get(meta.get("quantize"), self.tolerances[device.kind])
 
     def describe(self, path: Path) -> ExportDetails:
         meta, ops = read_file(path)

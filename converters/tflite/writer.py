@@ -14,13 +14,13 @@ import numpy as np
 from rnnexport import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
-from rnnexport.options import ExportOptions
 from rnnexport.tf import tensorflow
 from rnnexport_converters.tflite.files import METADATA_NAME, step_file
 from rnnexport_converters.tflite.fusion import fused_lstm, unfusable
+from rnnexport_converters.tflite.target import TfliteOptions
 
 
-def _blocking_message(log: str, options: ExportOptions) -> str:
+def _blocking_message(log: str, options: TfliteOptions) -> str:
     """One line naming what stopped the converter and the option that gets past it."""
     ops = sorted(set(re.findall(r"'tf\.([A-Za-z0-9_]+)' op", log)))
     if ops and not options.select_ops:
@@ -99,7 +99,7 @@ def _finish(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _convert(functions: list[Any], model: RecurrentModel, options: ExportOptions) -> bytes:
+def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions) -> bytes:
     tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model.module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -115,7 +115,7 @@ def _convert(functions: list[Any], model: RecurrentModel, options: ExportOptions
         raise ExportError(_blocking_message(str(exc), options), log=str(exc)) from None
 
 
-def write(model: RecurrentModel, path: Path, options: ExportOptions) -> None:
+def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: bool) -> None:
     """Write `model` to `path` (and its streaming file beside it when asked)."""
     if model.trace_with is None:
         raise ExportError(f"{model.info.path}: this source cannot be traced at a fixed batch for TFLite")
@@ -136,10 +136,10 @@ def write(model: RecurrentModel, path: Path, options: ExportOptions) -> None:
         "fused": {r.name: "UNIDIRECTIONAL_SEQUENCE_LSTM" for r in model.recurrences if r.name not in not_fused},
         "not_fused": not_fused,
     }))
-    if options.streaming:
-        streaming = model.streaming()
+    if streaming:
+        entry_points = model.streaming()
         # The converter names each signature after its function: `step` and `initial_state`.
-        functions = [streaming.trace_step(options.batch).get_concrete_function(),
-                     streaming.initial_state.get_concrete_function()]
+        functions = [entry_points.trace_step(options.batch).get_concrete_function(),
+                     entry_points.initial_state.get_concrete_function()]
         streamed = _convert(functions, model, options)
-        step_file(path).write_bytes(_finish(streamed, {**meta, "states": [s.name for s in streaming.states]}))
+        step_file(path).write_bytes(_finish(streamed, {**meta, "states": [s.name for s in entry_points.states]}))

@@ -1,0 +1,77 @@
+"""Several models in one run, as the command line and a config file ask for them: each model read
+with its own settings, every destination checked before anything is written, one report.
+
+    >>> config = rnnexport.config.load(Path("gate.toml"), Path.cwd())
+    >>> result = convert_models(config.models, Given(), config)
+    >>> result.passed
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rnnexport import api, settings
+from rnnexport.config import Config, ModelEntry
+from rnnexport.errors import UserError
+from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
+from rnnexport.plan import export_paths, plan_exports
+from rnnexport.report import ParityReport
+from rnnexport.settings import Given
+
+
+def _combine(report: ParityReport | None, more: ParityReport | None) -> ParityReport | None:
+    if report is None or more is None:
+        return report or more
+    report.exports += more.exports
+    return report
+
+
+def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
+                   export: ExportOptions = ExportOptions(), force: bool = False, validate: bool = True,
+                   progress: api.Progress | None = None) -> api.ConvertResult:
+    """Convert every model to the targets and `out` the command line or the config file names.
+
+    Models read with the same settings convert in one call, whatever their order; models read
+    with different settings in separate calls, after every destination of every model has been
+    checked, so that nothing is written when one of them would fail."""
+    out = given.out or config.out
+    if out is None:
+        raise UserError("give --out, or `out` in the config file")
+    targets = settings.targets(given, config)
+    groups: dict[tuple[SourceOptions, Path | None], list[ModelEntry]] = {}
+    for model in models:
+        groups.setdefault((settings.source_options(given, model), model.data), []).append(model)
+    calls = [(ConvertOptions(targets=targets, force=force, validate=validate, source=source, export=export,
+                             validation=settings.validate_options(given, config, data)), group)
+             for (source, data), group in groups.items()]
+    plan_exports([m.source for m in models], out, calls[0][0])
+    result = api.ConvertResult()
+    for options, group in calls:
+        converted = api.convert([m.source for m in group], out, options, progress=progress)
+        result.artifacts += converted.artifacts
+        result.report = _combine(result.report, converted.report)
+    return result
+
+
+def exports_of(model: ModelEntry, config: Config) -> tuple[Path, ...]:
+    """The exports of a config model: those it lists, else those `targets` wrote under `out`."""
+    if model.exports:
+        return model.exports
+    if not (config.targets and config.out):
+        raise UserError(f"{config.path}: model '{model.source}' lists no exports, and the config has no `targets` "
+                        "and `out` to find them by")
+    return tuple(path for _, path in export_paths(model.source, config.targets, config.out))
+
+
+def validate_models(models: Sequence[ModelEntry], given: Given, config: Config,
+                    progress: api.Progress | None = None) -> ParityReport:
+    """Check every model's exports against it; one report."""
+    report = None
+    for model in models:
+        checked = api.validate(model.source, list(exports_of(model, config)),
+                               settings.validate_options(given, config, model.data),
+                               settings.source_options(given, model), progress=progress)
+        report = _combine(report, checked)
+    return report

@@ -1,0 +1,65 @@
+"""Settings given on the command line over those of a config file.
+
+Each value follows one rule: given on the command line, it wins; else the config file's (a
+model's own entry over the file's top level); else the default. `Given` holds what the command
+line gave, None (or empty) where it gave nothing, so that the config file applies there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnexport.config import Config, ModelEntry
+from rnnexport.options import SourceOptions, SweepOptions, ValidateOptions
+from rnnexport.tolerance import ToleranceOverrides
+
+
+@dataclass(frozen=True)
+class Given:
+    """What the command line gave; None or empty: not given."""
+
+    targets: tuple[str, ...] | None = None
+    out: Path | None = None
+    device: str | None = None
+    lengths: tuple[int, ...] | None = None
+    batches: tuple[int, ...] | None = None
+    seed: int | None = None
+    chunks: tuple[int, ...] | None = None
+    data: Path | None = None
+    atol: Mapping[str, float] = field(default_factory=dict)
+    rtol: Mapping[str, float] = field(default_factory=dict)
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def validate_options(given: Given, config: Config, model_data: Path | None = None) -> ValidateOptions:
+    """The sweep, device and tolerances of one model: command line, then the model's entry (its
+    `data`), then the config file, then the defaults."""
+    defaults = SweepOptions()
+    sweep = SweepOptions(
+        lengths=_first(given.lengths, config.lengths),
+        batches=_first(given.batches, config.batches, defaults.batches),
+        seed=_first(given.seed, config.seed, defaults.seed),
+        data=_first(given.data, model_data, config.data),
+        chunks=_first(given.chunks, config.chunks, defaults.chunks),
+    )
+    tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=config.tolerance)
+    return ValidateOptions(device=_first(given.device, config.device, ValidateOptions().device), sweep=sweep,
+                           tolerance=tolerance)
+
+
+def source_options(given: Given, model: ModelEntry) -> SourceOptions:
+    """How one model's source is read: the command line's options over the model's entry."""
+    cli = given.source
+    return SourceOptions(unsafe=cli.unsafe or model.unsafe, inputs=cli.inputs or model.inputs,
+                         outputs=cli.outputs or model.outputs, step=_first(cli.step, model.step))
+
+
+def targets(given: Given, config: Config) -> tuple[str, ...]:
+    return _first(given.targets, config.targets, ("savedmodel",))
