@@ -7,17 +7,16 @@
     True
 """
 
-__version__ = "0.1.0"
-
-from rnnexport.api import ConvertResult, convert, inspect, validate  # noqa: E402
-from rnnexport.options import (  # noqa: E402
+from rnnexport.version import __version__
+from rnnexport.api import ConvertResult, convert, inspect, validate
+from rnnexport.options import (
     ConvertOptions,
     ExportOptions,
     SourceOptions,
     SweepOptions,
     ValidateOptions,
 )
-from rnnexport.tolerance import Tolerance, ToleranceOverrides  # noqa: E402
+from rnnexport.tolerance import Tolerance, ToleranceOverrides
 
 __all__ = [
     "ConvertOptions",

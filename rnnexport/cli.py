@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from rnnexport import __version__
+from rnnexport.version import __version__
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
 from rnnexport.errors import UserError

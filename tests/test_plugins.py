@@ -15,27 +15,50 @@ import pytest
 from rnnexport import plugins
 from rnnexport.errors import PluginError, SourceError
 
+from conftest import ROOT
+
 THIRD_PARTY = '''
-from rnnexport.tolerance import Tolerance
+from dataclasses import dataclass
+
 from rnnexport.plugins import Target
+from rnnexport.target_options import option
+
+
+@dataclass(frozen=True)
+class EchoOptions:
+    label: str = option("echo", "A label the echo target writes beside its export.")
+
+
+class EchoRunner:
+    name = "echo"
+    device = "CPU (echo)"
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def run(self, inputs):
+        return {k: v.numpy() for k, v in self.function(**inputs).items()}
 
 
 class EchoTarget(Target):
     name = "echo"
     description = "a third-party target"
     suffix = ".echo"
+    Options = EchoOptions
 
-    def export(self, model, path):
-        path.write_text("echo")
+    def export(self, model, path, options, streaming):
+        import tensorflow as tf
+
+        tf.saved_model.save(model.module, str(path), signatures={"serving_default": model.sequence})
+        (path / "label.txt").write_text(options.label)
 
     def detect(self, path):
         return path.suffix == ".echo"
 
     def runner(self, path, device):
-        raise NotImplementedError
-
-    def default_tolerance(self, device, path):
-        return Tolerance(0.0, 0.0)
+        return EchoRunner(path)
 '''
 
 
@@ -66,6 +89,45 @@ def test_entry_point_plugin_is_found_and_a_broken_one_is_listed(third_party):
     table = subprocess.run([sys.executable, "-m", "rnnexport", "plugins"], capture_output=True, text=True,
                            env=env, check=True).stdout
     assert re.search(r"^  ghost +BROKEN: AttributeError", table, re.M)
+
+
+def test_a_third_party_target_converts_validates_and_gets_its_declared_option_as_a_flag(third_party, tmp_path):
+    from keras_models import build
+
+    model = tmp_path / "lstm.keras"
+    build("lstm").save(model)
+    env = {**os.environ, "PYTHONPATH": str(third_party)}
+    help_text = subprocess.run([sys.executable, "-m", "rnnexport", "convert", "--help"], capture_output=True,
+                               text=True, env=env, check=True).stdout
+    assert "--label TEXT" in help_text and "A label the echo target writes" in help_text
+    result = subprocess.run([sys.executable, "-m", "rnnexport", "convert", str(model), "--to", "echo", "--label",
+                             "hello", "--out", str(tmp_path / "out"), "--lengths", "1,9", "--batches", "2"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "lstm.echo" / "label.txt").read_text() == "hello"
+    assert re.search(r"^lstm\.keras +echo +CPU \(echo\) +2/2 .* PASS$", result.stdout, re.M), result.stdout
+    assert "PASS: 1/1 exports match their source" in result.stdout
+
+
+def test_target_options_are_checked_against_the_declaration(tmp_path):
+    import rnnexport
+    from rnnexport.errors import UserError
+    from rnnexport.options import ConvertOptions, ExportOptions
+
+    def convert(target_options):
+        options = ConvertOptions(targets=("tflite",), export=ExportOptions(target_options=target_options))
+        return rnnexport.convert(ROOT / "samples" / "gru_fixed.keras", tmp_path, options)
+
+    with pytest.raises(UserError, match="target 'tflite' option 'quantize': 'int8' is not supported; supported are: "
+                                        "float16, dynamic-range"):
+        convert({"tflite": {"quantize": "int8"}})
+    with pytest.raises(UserError, match="target 'tflite' has no option 'batches'; its options are: batch, quantize"):
+        convert({"tflite": {"batches": 2}})
+    with pytest.raises(UserError, match="target 'onnx' option 'opset': 12 is out of range; expected from 13 to 18"):
+        convert({"onnx": {"opset": 12}})
+    with pytest.raises(UserError, match="options given for target 'tfilte', which is not installed"):
+        convert({"tfilte": {"batch": 2}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_builtins_register_through_entry_points():

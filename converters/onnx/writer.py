@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rnnexport import __version__
+from rnnexport.version import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.tf import tensorflow

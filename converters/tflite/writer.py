@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport import __version__
+from rnnexport.version import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
