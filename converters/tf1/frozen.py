@@ -3,7 +3,7 @@
 traced at one length (a Keras `unroll=True` model).
 
 A statically unrolled graph holds one copy of the cell per time step. The steps are found by
-structure (`tf1_graph`), linked by the state each passes to the next, checked to be one cell
+structure (`cells`), linked by the state each passes to the next, checked to be one cell
 repeated (same kind, settings and weight values), and rolled back up into one recurrent layer
 that takes any length. Graphs whose recurrence is already a loop get the same recognition. The
 reference is the frozen graph itself in a `tf.compat.v1.Session`, served at other lengths as for
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport_converters.tf1 import graph as tf1_graph
-from rnnexport_converters.tf1.checkpoint import OpenedTf1
-from rnnexport.errors import SourceError
+from rnnexport_converters.tf1.opened import OpenedTf1
+from rnnexport.errors import SourceError, one_line
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.tf import tensorflow
@@ -44,11 +44,6 @@ class UnrolledGraphSource(Source):
         return OpenedTf1(source, graph, options)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class FrozenGraph:
     """An imported graph whose weights are constants; runs without restoring anything."""
 
@@ -70,7 +65,7 @@ class FrozenGraph:
             with self.graph.as_default():
                 tf.compat.v1.import_graph_def(graph_def, name="")
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad graphs
-            raise SourceError(f"{path}: TensorFlow cannot import this graph: {_first_line(exc)}") from None
+            raise SourceError(f"{path}: TensorFlow cannot import this graph: {one_line(exc, typed=False)}") from None
         self.view = tf1_graph.GraphView(self.graph)
 
     @classmethod
@@ -86,7 +81,7 @@ class FrozenGraph:
             else:
                 graph_def.ParseFromString(data)
         except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, ParseError, UnicodeError
-            raise SourceError(f"{path}: not a TensorFlow GraphDef ({_first_line(exc)})") from None
+            raise SourceError(f"{path}: not a TensorFlow GraphDef ({one_line(exc, typed=False)})") from None
         if not graph_def.node:
             raise SourceError(f"{path}: not a TensorFlow GraphDef (no nodes)")
         return cls(path, graph_def, "frozen TF1 graph", f"frozen graph {path.name}, weights held as constants", {})
@@ -99,7 +94,7 @@ class FrozenGraph:
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad SavedModels
-            raise SourceError(f"{path}: TensorFlow cannot load this SavedModel: {_first_line(exc)}") from None
+            raise SourceError(f"{path}: TensorFlow cannot load this SavedModel: {one_line(exc, typed=False)}") from None
         signatures = dict(loaded.signatures)
         if not signatures:
             raise SourceError(f"{path}: the SavedModel has no signatures to export")

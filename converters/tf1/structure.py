@@ -1,20 +1,18 @@
-"""A recognised TF1 graph as layers (embedding, recurrent layers, projection) and the equivalent
-Keras model, with TF1 weights converted to Keras's conventions."""
+"""A recognised TF1 graph as layers: where the first recurrent layer's input comes from (traced
+back to a placeholder, maybe through an embedding), the recurrent layers in order, and the
+projection after them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rnnexport_converters.tf1.graph import ADDS, HEAD_ACTIVATIONS, Cell, GraphView
+from rnnexport_converters.tf1.cells import Cell
+from rnnexport_converters.tf1.graph import ADDS, HEAD_ACTIVATIONS, GraphView
 from rnnexport.errors import UnsupportedModelError
-
-# How a source output holds the per-step outputs Y[batch, time, C] the export returns.
-LAYOUTS = ("batch-major", "time-major", "flat batch-major", "flat time-major", "last step")
 
 
 @dataclass
@@ -42,7 +40,6 @@ class Structure:
     embedding: np.ndarray | None
     layers: list[Layer]
     head: list[tuple[str, Any]]
-    claimed: set[str] = field(default_factory=set)
 
     @property
     def bidirectional(self) -> bool:
@@ -75,7 +72,7 @@ class Tracer:
                 self.step_of[step.output] = (cell, index)
         self.claimed: set[str] = set()
 
-    def _permuted(self, op: Any, axis: int | None) -> int | None:
+    def permuted(self, op: Any, axis: int | None) -> int | None:
         """The input axis a Transpose maps to output axis `axis`; dynamic_rnn builds its perm as
         concat([1, 0], range(2, rank)), a swap of the first two axes."""
         if axis is None:
@@ -91,67 +88,135 @@ class Tracer:
 
     def origins(self, tensor: Any, index: int | None = None, reverse: bool = False,
                 axis: int | None = None) -> list[Origin]:
-        view = self.view
+        """Where `tensor` comes from: walked back op by op (see `STEPS_BACK`) from the step
+        `index` along time `axis` it selects, `reverse` when time was reversed on the way."""
+        at = _Position(tensor, index, reverse, axis)
         while True:
-            if tensor.name in self.step_of:
-                cell, step = self.step_of[tensor.name]
-                return [Origin("cell", cell.key, step, reverse)]
-            if tensor.name in self.inputs:
-                return [Origin("input", tensor.name, index, reverse, time_axis=axis)]
-            op = tensor.op
-            kind = op.type
-            if kind == "Transpose":
-                tensor, axis = op.inputs[0], self._permuted(op, axis)
-            elif kind in ("Identity", "Enter", "Squeeze", "ExpandDims", "Reshape", "Exit", "Switch", "Merge"):
-                tensor = op.inputs[0]
-            elif kind == "Pack" and index is not None and axis == op.get_attr("axis"):
-                tensor, index, axis = op.inputs[index], None, None
-            elif kind in ("ReverseV2", "ReverseSequence"):
-                tensor, reverse = op.inputs[0], not reverse
-            elif kind == "Unpack":
-                index = index if index is not None else tensor.value_index
-                tensor, axis = op.inputs[0], op.get_attr("axis")
-            elif kind == "StridedSlice":
-                begin = view.const(op.inputs[1])
-                mask = op.get_attr("shrink_axis_mask")
-                axes = [a for a in range(len(begin)) if mask >> a & 1] if begin is not None else []
-                if index is None and len(axes) == 1:
-                    index, axis = int(begin[axes[0]]), axes[0]
-                tensor = op.inputs[0]
-            elif kind == "TensorArrayReadV3":
-                tensor = view.through(op.inputs[2])
-                if tensor.op.type != "TensorArrayScatterV3":
-                    raise UnsupportedModelError(f"op '{op.name}' reads a TensorArray rnnexport cannot trace")
-                tensor, axis = tensor.op.inputs[2], 0
-            elif kind == "TensorArrayGatherV3":
-                writes = view.written(op)
-                if len(writes) != 1:
-                    raise UnsupportedModelError(f"op '{op.name}' gathers a TensorArray rnnexport cannot trace")
-                tensor = writes[0]
-            elif kind in ("Select", "SelectV2"):
-                tensor = op.inputs[2]
-            elif kind == "ConcatV2":
-                found = []
-                for value in op.inputs[:-1]:
-                    found += self.origins(value, index, reverse, axis)
+            if at.tensor.name in self.step_of:
+                cell, step = self.step_of[at.tensor.name]
+                return [Origin("cell", cell.key, step, at.reverse)]
+            if at.tensor.name in self.inputs:
+                return [Origin("input", at.tensor.name, at.index, at.reverse, time_axis=at.axis)]
+            op = at.tensor.op
+            found = STEPS_BACK.get(op.type, _refuse)(self, op, at)
+            if found is not None:
                 return found
-            elif kind in ("Placeholder", "PlaceholderWithDefault"):
-                return [Origin("input", tensor.name, index, reverse, time_axis=axis)]
-            elif kind in ("Gather", "GatherV2", "ResourceGather"):
-                table = view.weight(op.inputs[0])
-                if table is None:
-                    raise UnsupportedModelError(f"op '{op.name}' looks up ids in something that is not a variable")
-                self.claimed.add(op.name)
-                ids = view.through(op.inputs[1])
-                if ids.op.type != "Placeholder" and ids.name not in self.inputs:
-                    raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
-                return [Origin("input", ids.name, index, reverse, table, axis)]
-            else:
-                cut = op.outputs[0].name if op.outputs else op.name
-                raise UnsupportedModelError(
-                    f"op '{op.name}' ({kind}) lies between the inputs and a recurrent cell; rnnexport only places "
-                    f"embedding lookups, slicing and reshaping there. To export from that op's result, cut the graph "
-                    f"with --inputs {cut}")
+
+
+@dataclass
+class _Position:
+    """Where a walk back from a cell's input stands: the tensor, the time step it selects (if
+    any), whether time was reversed on the way, and which of its axes is time."""
+
+    tensor: Any
+    index: int | None
+    reverse: bool
+    axis: int | None
+
+
+# A step back through one op: moves `at` to the op's input and returns None, or returns the
+# origins found there.
+StepBack = Callable[[Tracer, Any, _Position], "list[Origin] | None"]
+
+
+def _refuse(tracer: Tracer, op: Any, at: _Position) -> None:
+    cut = op.outputs[0].name if op.outputs else op.name
+    raise UnsupportedModelError(
+        f"op '{op.name}' ({op.type}) lies between the inputs and a recurrent cell; rnnexport only places "
+        f"embedding lookups, slicing and reshaping there. To export from that op's result, cut the graph "
+        f"with --inputs {cut}")
+
+
+def _first_input(tracer: Tracer, op: Any, at: _Position) -> None:
+    at.tensor = op.inputs[0]
+
+
+def _transpose(tracer: Tracer, op: Any, at: _Position) -> None:
+    at.tensor, at.axis = op.inputs[0], tracer.permuted(op, at.axis)
+
+
+def _pack(tracer: Tracer, op: Any, at: _Position) -> None:
+    if at.index is None or at.axis != op.get_attr("axis"):
+        _refuse(tracer, op, at)
+    at.tensor, at.index, at.axis = op.inputs[at.index], None, None
+
+
+def _reverse(tracer: Tracer, op: Any, at: _Position) -> None:
+    at.tensor, at.reverse = op.inputs[0], not at.reverse
+
+
+def _unpack(tracer: Tracer, op: Any, at: _Position) -> None:
+    at.index = at.index if at.index is not None else at.tensor.value_index
+    at.tensor, at.axis = op.inputs[0], op.get_attr("axis")
+
+
+def _strided_slice(tracer: Tracer, op: Any, at: _Position) -> None:
+    begin = tracer.view.const(op.inputs[1])
+    mask = op.get_attr("shrink_axis_mask")
+    axes = [a for a in range(len(begin)) if mask >> a & 1] if begin is not None else []
+    if at.index is None and len(axes) == 1:
+        at.index, at.axis = int(begin[axes[0]]), axes[0]
+    at.tensor = op.inputs[0]
+
+
+def _tensor_array_read(tracer: Tracer, op: Any, at: _Position) -> None:
+    tensor = tracer.view.through(op.inputs[2])
+    if tensor.op.type != "TensorArrayScatterV3":
+        raise UnsupportedModelError(f"op '{op.name}' reads a TensorArray rnnexport cannot trace")
+    at.tensor, at.axis = tensor.op.inputs[2], 0
+
+
+def _tensor_array_gather(tracer: Tracer, op: Any, at: _Position) -> None:
+    writes = tracer.view.written(op)
+    if len(writes) != 1:
+        raise UnsupportedModelError(f"op '{op.name}' gathers a TensorArray rnnexport cannot trace")
+    at.tensor = writes[0]
+
+
+def _select(tracer: Tracer, op: Any, at: _Position) -> None:
+    at.tensor = op.inputs[2]
+
+
+def _concat(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
+    return [origin for value in op.inputs[:-1] for origin in tracer.origins(value, at.index, at.reverse, at.axis)]
+
+
+def _placeholder(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
+    return [Origin("input", at.tensor.name, at.index, at.reverse, time_axis=at.axis)]
+
+
+def _lookup(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
+    table = tracer.view.weight(op.inputs[0])
+    if table is None:
+        raise UnsupportedModelError(f"op '{op.name}' looks up ids in something that is not a variable")
+    tracer.claimed.add(op.name)
+    ids = tracer.view.through(op.inputs[1])
+    if ids.op.type != "Placeholder" and ids.name not in tracer.inputs:
+        raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
+    return [Origin("input", ids.name, at.index, at.reverse, table, at.axis)]
+
+
+# The ops a cell's input may be reached through, by type; any other is refused, naming it.
+STEPS_BACK: dict[str, StepBack] = {
+    "Transpose": _transpose,
+    **dict.fromkeys(("Identity", "Enter", "Squeeze", "ExpandDims", "Reshape", "Exit", "Switch", "Merge"),
+                    _first_input),
+    "Pack": _pack,
+    "ReverseV2": _reverse,
+    "ReverseSequence": _reverse,
+    "Unpack": _unpack,
+    "StridedSlice": _strided_slice,
+    "TensorArrayReadV3": _tensor_array_read,
+    "TensorArrayGatherV3": _tensor_array_gather,
+    "Select": _select,
+    "SelectV2": _select,
+    "ConcatV2": _concat,
+    "Placeholder": _placeholder,
+    "PlaceholderWithDefault": _placeholder,
+    "Gather": _lookup,
+    "GatherV2": _lookup,
+    "ResourceGather": _lookup,
+}
 
 
 def _time(origin: Origin, cells: dict[str, Cell], directions: dict[str, bool]) -> tuple[str, bool]:
@@ -290,158 +355,3 @@ def claimed_ops(layers: list[Layer]) -> set[str]:
             for step in cell.steps:
                 ops |= step.ops
     return ops
-
-
-# -- Keras ---------------------------------------------------------------------------------------------
-
-
-def _lstm_weights(cell: Cell) -> list[np.ndarray]:
-    """TF1 (i, j, f, o) on one [input + h, 4u] kernel -> Keras (i, f, c, o), separate kernels."""
-    u = cell.units
-    order = np.concatenate([np.arange(0, u), np.arange(2 * u, 3 * u), np.arange(u, 2 * u), np.arange(3 * u, 4 * u)])
-    kernel = cell.weights["kernel"][:, order]
-    bias = cell.weights["bias"][order].copy()
-    bias[u:2 * u] += cell.forget_bias
-    weights = [kernel[:cell.input_size], kernel[cell.input_size:], bias]
-    if cell.peepholes:
-        weights.append(np.stack([cell.weights[k] for k in ("w_i_diag", "w_f_diag", "w_o_diag")]))
-    if cell.num_proj:
-        weights.append(cell.weights["projection"])
-    return [w.astype(np.float32) for w in weights]
-
-
-def _gru_weights(cell: Cell) -> list[np.ndarray]:
-    """TF1 gates (r, u) + candidate -> Keras GRU(reset_after=False) (z, r, h); z is TF1's u."""
-    u, n = cell.units, cell.input_size
-    gates, gate_bias = cell.weights["kernel"], cell.weights["bias"]
-    candidate = cell.weights["candidate_kernel"]
-    candidate_bias = cell.weights.get("candidate_bias", np.zeros(u, np.float32))
-    kernel = np.concatenate([gates[:, u:], gates[:, :u], candidate], axis=1)
-    bias = np.concatenate([gate_bias[u:], gate_bias[:u], candidate_bias])
-    return [kernel[:n].astype(np.float32), kernel[n:].astype(np.float32), bias.astype(np.float32)]
-
-
-def standard_lstm(cell: Cell) -> bool:
-    return cell.kind == "lstm" and not cell.keras and not (cell.peepholes or cell.num_proj or cell.cell_clip is not None)
-
-
-def keras_layer(cell: Cell, name: str, return_sequences: bool, go_backwards: bool, masked: bool) -> tuple[Any, list]:
-    import keras
-
-    from rnnexport_converters.keras.layers import PeepholeLSTMCell
-
-    common = {"return_sequences": return_sequences, "go_backwards": go_backwards, "name": name}
-    if cell.keras:
-        kinds = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
-        layer = kinds[cell.kind](cell.units, activation=cell.activation, **common)
-        weights = [cell.weights[k] for k in ("kernel", "recurrent_kernel", "bias")]
-    elif cell.kind == "gru":
-        layer = keras.layers.GRU(cell.units, activation=cell.activation, recurrent_activation="sigmoid",
-                                 reset_after=False, **common)
-        weights = _gru_weights(cell)
-    elif cell.kind == "rnn":
-        layer = keras.layers.SimpleRNN(cell.units, activation=cell.activation, **common)
-        weights = [cell.weights["kernel"][:cell.input_size], cell.weights["kernel"][cell.input_size:],
-                   cell.weights["bias"]]
-    elif standard_lstm(cell):
-        layer = keras.layers.LSTM(cell.units, activation=cell.activation, recurrent_activation="sigmoid", **common)
-        weights = _lstm_weights(cell)
-    else:
-        layer = keras.layers.RNN(
-            PeepholeLSTMCell(cell.units, cell.num_proj, cell.peepholes, cell.cell_clip, cell.proj_clip,
-                             cell.activation), **common)
-        weights = _lstm_weights(cell)
-    layer.zero_output_for_mask = masked
-    return layer, weights
-
-
-def _trained_states(cell: Cell, vectors: list[np.ndarray], name: str, x: Any) -> list[Any]:
-    """The states a layer starts from, from TF1's (c, h) vectors, in the order its Keras layer takes them."""
-    from rnnexport_converters.keras.layers import TrainedState
-
-    roles = dict(zip(("c", "h") if cell.kind == "lstm" else ("h",), vectors))
-    order = ("h", "c") if cell.kind == "lstm" and (cell.keras or standard_lstm(cell)) else ("c", "h")
-    states = []
-    for role in (r for r in order if r in roles):
-        layer = TrainedState(roles[role].shape[-1], name=f"{name}_initial_{role}")
-        states.append(layer(x))
-        layer.set_weights([roles[role]])
-    return states
-
-
-def keras_model(structure: Structure, names: dict[str, str], features: int | None, vocab: int | None,
-                last_step: bool, initial: Mapping[int, list[np.ndarray]] = MappingProxyType({})) -> Any:
-    """The Keras equivalent of `structure`, taking and returning batch-major tensors. `initial`
-    holds, by layer index, the (c, h) or (h,) vectors a layer's forward cell starts from where
-    they are not zero."""
-    import keras
-
-    from rnnexport_converters.keras.layers import SequenceMask
-
-    if structure.embedding is not None:
-        data = keras.Input((None,), dtype="int32", name=names[structure.data_input])
-        embed = keras.layers.Embedding(*structure.embedding.shape, name="embedding")
-        x = embed(data)
-        embed.set_weights([structure.embedding])
-    else:
-        data = keras.Input((None, features), name=names[structure.data_input])
-        x = data
-    inputs = [data]
-    mask = None
-    if structure.lengths_input:
-        lengths = keras.Input((), dtype="int32", name=names[structure.lengths_input])
-        inputs.append(lengths)
-        mask = SequenceMask(name="sequence_mask")([x, lengths])
-    for index, layer in enumerate(structure.layers):
-        sequences = not (last_step and index == len(structure.layers) - 1)
-        # A last step read from masked sequences is the state at each row's true length, as a
-        # TF1 final state with sequence_length is.
-        forward, weights = keras_layer(layer.forward, f"rnn_{index}", sequences, False,
-                                       mask is not None and sequences)
-        if layer.backward is None:
-            states = _trained_states(layer.forward, initial[index], f"rnn_{index}", x) if index in initial else None
-            x = forward(x, mask=mask, initial_state=states)
-            forward.set_weights(weights)
-            continue
-        backward, back_weights = keras_layer(layer.backward, f"rnn_{index}_backward", sequences, True,
-                                             mask is not None and sequences)
-        bidirectional = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode="concat",
-                                                   name=f"bidirectional_{index}")
-        x = bidirectional(x, mask=mask)
-        bidirectional.forward_layer.set_weights(weights)
-        bidirectional.backward_layer.set_weights(back_weights)
-    kernel = next((v for k, v in structure.head if k == "matmul"), None)
-    bias = next((v for k, v in structure.head if k == "bias"), None)
-    activation = next((v for k, v in structure.head if k == "activation"), None)
-    if kernel is not None:
-        dense = keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=bias is not None, name="projection")
-        x = dense(x)
-        dense.set_weights([kernel] + ([bias] if bias is not None else []))
-    elif activation is not None:
-        x = keras.layers.Activation(activation, name="activation")(x)
-    return keras.Model(inputs, x, name="tf1_equivalent")
-
-
-def to_layout(y: np.ndarray, layout: str) -> np.ndarray:
-    """Per-step outputs Y[batch, time, C] in a source output's layout."""
-    if layout == "batch-major":
-        return y
-    if layout == "time-major":
-        return np.swapaxes(y, 0, 1)
-    if layout == "flat batch-major":
-        return y.reshape(-1, *y.shape[2:])
-    if layout == "flat time-major":
-        return np.swapaxes(y, 0, 1).reshape(-1, *y.shape[2:])
-    return y[:, -1]
-
-
-def from_layout(out: np.ndarray, layout: str, batch: int) -> np.ndarray:
-    """A source output back in the export's layout: [batch, time, C], or [batch, C] for the last step."""
-    if layout == "batch-major" or layout == "last step":
-        return out
-    if layout == "time-major":
-        return np.swapaxes(out, 0, 1)
-    if layout == "flat batch-major":
-        return out.reshape(batch, -1, *out.shape[1:])
-    return np.swapaxes(out.reshape(-1, batch, *out.shape[1:]), 0, 1)
-
