@@ -8,21 +8,22 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rnnexport import plugins
 from rnnexport.device import Device, resolve_device
-from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError
+from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport import tolerance
 from rnnexport.tolerance import FLOAT32_TOLERANCE
-from rnnexport.parity import ExportResult, ExportUnderTest, check
+from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
 from rnnexport.plan import SourceLike, as_source, label as _label, plan_exports
-from rnnexport.plugins import OpenedSource, Target
-from rnnexport.report import ParityReport
+from rnnexport.plugins import ExportDetails, OpenedSource, Target
+from rnnexport.reports import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
 
 # progress(message, done, total): total == 0 announces a stage, otherwise counts cases.
@@ -81,8 +82,7 @@ def _broken(exc: Exception) -> str:
     """Why an export could not be set up, in one line: the gate reports it and goes on."""
     if isinstance(exc, UserError):
         return str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"cannot read the export: {type(exc).__name__}: {first}"
+    return f"cannot read the export: {one_line(exc)}"
 
 
 def _exports_under_test(
@@ -94,7 +94,7 @@ def _exports_under_test(
     under_test = []
     for target, path in exports:
         runner, stream_runner, probe, not_runnable, broken = None, None, None, "", ""
-        default, details = FLOAT32_TOLERANCE[device.kind], {}
+        default, details = FLOAT32_TOLERANCE[device.kind], ExportDetails()
         try:
             if target is None:
                 target = plugins.find_target_for(path)
@@ -102,12 +102,15 @@ def _exports_under_test(
             stream_runner = target.stream_runner(path, device)
             probe = target.probe(path, device)
             default = target.default_tolerance(device, path)
-            details = {**target.describe(path),
-                       **({"streaming_states": stream_runner.states} if stream_runner else {})}
+            details = ExportDetails(**target.describe(path))
+            if stream_runner:
+                details["streaming_states"] = stream_runner.states
         except NotRunnableError as exc:
             not_runnable = str(exc)
         except Exception as exc:  # noqa: BLE001 - a broken export fails its own check, never the whole run
             broken = _broken(exc)
+            for close in closers(runner, stream_runner):
+                close()
             runner = stream_runner = None
         name = target.name if target is not None else "unknown"
         under_test.append(ExportUnderTest(
@@ -134,13 +137,18 @@ def _validate_opened(
     device: Device,
     options: ValidateOptions,
     progress: Progress | None,
-) -> list:
+) -> list[ExportResult]:
     under_test = _exports_under_test(opened, label, exports, device, options)
-    cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
-    stream_cases = []
-    if any(e.stream_runner is not None for e in under_test):
-        stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
-    reference = opened.reference(device)
+    # The exports are closed here only if the sweep or the reference cannot be set up; else by `check`.
+    with ExitStack() as opening:
+        for close in closers(*(part for e in under_test for part in e.opened)):
+            opening.callback(close)
+        cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+        stream_cases = []
+        if any(e.stream_runner is not None for e in under_test):
+            stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+        reference = opened.reference(device)
+        opening.pop_all()
     return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
 
 
@@ -240,5 +248,6 @@ def _unchecked(label: str, path: Path, device: Device, reason: str) -> ExportRes
         target = plugins.find_target_for(path).name
     except UserError:
         target = "unknown"
-    return ExportResult(label, "unknown", target, str(path), "-", device.label, FLOAT32_TOLERANCE[device.kind], (),
+    return ExportResult(source=label, source_kind="unknown", target=target, path=str(path),
+                        tolerance=FLOAT32_TOLERANCE[device.kind], device="-", reference_device=device.label, cases=(),
                         error=reason)

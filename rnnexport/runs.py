@@ -17,7 +17,7 @@ from rnnexport.config import Config, ModelEntry
 from rnnexport.errors import UserError
 from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
 from rnnexport.plan import export_paths, plan_exports
-from rnnexport.report import ParityReport
+from rnnexport.reports import ParityReport
 from rnnexport.settings import Given
 
 

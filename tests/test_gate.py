@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from rnnexport.cli import cli
-from rnnexport.report import SCHEMA_FILE
+from rnnexport.reports import SCHEMA_FILE
 
 from conftest import rnnexport_cmd
 

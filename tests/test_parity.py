@@ -91,7 +91,7 @@ def test_unknown_feature_size_needs_data():
 def test_report_writes_json_to_a_string_path(tmp_path):
     import json
 
-    from rnnexport.report import ParityReport
+    from rnnexport.reports import ParityReport
 
     ParityReport(device="CPU").write_json(str(tmp_path / "sub" / "r.json"))
     data = json.loads((tmp_path / "sub" / "r.json").read_text())

@@ -232,8 +232,8 @@ def test_the_streaming_check_fails_when_state_is_not_carried(tmp_path):
     opened = find_source(model).open(model, STREAMING.source)
     device = resolve_device("cpu")
     target, path = get_target("savedmodel"), tmp_path / "lstm.savedmodel"
-    broken = ExportUnderTest("lstm", "keras", "savedmodel", str(path), target.runner(path, device),
-                             result.report.exports[0].tolerance, {"lstm": 1},
+    broken = ExportUnderTest("lstm", "keras", "savedmodel", str(path), result.report.exports[0].tolerance,
+                             runner=target.runner(path, device), time_axes={"lstm": 1},
                              stream_runner=ForgetsState(target.stream_runner(path, device)))
     cases = build_stream_cases(opened.info.inputs, None, SweepOptions(batches=(2,), chunks=(5,)))
     (checked,) = check(opened.reference(device), [broken], [], stream_cases=cases, inputs=opened.info.inputs)

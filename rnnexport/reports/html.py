@@ -1,5 +1,5 @@
-"""The report for people: a Markdown summary for pull-request comments, and a self-contained HTML
-page (inline CSS and SVG, nothing fetched) with a plot of error against sequence length per export."""
+"""The HTML report, for people: one self-contained page (inline CSS and SVG, nothing fetched)
+with the table and, per export, a plot of max abs error against sequence length."""
 
 from __future__ import annotations
 
@@ -8,28 +8,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnnexport.reports.text import cases, failing, num
+
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
-    from rnnexport.report import ParityReport
-
-# A pull-request comment holds 65536 characters: list this many failing checks per export at most.
-FAILURES_SHOWN = 5
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2e}"
-
-
-def _cases(e: ExportResult) -> str:
-    return f"{sum(1 for c in e.checked if c)}/{len(e.checked)}"
-
-
-def _failing(e: ExportResult) -> list[str]:
-    lines = e.failures()
-    shown = lines[:FAILURES_SHOWN]
-    if len(lines) > FAILURES_SHOWN:
-        shown.append(f"... {len(lines) - FAILURES_SHOWN} more in the JSON report")
-    return shown
+    from rnnexport.reports.report import ParityReport
 
 
 def errors_by_length(e: ExportResult) -> list[tuple[int, float | None, bool]]:
@@ -49,30 +32,6 @@ def errors_by_length(e: ExportResult) -> list[tuple[int, float | None, bool]]:
             merged = None if before[0] is None or value is None else max(before[0], value)
             worst[c.case.length] = (merged, before[1] and bool(c))
     return [(length, *worst[length]) for length in sorted(worst)]
-
-
-def markdown(report: ParityReport) -> str:
-    lines = [f"### rnnexport parity: {report.headline}", "",
-             "| source | target | export | cases | max abs err | tolerance | result |",
-             "|---|---|---|---|---|---|---|"]
-    for e in report.exports:
-        lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {_cases(e)} | {_num(e.max_abs)} "
-                     f"| {e.tolerance} | {'✅' if e else '❌'} {e.status} |")
-    failing = [e for e in report.exports if not e]
-    if failing:
-        lines += ["", "#### Where it drifts"]
-        for e in failing:
-            lines.append(f"- **{e.target} `{Path(e.path).name}`** ({Path(e.source).name})")
-            if e.drift:
-                lines.append(f"  - {e.drift.describe()}")
-            lines += [f"  - `{line}`" for line in _failing(e)]
-    lines += ["", "<details><summary>What the numbers depend on</summary>", "",
-              f"- device: {report.device}; seed {report.seed}",
-              "- " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
-              "- " + ", ".join(f"{k}: {v}" for k, v in report.environment.items()),
-              *(f"- {e.target} `{Path(e.path).name}`: {e.device}" for e in report.exports),
-              "", "</details>", ""]
-    return "\n".join(lines)
 
 
 def _svg_plot(e: ExportResult) -> str:
@@ -139,23 +98,23 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def html_page(report: ParityReport) -> str:
+def render(report: ParityReport) -> str:
     esc = _esc
     rows = "".join(
         f"<tr><td>{esc(Path(e.source).name)}</td><td>{esc(e.target)}</td><td><code>{esc(Path(e.path).name)}</code></td>"
-        f"<td>{_cases(e)}</td><td>{_num(e.max_abs)}</td><td>{e.tolerance}</td>"
+        f"<td>{cases(e)}</td><td>{num(e.max_abs)}</td><td>{e.tolerance}</td>"
         f"<td class={e.status.split()[0]}>{e.status}</td></tr>"
         for e in report.exports
     )
     sections = []
     for e in report.exports:
-        failing = "".join(f"<li><code>{esc(line)}</code></li>" for line in _failing(e))
+        listed = "".join(f"<li><code>{esc(line)}</code></li>" for line in failing(e))
         drift = f"<p><b>{esc(e.drift.describe())}</b></p>" if e.drift else ""
         sections.append(
             f"<div class=export><h3>{esc(e.target)} <code>{esc(e.path)}</code> "
             f"<span class={e.status.split()[0]}>{e.status}</span></h3>"
             f"<p class=note>source {esc(e.source)}; runs on {esc(e.device)}; reference on {esc(e.reference_device)}; "
-            f"{e.tolerance}</p>{_svg_plot(e)}{drift}{f'<ul>{failing}</ul>' if failing else ''}</div>"
+            f"{e.tolerance}</p>{_svg_plot(e)}{drift}{f'<ul>{listed}</ul>' if listed else ''}</div>"
         )
     environment = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                           for k, v in {**report.versions, **report.environment}.items())

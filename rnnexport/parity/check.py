@@ -1,0 +1,81 @@
+"""The compare step, and `check`: run, compare, locate, and close everything that was opened."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+
+from rnnexport.model import TensorInfo
+from rnnexport.parity.compare import compare_output
+from rnnexport.parity.drift import locate
+from rnnexport.parity.results import CaseResult, ExportResult
+from rnnexport.parity.run import (
+    Expected,
+    ExportOutputs,
+    ExportUnderTest,
+    Produced,
+    ProgressFn,
+    ReferenceOutputs,
+    closers,
+    run,
+)
+from rnnexport.runner import NEXT, LayerOutputs, ReferenceRunner
+from rnnexport.sweep import Case
+from rnnexport.tolerance import Tolerance
+
+
+def _compare_case(expected: Expected, produced: Produced, states: Sequence[str], tolerance: Tolerance,
+                  time_axes: Mapping[str, int | None]) -> CaseResult:
+    case, method = expected.case, expected.method
+    if expected.skipped:
+        return CaseResult(case, method, (), skipped=expected.skipped)
+    if case.chunk is not None and "final state not checked" not in method:
+        unchecked = [s for s in states if s + NEXT not in expected.outputs]
+        if unchecked:
+            method += f"; final {', '.join(unchecked)} not checked: the source has no such tensor"
+    if produced.error:
+        return CaseResult(case, method, (), error=produced.error)
+    comparisons = tuple(
+        compare_output(name, ref, produced.outputs.get(name), tolerance, time_axes.get(name))
+        for name, ref in expected.outputs.items()
+    )
+    return CaseResult(case, method, comparisons)
+
+
+def compare_run(reference: ReferenceOutputs, outputs: ExportOutputs, tolerance: Tolerance,
+                time_axes: Mapping[str, int | None]) -> tuple[CaseResult, ...]:
+    """One export's outputs against the reference's, case by case, within `tolerance`."""
+    return tuple(
+        _compare_case(expected, produced, outputs.states, tolerance, time_axes)
+        for expected, produced in zip(reference.cases, outputs.cases) if produced is not None
+    )
+
+
+def check(
+    reference: ReferenceRunner,
+    exports: Sequence[ExportUnderTest],
+    cases: Sequence[Case],
+    progress: ProgressFn | None = None,
+    stream_cases: Sequence[Case] = (),
+    inputs: Sequence[TensorInfo] = (),
+    layer_outputs: LayerOutputs | None = None,
+) -> list[ExportResult]:
+    """Run every case once on the reference and on every export; compare every output.
+
+    Each of `stream_cases` runs the streaming exports chunk by chunk, and compares what they
+    return with the source run on the whole sequence, final states included. A failing export is
+    then located: the first time step, and with `layer_outputs`, the first layer that drifts.
+    The reference and every runner and probe are closed at the end, also when the run raises."""
+    with ExitStack() as stack:
+        for close in closers(reference, *(part for e in exports for part in e.opened)):
+            stack.callback(close)
+        ran = run(reference, exports, cases, stream_cases, inputs, progress)
+        results = []
+        for export, outputs in zip(exports, ran.exports):
+            compared = compare_run(ran.reference, outputs, export.tolerance, export.time_axes)
+            results.append(ExportResult.of(
+                export, device=outputs.device, reference_device=ran.reference.device, cases=compared,
+                error=export.broken or export.not_runnable, validated=not export.not_runnable,
+                seconds=outputs.seconds, drift=locate(compared, export, layer_outputs),
+            ))
+        return results

@@ -1,0 +1,98 @@
+"""Comparing arrays: one output against its reference, and a source's layers against an export's
+intermediate tensors. Pure numpy; knows nothing of runners or formats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from rnnexport.parity.results import LayerDrift, OutputComparison
+from rnnexport.tolerance import Tolerance
+
+# Relative error divides by max(|reference|, REL_FLOOR) so that near-zero outputs do not explode.
+REL_FLOOR = 1e-3
+
+
+def compare_output(
+    name: str, reference: np.ndarray, exported: np.ndarray | None, tolerance: Tolerance, time_axis: int | None
+) -> OutputComparison:
+    ref_shape = tuple(reference.shape)
+    if exported is None:
+        return OutputComparison(name, False, ref_shape, None, reason=f"the export has no output '{name}'")
+    exp_shape = tuple(exported.shape)
+    if exp_shape != ref_shape:
+        return OutputComparison(name, False, ref_shape, exp_shape, reason=f"shape {exp_shape} != reference {ref_shape}")
+    ref = reference.astype(np.float64)
+    exp = exported.astype(np.float64)
+    bad_ref = int(np.size(ref) - np.count_nonzero(np.isfinite(ref)))
+    bad_exp = int(np.size(exp) - np.count_nonzero(np.isfinite(exp)))
+    if ref.size == 0:
+        return OutputComparison(name, True, ref_shape, exp_shape, 0.0, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(exp - ref)
+        excess = diff - tolerance.rtol * np.abs(ref)
+        rel = diff / np.maximum(np.abs(ref), REL_FLOOR)
+    finite = np.isfinite(diff)
+    # None where no element compares (every one NaN or Inf): JSON has no NaN.
+    max_abs = float(np.max(diff[finite])) if finite.any() else None
+    max_rel = float(np.max(rel[finite])) if finite.any() else None
+    needed = float(max(0.0, np.max(excess[finite]))) if finite.any() else None
+    within = np.where(np.isfinite(excess), excess <= tolerance.atol, False)
+    first_bad = None
+    if not within.all() and time_axis is not None and ref.ndim > time_axis:
+        per_step = np.moveaxis(~within, time_axis, 0).reshape(ref.shape[time_axis], -1).any(axis=1)
+        first_bad = int(np.argmax(per_step))
+    reasons = []
+    if bad_ref or bad_exp:
+        reasons.append(f"NaN/Inf: {bad_exp} in export, {bad_ref} in reference")
+    if not within.all() and not (bad_ref or bad_exp):
+        where = f" from time step {first_bad}" if first_bad is not None else ""
+        reasons.append(
+            f"max abs err {max_abs:.3g} exceeds atol {tolerance.atol:g} + rtol {tolerance.rtol:g}{where}"
+            f" (would pass with atol {needed:.3g})"
+        )
+    passed = not reasons
+    return OutputComparison(
+        name, passed, ref_shape, exp_shape, max_abs, max_rel, bad_ref, bad_exp, first_bad, needed, "; ".join(reasons)
+    )
+
+
+def _aligned(value: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """`value` laid out as `reference` (both without size-1 axes), allowing time-major layouts."""
+    if value.shape == reference.shape:
+        return value
+    if value.ndim >= 2 and (value.shape[1], value.shape[0], *value.shape[2:]) == reference.shape:
+        return np.swapaxes(value, 0, 1)
+    return None
+
+
+def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mapping[str, np.ndarray],
+                   tolerance: Tolerance) -> tuple[LayerDrift, ...]:
+    """Each layer's output against the export's intermediate tensor closest to it. A layer matches
+    when some tensor of the export reproduces it within `tolerance`."""
+    candidates = {name: np.squeeze(value) for name, value in tensors.items()
+                  if np.issubdtype(value.dtype, np.floating) and value.size > 1}
+    found = []
+    for name, kind, output in layers:
+        reference = np.squeeze(output)
+        time_axis = None
+        if output.ndim >= 3 and output.shape[1] > 1:
+            time_axis = 1 if output.shape[0] > 1 else 0
+        best: tuple[tuple[bool, float], OutputComparison, str] | None = None
+        for tensor, value in candidates.items():
+            aligned = _aligned(value, reference)
+            if aligned is None:
+                continue
+            comparison = compare_output(name, reference, aligned, tolerance, time_axis)
+            error = comparison.max_abs if comparison.max_abs is not None and np.isfinite(comparison.max_abs) else np.inf
+            rank = (not comparison.passed, error)
+            if best is None or rank < best[0]:
+                best = (rank, comparison, tensor)
+        if best is None:
+            found.append(LayerDrift(name, kind, None))
+        else:
+            _, comparison, tensor = best
+            found.append(LayerDrift(name, kind, comparison.passed, comparison.max_abs, comparison.first_bad_step,
+                                    tensor))
+    return tuple(found)

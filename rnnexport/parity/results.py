@@ -1,0 +1,239 @@
+"""What the parity engine finds: objects that are truthy when they pass, serialise to the JSON
+report, and when they fail say which case and output drifted, from which time step, and the
+tolerance that would have been needed to pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from rnnexport.sweep import Case
+from rnnexport.tolerance import Tolerance
+
+if TYPE_CHECKING:
+    from rnnexport.plugins import ExportDetails
+
+
+@dataclass(frozen=True)
+class Export:
+    """What identifies an export and how it is judged: shared by the export under test and its result."""
+
+    source: str
+    source_kind: str
+    target: str
+    path: str
+    tolerance: Tolerance
+    details: ExportDetails = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    name: str
+    passed: bool
+    reference_shape: tuple[int, ...]
+    export_shape: tuple[int, ...] | None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    nonfinite_reference: int = 0
+    nonfinite_export: int = 0
+    first_bad_step: int | None = None
+    needed_atol: float | None = None
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "reference_shape": list(self.reference_shape),
+            "export_shape": None if self.export_shape is None else list(self.export_shape),
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "nonfinite_reference": self.nonfinite_reference,
+            "nonfinite_export": self.nonfinite_export,
+            "first_bad_step": self.first_bad_step,
+            "needed_atol": self.needed_atol,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    reference_method: str
+    outputs: tuple[OutputComparison, ...]
+    error: str = ""
+    skipped: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Skipped cases (no ground truth at this length) hold no comparison and do not fail."""
+        return not self.error and all(self.outputs)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        if self.error:
+            return [f"{self.case.name}: {self.error}"]
+        return [f"{self.case.name}: output '{o.name}': {o.reason}" for o in self.outputs if not o]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.case.to_dict(),
+            "reference_method": self.reference_method,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "error": self.error,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+def _from_step(step: int | None) -> str:
+    return "" if step is None else f" from time step {step}"
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """One layer's output on the failing case, against the closest intermediate tensor of the
+    export. `matches` is None when the export holds no tensor of that layer's shape."""
+
+    name: str
+    kind: str
+    matches: bool | None
+    max_abs: float | None = None
+    first_bad_step: int | None = None
+    tensor: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "matches": self.matches, "max_abs": self.max_abs,
+                "first_bad_step": self.first_bad_step, "tensor": self.tensor}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Where a failing export starts to drift: the first failing case and output, its first time
+    step over the tolerance, and, layer by layer, which layer's output the export first fails to
+    reproduce. `layers_note` says why layers were not compared, when they were not."""
+
+    case: str
+    output: str
+    first_bad_step: int | None
+    layers: tuple[LayerDrift, ...] = ()
+    layers_note: str = ""
+
+    @property
+    def first_layer(self) -> LayerDrift | None:
+        return next((layer for layer in self.layers if layer.matches is False), None)
+
+    def describe(self) -> str:
+        text = f"drift starts in output '{self.output}' of case {self.case}{_from_step(self.first_bad_step)}"
+        layer = self.first_layer
+        if layer is not None:
+            error = f", max abs err {layer.max_abs:.3g}" if layer.max_abs is not None else ""
+            text += f"; first diverging layer '{layer.name}' ({layer.kind}){_from_step(layer.first_bad_step)}{error}"
+            before = [x.name for x in self.layers[: self.layers.index(layer)] if x.matches]
+            if before:
+                text += f"; layers before it match: {', '.join(before)}"
+        elif self.layers:
+            text += "; every layer's output is reproduced inside the export"
+        elif self.layers_note:
+            text += f"; layers not compared: {self.layers_note}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        layer = self.first_layer
+        return {"case": self.case, "output": self.output, "first_bad_step": self.first_bad_step,
+                "first_layer": layer.name if layer else None, "layers": [x.to_dict() for x in self.layers],
+                "layers_note": self.layers_note, "description": self.describe()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult(Export):
+    """Parity of one export against its source over the whole sweep."""
+
+    device: str
+    reference_device: str
+    cases: tuple[CaseResult, ...]
+    error: str = ""
+    validated: bool = True
+    seconds: float = 0.0
+    drift: Drift | None = None
+
+    @classmethod
+    def of(cls, export: Export, **found: Any) -> ExportResult:
+        """The result for `export` (an `Export`, or anything derived from one) with what was `found`."""
+        return cls(**{f.name: getattr(export, f.name) for f in fields(Export)}, **found)
+
+    @property
+    def passed(self) -> bool:
+        return self.validated and not self.error and bool(self.checked) and all(self.cases)
+
+    @property
+    def checked(self) -> list[CaseResult]:
+        """The cases compared against a reference (not skipped)."""
+        return [c for c in self.cases if not c.skipped]
+
+    @property
+    def skipped(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.skipped]
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL" if self.validated else "NOT VALIDATED"
+
+    def summary(self) -> dict[str, Any]:
+        """What an artifact records of the parity it was checked for."""
+        return {
+            "passed": self.passed,
+            "cases": len(self.checked),
+            "cases_passed": sum(1 for c in self.checked if c),
+            "cases_skipped": len(self.skipped),
+            "lengths": sorted({c.case.length for c in self.checked if c.case.length is not None}),
+            "batches": sorted({c.case.batch for c in self.checked}),
+            "max_abs": self.max_abs,
+            "tolerance": self.tolerance.to_dict(),
+            "device": self.device,
+        }
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _stat(self, attribute: str) -> float | None:
+        values = [getattr(o, attribute) for c in self.cases for o in c.outputs if getattr(o, attribute) is not None]
+        return max(values) if values else None
+
+    @property
+    def max_abs(self) -> float | None:
+        return self._stat("max_abs")
+
+    @property
+    def max_rel(self) -> float | None:
+        return self._stat("max_rel")
+
+    def failures(self) -> list[str]:
+        if self.error:
+            return [self.error]
+        return [line for case in self.cases for line in case.failures()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "target": self.target,
+            "path": self.path,
+            "device": self.device,
+            "reference_device": self.reference_device,
+            "tolerance": self.tolerance.to_dict(),
+            "passed": self.passed,
+            "validated": self.validated,
+            "error": self.error,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "details": self.details,
+            "drift": self.drift.to_dict() if self.drift else None,
+            "timing": {"seconds": round(self.seconds, 3)},
+            "cases": [c.to_dict() for c in self.cases],
+        }

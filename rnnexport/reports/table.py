@@ -1,0 +1,68 @@
+"""The terminal table: one row per export, then what each export's details, skipped cases, drift
+and first failures say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rnnexport.reports.text import cases, num
+
+if TYPE_CHECKING:
+    from rnnexport.parity import ExportResult
+    from rnnexport.reports.report import ParityReport
+
+# The terminal shows this many failing checks per export; the JSON report holds them all.
+FAILURES_SHOWN = 10
+
+
+def _notes(e: ExportResult, verbose: bool) -> list[str]:
+    """The lines under the table for one export."""
+    name = f"{e.target} {Path(e.path).name}"
+    details = e.details
+    lines = []
+    ops = details.get("recurrent_ops")
+    if ops is not None:
+        found = ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())) or "none"
+        extra = "".join(f", {label} {value}" for label, value in
+                        (("batch", details.get("batch")), ("quantize", details.get("quantize"))) if value)
+        lines.append(f"  {name}: recurrent ops {found}{extra}")
+    for layer, reason in details.get("not_fused", {}).items():
+        lines.append(f"    not fused: {layer}: {reason}")
+    if "streaming_states" in details:
+        streamed = [c for c in e.checked if c.case.chunk is not None]
+        chunks = ",".join(str(c) for c in sorted({c.case.chunk for c in streamed}))
+        states = ", ".join(sorted(details["streaming_states"]))
+        lines.append(f"  {name}: streaming, state {states}; "
+                     f"{sum(1 for c in streamed if c)}/{len(streamed)} chunked runs (chunks {chunks or '-'}) match")
+    reasons = sorted({c.skipped for c in e.skipped})
+    if reasons:
+        lines.append(f"  {name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")
+    if verbose:
+        lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
+        for c in e.cases:
+            errs = ", ".join(f"{o.name} {num(o.max_abs)}" for o in c.outputs)
+            mark = "skip" if c.skipped else "ok  " if c else "FAIL"
+            lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs or c.skipped}")
+    if e.drift is not None:
+        lines.append(f"  {name}: {e.drift.describe()}")
+    failures = e.failures()
+    for failure in failures[:FAILURES_SHOWN]:
+        lines.append(f"  {'FAIL' if e.validated else 'NOT VALIDATED'} {name}: {failure}")
+    if len(failures) > FAILURES_SHOWN:
+        lines.append(f"  ... {len(failures) - FAILURES_SHOWN} more failing checks in the JSON report")
+    return lines
+
+
+def render(report: ParityReport, verbose: bool = False) -> str:
+    header = ("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
+    rows = [(Path(e.source).name, e.target, e.device, cases(e), num(e.max_abs), num(e.max_rel), str(e.tolerance),
+             e.status) for e in report.exports]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for e in report.exports:
+        lines += _notes(e, verbose)
+    lines.append("")
+    lines.append(report.headline)
+    return "\n".join(lines)
