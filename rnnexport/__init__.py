@@ -19,6 +19,7 @@ from rnnexport.options import (
 from rnnexport.tolerance import Tolerance, ToleranceOverrides
 
 __all__ = [
+    "__version__",
     "ConvertOptions",
     "ConvertResult",
     "ExportOptions",

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnexport import plugins
+from rnnexport import plugins, tolerance
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
-from rnnexport import tolerance
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
 from rnnexport.plan import SourceLike, as_source, label as _label, plan_exports
@@ -224,6 +223,7 @@ def validate(
     """
     source = as_source(source)
     paths = [Path(p) for p in exports]
+    tolerance.check_targets(options.tolerance, (t.name for t in plugins.targets()))
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.device)

@@ -68,6 +68,10 @@ def test_plugins_lists_builtin_source_and_target():
         (["convert", "notes.txt", "--out", "out"], "Error: notes.txt: not a model rnnexport can read; supported sources: keras"),
         (["convert", "flat.keras", "--out", "out"], "Error: flat.keras: layer 'flatten' (Flatten) is not supported"),
         (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: onnx, savedmodel, tflite"),
+        (["convert", "lstm.keras", "--atol", "tflit=1e-3", "--out", "out"],
+         "Error: --atol/--rtol: unknown target 'tflit'; known targets are: onnx, savedmodel, tflite, *"),
+        (["validate", "lstm.keras", "lstm.keras", "--rtol", "onx=1e-3"],
+         "Error: --atol/--rtol: unknown target 'onx'; known targets are: onnx, savedmodel, tflite, *"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, lstm_file, args, message):
