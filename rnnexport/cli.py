@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from rnnexport.version import __version__
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
-from rnnexport.errors import UserError
+from rnnexport.errors import UserError, one_line
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -49,7 +49,7 @@ def _run(fn: Callable[..., int]) -> Callable[..., None]:
                 if debug:
                     traceback.print_exc()
                 click.echo(
-                    f"Error: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    f"Error: internal error: {one_line(exc)}"
                     " (run with --debug for the traceback, and please report it)",
                     err=True,
                 )

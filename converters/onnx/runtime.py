@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnexport.device import Device
-from rnnexport.errors import ExportError
+from rnnexport.errors import ExportError, one_line
 from rnnexport.runner import Arrays, split_state, state_names
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int32)": np.int32,
@@ -48,7 +48,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ExportError(f"{path}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+            raise ExportError(f"{path}: onnxruntime cannot load it: {one_line(exc, typed=False)}") from None
         self.provider = self.session.get_providers()[0]
         where = device.label if self.provider == "CUDAExecutionProvider" else "CPU"
         self.device = f"{where} (onnxruntime {self.provider})"

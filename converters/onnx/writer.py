@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.version import __version__
-from rnnexport.errors import ExportError
+from rnnexport.errors import ExportError, one_line
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.tf import tensorflow
 from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
@@ -50,7 +50,7 @@ def _to_onnx(function: Any, options: OnnxOptions, handlers: Any = None) -> Any:
             custom_op_handlers=handlers,
         )
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything; the user needs one line
-        raise ExportError(f"tf2onnx cannot convert this model: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"tf2onnx cannot convert this model: {one_line(exc, typed=False)}") from None
     return proto
 
 

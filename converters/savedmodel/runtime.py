@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.device import Device
-from rnnexport.errors import ExportError
+from rnnexport.errors import ExportError, one_line
 from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport.tf import tensorflow
 
@@ -23,8 +23,7 @@ def load(path: Path) -> Any:
     try:
         return tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds for a bad directory
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{path}: cannot load the SavedModel: {first}") from None
+        raise ExportError(f"{path}: cannot load the SavedModel: {one_line(exc, typed=False)}") from None
 
 
 def has_signature(path: Path, key: str) -> bool:

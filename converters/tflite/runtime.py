@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnexport.errors import ExportError, NotRunnableError
+from rnnexport.errors import ExportError, NotRunnableError, one_line
 from rnnexport.runner import Arrays, split_state, state_names
 from rnnexport_converters.tflite.files import read_file
 
@@ -42,8 +42,7 @@ class TfliteRunner:
             inputs, outputs = signature.get_input_details(), signature.get_output_details()
             del signature
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"{path}: the LiteRT interpreter cannot load it: {text}") from None
+            raise ExportError(f"{path}: the LiteRT interpreter cannot load it: {one_line(exc, typed=False)}") from None
         batches = {int(d["shape_signature"][0]) for d in inputs.values()}
         self.batch = batches.pop() if len(batches) == 1 and -1 not in batches else None
         self.inputs = {name: (d["index"], d["dtype"]) for name, d in inputs.items()}
@@ -121,8 +120,8 @@ class TfliteStreamRunner:
             self._step = self.interpreter.get_signature_runner("step")
             self._initial = self.interpreter.get_signature_runner("initial_state")
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"{path}: the LiteRT interpreter cannot load its streaming signatures: {text}") from None
+            raise ExportError(f"{path}: the LiteRT interpreter cannot load its streaming signatures: "
+                              f"{one_line(exc, typed=False)}") from None
         inputs, outputs = self._step.get_input_details(), self._step.get_output_details()
         self.batch = int(next(iter(inputs.values()))["shape_signature"][0])
         self.inputs = {name: d["dtype"] for name, d in inputs.items()}

@@ -35,6 +35,7 @@ QUANTIZED_TOLERANCE = {
     "dynamic-range": Tolerance(atol=2e-2, rtol=2e-2),
 }
 
+
 class TfliteTarget(Target):
     name = "tflite"
     description = "TFLite flatbuffer, builtin ops, fused LSTM kernels, any length at a fixed batch, LiteRT"
