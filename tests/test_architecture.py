@@ -76,3 +76,19 @@ def test_modules_stay_small():
     long = {str(path.relative_to(ROOT)): n for path in MODULES.values()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_runtimes_load_without_the_converters():
+    """Validating an export needs its runtime, never tf2onnx; the ONNX runtime needs no TensorFlow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['tf2onnx'] = None\n"
+        "import rnnexport_converters.onnx.target, rnnexport_converters.onnx.runtime\n"
+        "import rnnexport_converters.tflite.target, rnnexport_converters.savedmodel.target\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx') if sys.modules.get(m)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
