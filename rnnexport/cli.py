@@ -136,44 +136,60 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 TARGET_OPTION = "target_option__"
+# Flags of `convert` declared above the target options' decorator, which it cannot see.
+CONVERT_FLAGS = {"--to", "-o", "--out", "--force", "--validate", "--no-validate"}
 
 
-def _declared_target_options() -> list[Any]:
-    """Every option the installed targets declare, each with the flag it gets here: its own, or
-    `--<target>-<name>` when another option took that flag first."""
-    from rnnexport import plugins, target_options
+def _option_key(item: Any) -> str:
+    return f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
 
-    taken = {"--to", "--out", "--force", "--validate", "--streaming"}
-    found = []
-    for target in plugins.targets():
-        for item in target_options.declared(target.name, target.Options):
-            flag = item.flag if item.flag not in taken else f"--{target.name}-{item.name.replace('_', '-')}"
-            taken.add(flag)
-            found.append((item, flag))
-    return found
+
+def _declared(target: Any) -> list[Any]:
+    from rnnexport import target_options
+
+    try:
+        return target_options.declared(target.name, target.Options)
+    except TypeError:
+        return []  # `Options` is not a dataclass: the target gets no flags, and the rest still works
 
 
 def target_option_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One flag per option an installed target declares, typed and documented by the declaration."""
-    for item, flag in reversed(_declared_target_options()):
-        spec, key = item.spec, f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
-        if spec.kind is bool:
-            fn = click.option(flag, key, is_flag=True, default=bool(item.default), help=spec.help)(fn)
-            continue
-        kind = click.Choice(spec.choices) if spec.choices else \
-            click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else str
-        fn = click.option(flag, key, type=kind, default=item.default, show_default=item.default is not None,
-                          help=spec.help)(fn)
+    """One flag per option an installed target declares, typed and documented by the declaration:
+    the option's own flag, or `--<target>-<name>` where another option has that flag already."""
+    from rnnexport import plugins
+
+    taken = CONVERT_FLAGS | {o for p in getattr(fn, "__click_params__", []) for o in (*p.opts, *p.secondary_opts)}
+    options = []
+    for target in plugins.targets():
+        for item in _declared(target):
+            flag = item.flag if item.flag not in taken else f"--{target.name}-{item.name.replace('_', '-')}"
+            taken.add(flag)
+            spec = item.spec
+            if spec.kind is bool:
+                flags = f"{flag}/--no-{flag[2:]}" if item.default else flag
+                options.append(click.option(flags, _option_key(item), is_flag=True, default=bool(item.default),
+                                            show_default=bool(item.default), help=spec.help))
+                continue
+            kind = click.Choice(spec.choices) if spec.choices else \
+                click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else \
+                click.FloatRange(spec.minimum, spec.maximum) if spec.kind is float else str
+            options.append(click.option(flag, _option_key(item), type=kind, default=item.default,
+                                        show_default=item.default is not None, help=spec.help))
+    for option in reversed(options):
+        fn = option(fn)
     return fn
 
 
 def _target_options(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The target options given on the command line, by target; the others keep their defaults."""
+    from rnnexport import plugins
+
     chosen: dict[str, dict[str, Any]] = {}
-    for item, _ in _declared_target_options():
-        key = f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
-        if _given(key):
-            chosen.setdefault(item.target, {})[item.name] = params[key]
+    for target in plugins.targets():
+        for item in _declared(target):
+            key = _option_key(item)
+            if key in params and _given(key):
+                chosen.setdefault(item.target, {})[item.name] = params[key]
     return chosen
 
 
@@ -224,10 +240,11 @@ def _given_settings(params: dict[str, Any], **more: Any) -> Any:
 def _emit(report: Any, params: dict[str, Any], config: Config) -> int:
     writers = {"json": (params["report"], report.write_json), "junit": (params["junit"], report.write_junit),
                "markdown": (params["markdown"], report.write_markdown), "html": (params["html"], report.write_html)}
-    for kind, (given, write) in writers.items():
-        path = given or config.reports.get(kind)
-        if path is not None:
-            write(path)
+    from rnnexport.settings import report_paths
+
+    paths = report_paths({kind: given for kind, (given, _) in writers.items()}, config)
+    for kind, path in paths.items():
+        writers[kind][1](path)
     if params["as_json"]:
         click.echo(report.to_json())
     elif not params["quiet"]:
@@ -351,6 +368,8 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
     models = [ModelEntry(source=s) for s in sources] or list(config.models)
     if not models:
         raise click.UsageError("give SOURCES, or a config file that lists [[tool.rnnexport.models]]")
+    if out is None and config.out is None:
+        raise click.UsageError("give --out, or `out` in the config file")
     given = _given_settings(params, targets=targets if _given("targets") else None, out=out)
     export = ExportOptions(target_options=_target_options(params), streaming=streaming)
     converted = convert_models(models, given, config, export, force, validate, progress=_progress(params))

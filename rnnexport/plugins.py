@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from rnnexport.errors import ExportError, PluginError, SourceError
+from rnnexport.errors import ExportError, PluginError, SourceError, one_line
 from rnnexport.target_options import NoOptions
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 
@@ -171,7 +171,7 @@ def _load(group: str, base: type) -> tuple[PluginEntry, ...]:
             if not isinstance(plugin, base):
                 raise TypeError(f"{ep.value} is not a {base.__name__}")
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
-            found.append(PluginEntry(group, ep.name, ep.value, dist, error=f"{type(exc).__name__}: {exc}"))
+            found.append(PluginEntry(group, ep.name, ep.value, dist, error=one_line(exc)))
         else:
             found.append(PluginEntry(group, ep.name, ep.value, dist, plugin=plugin))
     return tuple(found)

@@ -23,7 +23,7 @@ from rnnexport.settings import Given
 
 def _combine(report: ParityReport | None, more: ParityReport | None) -> ParityReport | None:
     if report is None or more is None:
-        return report or more
+        return more if report is None else report
     report.exports += more.exports
     return report
 
@@ -74,4 +74,4 @@ def validate_models(models: Sequence[ModelEntry], given: Given, config: Config,
                                settings.validate_options(given, config, model.data),
                                settings.source_options(given, model), progress=progress)
         report = _combine(report, checked)
-    return report
+    return report if report is not None else ParityReport()

@@ -62,4 +62,11 @@ def source_options(given: Given, model: ModelEntry) -> SourceOptions:
 
 
 def targets(given: Given, config: Config) -> tuple[str, ...]:
-    return _first(given.targets, config.targets, ("savedmodel",))
+    """The targets to convert to; an empty list in the config file means the default too."""
+    return given.targets or config.targets or ("savedmodel",)
+
+
+def report_paths(given: Mapping[str, Path | None], config: Config) -> dict[str, Path]:
+    """Where each report format is written: the command line's path, else the config file's."""
+    paths = {kind: path or config.reports.get(kind) for kind, path in given.items()}
+    return {kind: path for kind, path in paths.items() if path is not None}

@@ -24,8 +24,8 @@ METADATA_KEY = "rnnexport.option"
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """What the command line and the checks need to know of one option. `kind` is `bool`, `int`
-    or `str`; `flag` defaults to `--<name>` with dashes."""
+    """What the command line and the checks need to know of one option. `kind` is `bool`, `int`,
+    `float` or `str`; `flag` defaults to `--<name>` with dashes."""
 
     help: str
     kind: type
@@ -40,6 +40,8 @@ def option(default: Any, help: str, *, kind: type | None = None, choices: tuple[
     """A field of a target's options dataclass. `kind` is taken from `default` unless given
     (give it where the default is None)."""
     spec = OptionSpec(help, kind or type(default), choices, minimum, maximum, flag)
+    if spec.kind not in (bool, int, float, str):
+        raise TypeError(f"an option's kind is bool, int, float or str, not {spec.kind.__name__}")
     return field(default=default, metadata={METADATA_KEY: spec})
 
 
@@ -75,9 +77,9 @@ def _checked(target: str, item: Declared, value: Any) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")
         return value
-    if spec.kind is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
+    if spec.kind in (int, float):
+        if not isinstance(value, spec.kind if spec.kind is int else (int, float)) or isinstance(value, bool):
+            raise UserError(f"{where}: expected {'an integer' if spec.kind is int else 'a number'}, got {value!r}")
         low = "" if spec.minimum is None else f"{spec.minimum}"
         high = "" if spec.maximum is None else f"{spec.maximum}"
         if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):

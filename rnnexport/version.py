@@ -1,4 +1,5 @@
-"""The version of rnnexport, in a module of its own so that any module can read it without
-importing the package's API."""
+"""The version of rnnexport, in a module of its own: a module that took it from the package
+(`from rnnexport import __version__`) would import the package's `__init__`, which imports the
+API, which imports that module again (an import cycle)."""
 
 __version__ = "0.1.0"

@@ -89,3 +89,12 @@ def test_a_tolerance_for_an_unknown_target_is_refused(config):
 def test_converting_needs_somewhere_to_write():
     with pytest.raises(UserError, match="give --out, or `out` in the config file"):
         convert_models([ModelEntry(Path("a.keras"))], Given(), Config(path=Path("pyproject.toml")))
+
+
+def test_an_empty_target_list_means_the_default_and_report_paths_come_from_the_command_line_first(config, tmp_path):
+    from rnnexport.settings import report_paths
+
+    assert targets(Given(), Config(path=Path("pyproject.toml"), targets=())) == ("savedmodel",)
+    with_reports = Config(path=Path("pyproject.toml"), reports={"json": Path("r.json"), "html": Path("r.html")})
+    assert report_paths({"json": Path("cli.json"), "junit": None, "html": None}, with_reports) == {
+        "json": Path("cli.json"), "html": Path("r.html")}

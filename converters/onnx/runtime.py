@@ -11,13 +11,13 @@ import numpy as np
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, one_line
-from rnnexport.runner import Arrays, split_state, state_names
+from rnnexport.runner import Arrays, Closable, split_state, state_names
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int32)": np.int32,
              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 
 
-class OnnxStreamRunner:
+class OnnxStreamRunner(Closable):
     """A streaming ONNX export: `m.step.onnx` runs one chunk, `m.initial_state.onnx` takes `batch`."""
 
     name = "onnx"
@@ -33,8 +33,12 @@ class OnnxStreamRunner:
     def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
         return split_state(self._step.run({**inputs, **state}), self.states)
 
+    def close(self) -> None:
+        self._step.close()
+        self._initial.close()
 
-class OnnxRunner:
+
+class OnnxRunner(Closable):
     name = "onnx"
 
     def __init__(self, path: Path, device: Device) -> None:
@@ -58,6 +62,10 @@ class OnnxRunner:
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         feed = {name: np.asarray(inputs[name], dtype=dtype) for name, dtype in self.inputs.items()}
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+
+    def close(self) -> None:
+        # onnxruntime frees a session's memory and threads when the last reference goes.
+        self.session = None
 
 
 class OnnxProbe:

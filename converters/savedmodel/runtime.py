@@ -11,7 +11,7 @@ import numpy as np
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, one_line
-from rnnexport.runner import Arrays, split_state, state_names
+from rnnexport.runner import Arrays, Closable, split_state, state_names
 from rnnexport.tf import tensorflow
 
 SIGNATURE = "serving_default"
@@ -42,7 +42,7 @@ def _input_dtypes(fn: Any) -> dict[str, Any]:
     return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
 
 
-class SavedModelRunner:
+class SavedModelRunner(Closable):
     name = "savedmodel"
 
     def __init__(self, path: Path, device: Device) -> None:
@@ -62,8 +62,12 @@ class SavedModelRunner:
             outputs = self._fn(**feed)
         return {name: value.numpy() for name, value in outputs.items()}
 
+    def close(self) -> None:
+        # The loaded object owns the variables; dropping it lets TensorFlow free them.
+        self._loaded = self._fn = None
 
-class SavedModelStreamRunner:
+
+class SavedModelStreamRunner(Closable):
     """The `initial_state` and `step` signatures of a streaming SavedModel."""
 
     name = "savedmodel"
@@ -90,6 +94,9 @@ class SavedModelStreamRunner:
             feed = {name: tf.constant(given[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
             outputs = self._step(**feed)
         return split_state({name: value.numpy() for name, value in outputs.items()}, self.states)
+
+    def close(self) -> None:
+        self._loaded = self._step = self._initial = None
 
 
 class SavedModelProbe:

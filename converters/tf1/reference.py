@@ -32,8 +32,12 @@ class Tf1Reference(Closable):
         self.opened = opened
         self.device = f"{device.label} (TF1 Session)"
         self.session = opened.source.session()
-        # A graph with a sequence_length input is run as it is deployed: padded, true lengths fed.
-        self.free = None if opened.structure.lengths_input else free_graph(opened)
+        try:
+            # A graph with a sequence_length input is run as it is deployed: padded, true lengths fed.
+            self.free = None if opened.structure.lengths_input else free_graph(opened)
+        except BaseException:
+            self.session.close()
+            raise
         self.states: list[tuple[list[str], list[str | None]]] = []
         self.no_states = ""
         try:

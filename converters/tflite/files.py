@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rnnexport.errors import ExportError
+from rnnexport.errors import ExportError, one_line
 
 METADATA_NAME = "rnnexport"
 RECURRENT_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "WHILE")
@@ -20,7 +20,7 @@ def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     try:
         model = flatbuffer_utils.read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - the flatbuffer reader fails with whatever a bad byte causes
-        raise ExportError(f"{path}: not a readable TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+        raise ExportError(f"{path}: not a readable TFLite flatbuffer ({one_line(exc)})") from None
     meta: dict[str, Any] = {}
     for entry in model.metadata or []:
         if entry.name == METADATA_NAME.encode():

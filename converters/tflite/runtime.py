@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from rnnexport.errors import ExportError, NotRunnableError, one_line
-from rnnexport.runner import Arrays, split_state, state_names
+from rnnexport.runner import Arrays, Closable, split_state, state_names
 from rnnexport_converters.tflite.files import read_file
 
 
-class TfliteRunner:
+class TfliteRunner(Closable):
     """Runs the file's signature on the LiteRT interpreter (XNNPACK, its default CPU delegate),
     resizing the inputs per case; batches larger than the file's run in chunks of its batch."""
 
@@ -87,8 +87,12 @@ class TfliteRunner:
             chunks.append({name: value[: size - start] for name, value in out.items()})
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
+    def close(self) -> None:
+        # LiteRT frees an interpreter's buffers when the last reference to it goes.
+        self.interpreter = None
 
-class TfliteProbe:
+
+class TfliteProbe(Closable):
     """The file on an interpreter that keeps every tensor, loaded only when a failing export is probed."""
 
     def __init__(self, path: Path) -> None:
@@ -105,8 +109,12 @@ class TfliteProbe:
     def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         return self._runner.tensors(inputs)
 
+    def close(self) -> None:
+        if "_runner" in self.__dict__:
+            self._runner.close()
 
-class TfliteStreamRunner:
+
+class TfliteStreamRunner(Closable):
     """The `step` and `initial_state` signatures of `m.step.tflite`, through LiteRT's signature
     runners. A batch larger than the file's runs in groups of its batch, each with its own state."""
 
@@ -142,3 +150,7 @@ class TfliteStreamRunner:
             groups.append({name: np.array(value[: size - start]) for name, value in out.items()})
         merged = {name: np.concatenate([g[name] for g in groups]) for name in groups[0]}
         return split_state(merged, self.states)
+
+    def close(self) -> None:
+        # LiteRT frees an interpreter's buffers when the last reference to it goes.
+        self._step = self._initial = self.interpreter = None
