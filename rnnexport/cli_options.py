@@ -1,0 +1,183 @@
+"""The command line's options: those its commands share, one flag per option an installed target
+declares, and what the user gave, for the API to lay over the config file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+
+def _parse_list(value: str | None, name: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'", param_hint=name) from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("values must be positive integers", param_hint=name)
+    return numbers
+
+
+def _parse_tolerances(values: tuple[str, ...], name: str) -> dict[str, float]:
+    parsed = {}
+    for value in values:
+        target, _, number = value.rpartition("=")
+        try:
+            tolerance = float(number)
+        except ValueError:
+            raise click.BadParameter(f"expected a number or TARGET=NUMBER, got '{value}'", param_hint=name) from None
+        if tolerance < 0 or tolerance != tolerance:
+            raise click.BadParameter(f"tolerance must be a non-negative number, got '{value}'", param_hint=name)
+        parsed[target or "*"] = tolerance
+    return parsed
+
+
+def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+                     help="Where to run reference and exports; auto picks a GPU when TensorFlow sees one."),
+        click.option("--lengths", metavar="N,N,...",
+                     help="Sequence lengths to check [default: 1, 2, short, source length, 4x beyond]."),
+        click.option("--batches", metavar="N,N,...", default="1,3", show_default=True, help="Batch sizes to check."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs."),
+        click.option("--chunks", metavar="N,N,...", default="1,5,17", show_default=True,
+                     help="Chunk sizes the streaming check feeds streaming exports."),
+        click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Check on the arrays of this .npz (keyed by input name) instead of random inputs."),
+        click.option("--atol", multiple=True, metavar="[TARGET=]X",
+                     help="Absolute tolerance, for every target or one (repeatable)."),
+        click.option("--rtol", multiple=True, metavar="[TARGET=]X",
+                     help="Relative tolerance, for every target or one (repeatable)."),
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
+        click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
+        click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a Markdown summary here, e.g. for a pull-request comment."),
+        click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a self-contained HTML report here, with error against length per export."),
+        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Read settings from this TOML file [default: [tool.rnnexport] of ./pyproject.toml]; "
+                          "options given here override it."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
+        click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return source_options(fn)
+
+
+def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file)."),
+        click.option("--inputs", metavar="NAME,...",
+                     help="TF1 graphs: the input placeholders, e.g. x:0 (found automatically where unambiguous)."),
+        click.option("--outputs", metavar="NAME",
+                     help="TF1 graphs: the output tensor, e.g. logits:0 (found automatically where unambiguous)."),
+        click.option("--step", type=click.IntRange(min=0),
+                     help="TF1 checkpoint directories: restore this global step instead of the newest."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+TARGET_OPTION = "target_option__"
+# Flags of `convert` declared above the target options' decorator, which it cannot see.
+CONVERT_FLAGS = {"--to", "-o", "--out", "--force", "--validate", "--no-validate"}
+
+
+def _option_key(item: Any) -> str:
+    return f"{TARGET_OPTION}{item.target}__{item.name}".replace("-", "_")
+
+
+def _declared(target: Any) -> list[Any]:
+    from rnnexport import target_options
+
+    try:
+        return target_options.declared(target.name, target.Options)
+    except TypeError:
+        return []  # `Options` is not a dataclass: the target gets no flags, and the rest still works
+
+
+def target_option_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One flag per option an installed target declares, typed and documented by the declaration:
+    the option's own flag, or `--<target>-<name>` where another option has that flag already."""
+    from rnnexport import plugins
+
+    taken = CONVERT_FLAGS | {o for p in getattr(fn, "__click_params__", []) for o in (*p.opts, *p.secondary_opts)}
+    options = []
+    for target in plugins.targets():
+        for item in _declared(target):
+            flag = item.flag if item.flag not in taken else f"--{target.name}-{item.name.replace('_', '-')}"
+            taken.add(flag)
+            spec = item.spec
+            if spec.kind is bool:
+                flags = f"{flag}/--no-{flag[2:]}" if item.default else flag
+                options.append(click.option(flags, _option_key(item), is_flag=True, default=bool(item.default),
+                                            show_default=bool(item.default), help=spec.help))
+                continue
+            kind = click.Choice(spec.choices) if spec.choices else \
+                click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else \
+                click.FloatRange(spec.minimum, spec.maximum) if spec.kind is float else str
+            options.append(click.option(flag, _option_key(item), type=kind, default=item.default,
+                                        show_default=item.default is not None, help=spec.help))
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def target_values(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The target options given on the command line, by target; the others keep their defaults."""
+    from rnnexport import plugins
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for target in plugins.targets():
+        for item in _declared(target):
+            key = _option_key(item)
+            if key in params and is_given(key):
+                chosen.setdefault(item.target, {})[item.name] = params[key]
+    return chosen
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+def source_values(params: dict[str, Any]) -> Any:
+    from rnnexport.options import SourceOptions
+
+    return SourceOptions(unsafe=params["unsafe"], inputs=_names(params["inputs"]), outputs=_names(params["outputs"]),
+                         step=params["step"])
+
+
+def is_given(name: str) -> bool:
+    """Whether the user set option `name` on the command line (it then overrides the config file)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not ParameterSource.DEFAULT
+
+
+def given_settings(params: dict[str, Any], **more: Any) -> Any:
+    """What the command line gave, for the API to lay over the config file."""
+    from rnnexport.settings import Given
+
+    def given(name: str, value: Any) -> Any:
+        return value if is_given(name) else None
+
+    return Given(
+        device=given("device", params["device"]),
+        lengths=_parse_list(params["lengths"], "--lengths"),
+        batches=given("batches", _parse_list(params["batches"], "--batches")),
+        seed=given("seed", params["seed"]),
+        chunks=given("chunks", _parse_list(params["chunks"], "--chunks")),
+        data=params["data"],
+        atol=_parse_tolerances(params["atol"], "--atol"),
+        rtol=_parse_tolerances(params["rtol"], "--rtol"),
+        source=source_values(params),
+        **more,
+    )
