@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import ast  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -30,6 +31,16 @@ def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=300)
+
+
+HEAVY = ("tensorflow", "keras", "tf2onnx", "onnxruntime")
+
+
+def heavy_imports(code: str) -> list[str]:
+    """Which of the heavy frameworks are imported after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if sys.modules.get(m)))\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
