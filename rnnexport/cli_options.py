@@ -81,6 +81,14 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="TF1 graphs: the output tensor, e.g. logits:0 (found automatically where unambiguous)."),
         click.option("--step", type=click.IntRange(min=0),
                      help="TF1 checkpoint directories: restore this global step instead of the newest."),
+        click.option("--custom-objects", metavar="MODULE:NAME,...",
+                     help="Keras files: the custom layer classes they use, e.g. mypkg.layers:Attention."),
+        click.option("--cell", metavar="KIND:UNITS,...",
+                     help="Checkpoints saved without a graph: their recurrent layers, first to last, "
+                          "e.g. lstm:64 or gru:128,gru:64 (TF1 cell class names accepted)."),
+        click.option("--architecture", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Checkpoints saved without a graph: a Keras model file or JSON config whose "
+                          "weights the checkpoint fills."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -153,7 +161,8 @@ def source_values(params: dict[str, Any]) -> Any:
     from rnnexport.options import SourceOptions
 
     return SourceOptions(unsafe=params["unsafe"], inputs=_names(params["inputs"]), outputs=_names(params["outputs"]),
-                         step=params["step"])
+                         step=params["step"], custom_objects=_names(params["custom_objects"]),
+                         cells=_names(params["cell"]), architecture=params["architecture"])
 
 
 def is_given(name: str) -> bool:

@@ -36,6 +36,9 @@ class ModelEntry:
     step: int | None = None
     unsafe: bool = False
     data: Path | None = None
+    custom_objects: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()
+    architecture: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,16 @@ def _model(path: Path, index: int, entry: Any) -> ModelEntry:
         entry = {"source": entry}
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: [{where}]: expected a source path or a table, got {entry!r}")
-    reader = _Reader(path, where, entry, ("source", "exports", "inputs", "outputs", "step", "unsafe", "data"))
+    reader = _Reader(path, where, entry, ("source", "exports", "inputs", "outputs", "step", "unsafe", "data",
+                                        "custom_objects", "cell", "architecture"))
     source = reader.path_value("source")
     if source is None:
         raise reader.error("source", "missing; every model needs the source its exports were made from")
     return ModelEntry(
         source=source, exports=reader.paths("exports"), inputs=reader.strings("inputs") or (),
         outputs=reader.strings("outputs") or (), step=reader.integer("step"), unsafe=bool(reader.boolean("unsafe")),
-        data=reader.path_value("data"),
+        data=reader.path_value("data"), custom_objects=reader.strings("custom_objects") or (),
+        cells=reader.strings("cell") or (), architecture=reader.path_value("architecture"),
     )
 
 

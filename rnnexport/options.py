@@ -31,12 +31,20 @@ class SourceOptions:
     """How a source is read. `unsafe` lets Keras deserialise arbitrary code (Lambda layers).
 
     For graphs (TF1 checkpoints), `inputs` and `outputs` name the tensors to export where the
-    graph holds more than one candidate, and `step` picks a checkpoint other than the newest."""
+    graph holds more than one candidate, and `step` picks a checkpoint other than the newest.
+
+    `custom_objects`: `module:Name` references to the custom layer classes a Keras file uses.
+    `cells`: the architecture of a checkpoint saved without a graph, one recurrent layer per
+    entry (`lstm:64`, `gru:128`, TF1 cell class names accepted); `architecture`: a Keras model
+    file or JSON config to fill from such a checkpoint instead."""
 
     unsafe: bool = False
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     step: int | None = None
+    custom_objects: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()
+    architecture: Path | None = None
 
 
 @dataclass(frozen=True)

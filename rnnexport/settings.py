@@ -58,7 +58,9 @@ def source_options(given: Given, model: ModelEntry) -> SourceOptions:
     """How one model's source is read: the command line's options over the model's entry."""
     cli = given.source
     return SourceOptions(unsafe=cli.unsafe or model.unsafe, inputs=cli.inputs or model.inputs,
-                         outputs=cli.outputs or model.outputs, step=_first(cli.step, model.step))
+                         outputs=cli.outputs or model.outputs, step=_first(cli.step, model.step),
+                         custom_objects=cli.custom_objects or model.custom_objects, cells=cli.cells or model.cells,
+                         architecture=_first(cli.architecture, model.architecture))
 
 
 def targets(given: Given, config: Config) -> tuple[str, ...]:
