@@ -24,7 +24,10 @@ seed = 7
 lengths = [3, 9]
 batches = [2]
 data = "all.npz"
-models = [{ source = "a.keras", data = "a.npz", inputs = ["x:0"], step = 5 }, "b.keras"]
+models = [
+  { source = "a.keras", data = "a.npz", inputs = ["x:0"], step = 5 }, "b.keras",
+  { source = "ckpt/model.ckpt", cell = ["lstm:64", "gru:8"], architecture = "arch.json", custom_objects = ["layers:Attention"] },
+]
 
 [tool.rnnexport.tolerance."*".tflite]
 atol = 1e-3
@@ -65,6 +68,15 @@ def test_source_options_of_a_model_under_the_command_line(config):
     assert source_options(Given(), model) == SourceOptions(inputs=("x:0",), step=5)
     given = Given(source=SourceOptions(unsafe=True, inputs=("y:0",), step=0))
     assert source_options(given, model) == SourceOptions(unsafe=True, inputs=("y:0",), step=0)
+
+
+def test_architecture_options_come_from_the_model_entry_unless_given(config, tmp_path):
+    model = config.models[2]
+    assert source_options(Given(), model) == SourceOptions(
+        cells=("lstm:64", "gru:8"), architecture=tmp_path / "arch.json", custom_objects=("layers:Attention",))
+    given = Given(source=SourceOptions(cells=("gru:4",), custom_objects=("mine:Cell",)))
+    assert source_options(given, model) == SourceOptions(
+        cells=("gru:4",), architecture=tmp_path / "arch.json", custom_objects=("mine:Cell",))
 
 
 def test_tolerance_layers_target_default_source_floor_config_then_command_line(config):
