@@ -15,7 +15,7 @@ import numpy as np
 
 from rnnexport_converters.tf1.cells import patterns
 from rnnexport_converters.tf1.cells.base import Cell, Step, Tf1Match
-from rnnexport_converters.tf1.graph import ACTIVATIONS, ADDS, GraphView
+from rnnexport_converters.tf1.graph import ACTIVATIONS, ADDS, IDENTITY_LIKE, GraphView
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,17 @@ class LstmMatch(Tf1Match):
         return ("h", "c") if self.standard(cell) else ("c", "h")
 
 
+def _state_width(h_prev: Any) -> int | None:
+    """The width of the state a step reads. Inside a frozen loop the state's shape is unknown;
+    the loop variable's initial value (the zero state) still has it."""
+    tensor = h_prev
+    while tensor.shape.rank is None or tensor.shape[-1] is None:
+        if tensor.op.type not in IDENTITY_LIKE | {"Switch", "Merge"} or not tensor.op.inputs:
+            return None
+        tensor = tensor.op.inputs[0]
+    return int(tensor.shape[-1])
+
+
 def match(view: GraphView, op: Any, known: Sequence[str]) -> LstmMatch | None:
     start = patterns.kernel_matmul(view, op)
     if start is None:
@@ -134,7 +145,7 @@ def match(view: GraphView, op: Any, known: Sequence[str]) -> LstmMatch | None:
     # Only a projected cell feeds back a state narrower than its units; any other MatMul of the
     # output is whatever follows the cell.
     units = split.outputs[0].shape[-1]
-    projected = concat.inputs[1].shape[-1] not in (None, units)
+    projected = _state_width(concat.inputs[1]) not in (None, units)
     projections = [u for u in view.users(output, {"MatMul"}) if view.weight(u.inputs[1])] if projected else []
     if projections:
         ops.add(projections[0].name)
