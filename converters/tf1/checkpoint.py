@@ -4,6 +4,8 @@ directory with a `checkpoint` state file.
 The meta graph is imported with the checkpoint's values and opened as every TF1 graph is
 (`opened.OpenedTf1`): its cells recognised, the equivalent Keras model checked against the graph
 before anything is returned, and the graph itself in a `tf.compat.v1.Session` as the reference.
+A checkpoint saved without a graph is opened with the architecture `--cell` or `--architecture`
+names (`graphless_source.OpenedGraphless`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport_converters.tf1 import graph as tf1_graph
+from rnnexport_converters.tf1.architecture import from_options
+from rnnexport_converters.tf1.graphless import Variables
+from rnnexport_converters.tf1.graphless_source import OpenedGraphless
 from rnnexport_converters.tf1.opened import OpenedTf1
 from rnnexport.errors import SourceError, one_line
 from rnnexport.options import SourceOptions
@@ -34,8 +39,9 @@ def _state_file_prefixes(directory: Path) -> list[str]:
     return names
 
 
-def resolve(path: Path, step: int | None) -> tuple[Path, Path]:
-    """(checkpoint prefix, meta graph file) for a prefix, a `.meta` file or a directory."""
+def resolve(path: Path, step: int | None) -> tuple[Path, Path | None]:
+    """(checkpoint prefix, meta graph file) for a prefix, a `.meta` file or a directory; None for
+    the meta graph of a checkpoint saved without one."""
     if path.is_dir():
         if not (path / "checkpoint").is_file():
             raise SourceError(f"{path}: a directory without a 'checkpoint' state file")
@@ -62,10 +68,7 @@ def resolve(path: Path, step: int | None) -> tuple[Path, Path]:
     meta = Path(f"{prefix}.meta")
     if not meta.is_file():
         metas = sorted(prefix.parent.glob("*.meta"))
-        if len(metas) != 1:
-            raise SourceError(f"{prefix}: no meta graph ({meta.name} is missing); rnnexport needs the .meta file "
-                              "Saver writes beside the checkpoint")
-        meta = metas[0]
+        return prefix, metas[0] if len(metas) == 1 else None
     return prefix, meta
 
 
@@ -85,6 +88,14 @@ class Tf1CheckpointSource(Source):
         if not isinstance(source, Path):
             raise SourceError("the tf1-checkpoint source reads files, not objects")
         prefix, meta = resolve(source, options.step)
+        named = from_options(options)
+        # A named architecture wins over a meta graph: the graph saved may not be the model's.
+        if named is not None:
+            return OpenedGraphless(source, prefix, named)
+        if meta is None:
+            raise SourceError(f"{prefix}: no meta graph ({prefix.name}.meta is missing), so nothing says how its "
+                              "variables connect; name the architecture with --cell (e.g. --cell lstm:64) or "
+                              f"--architecture model.json; the checkpoint holds {Variables.read(prefix).listing()}")
         return OpenedTf1(source, Graph(prefix, meta), options)
 
 

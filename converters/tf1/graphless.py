@@ -1,0 +1,267 @@
+"""A Saver checkpoint saved without a graph, its architecture named by the user: which of its
+variables are each layer's weights, the start state and the output head.
+
+The oldest advice for saving an RNN was to save only the cell's variables and rebuild the
+unrolled graph at load time, so nothing in the checkpoint says how they connect. Variables are
+found by the names TF1 cells give them (`.../lstm_cell/kernel`, `gru_cell/gates/kernel` and
+`candidate/kernel`, TF 1.0's `weights`/`biases`, TF 0.x's `Linear/Matrix`/`Bias`) and by the
+shapes the named layers need (an LSTM of u units over F features has a kernel [F + u, 4u]).
+Anything that fits more than one way, or a recurrent-looking variable left over, is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnexport_converters.tf1.cellspec import CellSpec
+from rnnexport.errors import SourceError, UnsupportedModelError
+
+KERNELS = ("kernel", "weights", "Matrix")
+BIASES = ("bias", "biases", "Bias")
+# Optimizer slots, step counters and moving averages: saved beside a model, never part of it.
+BOOKKEEPING = re.compile(r"(^|/)(global_step|beta[12]_power|_CHECKPOINTABLE_OBJECT_GRAPH)$|"
+                         r"/(Adam|Momentum|Adagrad|AdagradDA|RMSProp|Ftrl|Adadelta|ExponentialMovingAverage)(_\d+)?$")
+# The scopes TF1 cell classes create, by the kind of cell they compute.
+CELL_SCOPES = {"basic_lstm_cell": "lstm", "lstm_cell": "lstm", "BasicLSTMCell": "lstm", "LSTMCell": "lstm",
+               "gru_cell": "gru", "GRUCell": "gru", "basic_rnn_cell": "rnn", "BasicRNNCell": "rnn"}
+# Scopes that only hold recurrent cells: a variable under one of these is recurrent-looking.
+RNN_SCOPES = re.compile(r"(^|/)(rnn|RNN|multi_rnn_cell|MultiRNNCell|cell_\d+|Cell\d+|"
+                        + "|".join(CELL_SCOPES) + r")(/|$)")
+INITIAL = re.compile(r"^(init|initial|start)(_?(state|states|h|c|hidden|cell))?(_?\d+)?$|^[hc]_?0$", re.I)
+LISTED = 16
+
+
+@dataclass(frozen=True)
+class Variables:
+    """The model variables of a checkpoint (bookkeeping left out), by name: their shapes."""
+
+    prefix: Path
+    shapes: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def read(cls, prefix: Path) -> Variables:
+        from rnnexport.tf import tensorflow
+
+        tf = tensorflow()
+        try:
+            listed = tf.train.list_variables(str(prefix))
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad files
+            raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: {str(exc).splitlines()[0]}") from None
+        return cls(prefix, {name: tuple(shape) for name, shape in listed if not BOOKKEEPING.search(name)})
+
+    def listing(self, names: list[str] | None = None) -> str:
+        """`name [shape]` for the variables (all, or `names`), truncated to a readable number."""
+        names = sorted(self.shapes if names is None else names)
+        shown = [f"{n} {list(self.shapes[n])}" for n in names[:LISTED]]
+        more = f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else ""
+        return ", ".join(shown) + more if shown else "no model variables"
+
+
+@dataclass(frozen=True)
+class FoundLayer:
+    """One named layer and the checkpoint variables that hold its weights, by role (`kernel`,
+    `bias`, and for a GRU `candidate_kernel`, `candidate_bias`)."""
+
+    spec: CellSpec
+    input_size: int
+    names: dict[str, str]
+    initial: dict[str, str] = field(default_factory=dict)  # role (c, h or ch) -> variable
+
+    @property
+    def scope(self) -> str:
+        scope = _scope(self.names["kernel"])
+        return scope.rsplit("/", 1)[0] if self.spec.kind == "gru" else scope
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """What each variable of the checkpoint is: layers first to last, a head, the rest unused."""
+
+    layers: list[FoundLayer]
+    head: tuple[str, str] | None
+    unused: list[str]
+
+    @property
+    def features(self) -> int:
+        return self.layers[0].input_size
+
+
+def _scope(name: str) -> str:
+    """The scope a weight belongs to: TF 0.x put every cell's weights under `Linear/`."""
+    scope = name.rsplit("/", 1)[0] if "/" in name else ""
+    return scope[: -len("/Linear")] if scope.endswith("/Linear") else scope
+
+
+def _last(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _cell_index(name: str) -> int | None:
+    """The layer a `MultiRNNCell` put a variable in (`cell_1`, TF 0.x's `Cell1`)."""
+    found = re.search(r"(?:^|/)(?:cell_|Cell)(\d+)(?:/|$)", name)
+    return int(found.group(1)) if found else None
+
+
+def _named_kind(name: str) -> str | None:
+    """The kind of cell a variable's scope names, where it names one."""
+    return next((CELL_SCOPES[p] for p in name.split("/") if p in CELL_SCOPES), None)
+
+
+class _Matcher:
+    def __init__(self, variables: Variables, specs: list[CellSpec], head_wanted: bool | None) -> None:
+        self.variables = variables
+        self.shapes = variables.shapes
+        self.specs = specs
+        self.head_wanted = head_wanted
+        self.claimed: set[str] = set()
+
+    def refuse(self, problem: str, names: list[str] | None = None, error: type = UnsupportedModelError) -> None:
+        raise error(f"{self.variables.prefix}: {problem}; the checkpoint holds {self.variables.listing(names)}")
+
+    def _bias(self, kernel: str, size: int) -> str | None:
+        """The bias beside `kernel` (`.../kernel` and `.../bias`, `Linear/Matrix` and `Linear/Bias`)."""
+        parent = kernel.rsplit("/", 1)[0] if "/" in kernel else ""
+        for name in (f"{parent}/{b}" if parent else b for b in BIASES):
+            if self.shapes.get(name) == (size,) and name not in self.claimed:
+                return name
+        return None
+
+    def _kernels(self, rows: int | None, columns: int, units: int, kind: str) -> list[str]:
+        """Unclaimed kernels [rows, columns] (any rows > units when the input size is unknown)."""
+        return [name for name, shape in self.shapes.items()
+                if name not in self.claimed and _last(name) in KERNELS and len(shape) == 2 and shape[1] == columns
+                and (shape[0] == rows if rows is not None else shape[0] > units)
+                and _named_kind(name) in (None, kind)]
+
+    def _candidates(self, spec: CellSpec, rows: int | None) -> list[dict[str, str]]:
+        u = spec.units
+        found = []
+        for kernel in self._kernels(rows, spec.gates * u, u, spec.kind):
+            bias = self._bias(kernel, spec.gates * u)
+            if bias is None:
+                continue
+            names = {"kernel": kernel, "bias": bias}
+            if spec.kind == "gru":
+                scope = _scope(kernel)
+                if _last(scope).lower() != "gates":
+                    continue
+                candidate = [k for k in self._kernels(self.shapes[kernel][0], u, u, "gru")
+                             if _scope(k).rsplit("/", 1)[0] == scope.rsplit("/", 1)[0]
+                             and _last(_scope(k)).lower() == "candidate"]
+                if len(candidate) != 1 or self._bias(candidate[0], u) is None:
+                    continue
+                names.update(candidate_kernel=candidate[0], candidate_bias=self._bias(candidate[0], u))
+            found.append(names)
+        return found
+
+    def layer(self, index: int, spec: CellSpec, rows: int | None) -> FoundLayer:
+        found = self._candidates(spec, rows)
+        if len(found) > 1 and len(self.specs) > 1:
+            # A MultiRNNCell numbers its layers; two cells of the same shape are told apart so.
+            found = [f for f in found if _cell_index(f["kernel"]) == index] or found
+        where = f"layer {index} ({spec})"
+        want = f"[{rows if rows is not None else 'F'} + {spec.units}, {spec.gates * spec.units}]"
+        if not found:
+            extra = " and a candidate kernel beside it" if spec.kind == "gru" else ""
+            self.refuse(f"no variables fit {where}: it needs a kernel {want} with its bias{extra}; check --cell")
+        if len(found) > 1:
+            kernels = [f["kernel"] for f in found]
+            self.refuse(f"{where} could be any of {len(found)} kernels ({', '.join(kernels)}); rnnexport will not "
+                        "guess which", kernels)
+        names = found[0]
+        self.claimed.update(names.values())
+        return FoundLayer(spec, self.shapes[names["kernel"]][0] - spec.units, names)
+
+    def initial_states(self, layers: list[FoundLayer]) -> list[FoundLayer]:
+        """The layers with the start-state variables that belong to them."""
+        chosen: dict[int, dict[str, str]] = {}
+        for name in sorted(n for n in self.shapes if n not in self.claimed and INITIAL.match(_last(n))):
+            size = int(np.prod(self.shapes[name]))
+            fits = [i for i, layer in enumerate(layers) if size in (layer.spec.units, 2 * layer.spec.units)
+                    and (layer.spec.kind == "lstm" or size == layer.spec.units)]
+            index = _cell_index(name)
+            digits = re.search(r"(\d+)$", _last(name))
+            if index is None and digits and not re.match(r"^[hc]_?0$", _last(name)):
+                index = int(digits.group(1))
+            if index is not None:
+                fits = [i for i in fits if i == index]
+            if len(fits) != 1:
+                self.refuse(f"start-state variable '{name}' {list(self.shapes[name])} fits "
+                            f"{'no' if not fits else 'more than one'} layer of {', '.join(map(str, self.specs))}")
+            layer = layers[fits[0]]
+            role = self._state_role(name, layer, size)
+            roles = chosen.setdefault(fits[0], {})
+            if role in roles or ("ch" in roles and role != "ch") or (role == "ch" and roles):
+                self.refuse(f"layer {fits[0]} has more than one start state ('{name}' and "
+                            f"'{next(iter(roles.values()))}')")
+            roles[role] = name
+            self.claimed.add(name)
+        return [FoundLayer(layer.spec, layer.input_size, layer.names, chosen.get(i, {}))
+                for i, layer in enumerate(layers)]
+
+    def _state_role(self, name: str, layer: FoundLayer, size: int) -> str:
+        if layer.spec.kind != "lstm":
+            return "h"
+        if size == 2 * layer.spec.units:
+            return "ch"  # an LSTMStateTuple's (c, h), concatenated
+        last = _last(name).lower()
+        if re.match(r"^(c_?0|(init|initial|start)_?(c|cell)(_?\d+)?)$", last):
+            return "c"
+        if re.match(r"^(h_?0|(init|initial|start)_?(h|hidden)(_?\d+)?)$", last):
+            return "h"
+        self.refuse(f"start-state variable '{name}' {list(self.shapes[name])} could be the LSTM's c or h; "
+                    "name it c0/h0 (initial_c/initial_h), or save both as one [2 * units] vector")
+        raise AssertionError("unreachable")
+
+    def head(self, units: int) -> tuple[str, str] | None:
+        """(kernel, bias) of a dense head [units, K] + [K] after the last layer, where one fits."""
+        pairs = []
+        for name, shape in self.shapes.items():
+            if name in self.claimed or len(shape) != 2 or shape[0] != units or RNN_SCOPES.search(name):
+                continue
+            last = _last(name)
+            names = [f"{name.rsplit('/', 1)[0]}/{b}" if "/" in name else b for b in BIASES] if last in KERNELS else []
+            for suffix, bias in (("_w", "_b"), ("_W", "_b"), ("W", "b"), ("w", "b")):
+                if last.endswith(suffix):
+                    names.append(name[: -len(suffix)] + bias)
+            bias = next((b for b in names if self.shapes.get(b) == (shape[1],) and b not in self.claimed), None)
+            if bias is not None:
+                pairs.append((name, bias))
+        if len(pairs) > 1:
+            self.refuse(f"{len(pairs)} dense heads could follow the last layer "
+                        f"({', '.join(k for k, _ in pairs)}); rnnexport will not guess which", [k for k, _ in pairs])
+        if self.head_wanted and not pairs:
+            self.refuse(f"the architecture ends in a Dense layer, but no kernel [{units}, K] with a bias [K] is "
+                        "left for it")
+        if pairs and self.head_wanted is False:
+            return None
+        if pairs:
+            self.claimed.update(pairs[0])
+        return pairs[0] if pairs else None
+
+
+def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None = None) -> Mapping:
+    """Which variables are which. `head_wanted`: None takes a dense head where one fits, True
+    requires one, False takes none."""
+    matcher = _Matcher(variables, specs, head_wanted)
+    if not variables.shapes:
+        matcher.refuse("the checkpoint holds no model variables", error=SourceError)
+    layers = []
+    for index, spec in enumerate(specs):
+        # A later layer's kernel multiplies concat([the previous layer's output, its own state]).
+        rows = None if index == 0 else specs[index - 1].units + spec.units
+        layers.append(matcher.layer(index, spec, rows))
+    layers = matcher.initial_states(layers)
+    head = matcher.head(specs[-1].units)
+    left = sorted(n for n in variables.shapes if n not in matcher.claimed)
+    recurrent = [n for n in left if RNN_SCOPES.search(n) or len(variables.shapes[n]) == 2
+                 or _last(n) in KERNELS + BIASES]
+    if recurrent:
+        matcher.refuse(f"variable{'s' if len(recurrent) > 1 else ''} {', '.join(recurrent[:LISTED])} belong to no "
+                       f"layer of {', '.join(map(str, specs))} (a layer missing from --cell, or weights it does "
+                       "not have: peepholes, a projection?)")
+    return Mapping(layers, head, left)
