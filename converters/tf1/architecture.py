@@ -85,7 +85,8 @@ def _recurrent(path: Path, name: str, kind: str, config: dict[str, Any]) -> Cell
     if config.get("go_backwards") or config.get("use_bias") is False or config.get("stateful"):
         raise UnsupportedModelError(f"{where} runs backwards, statefully or without a bias, which TF1 cells "
                                     "saved without a graph never do")
-    return CellSpec(kind, int(config["units"]), name, activation=activation)
+    return CellSpec(kind, int(config["units"]), {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}[kind],
+                    activation=activation)
 
 
 def from_keras(path: Path) -> Architecture:

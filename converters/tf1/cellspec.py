@@ -14,16 +14,15 @@ KINDS = {
     "gru": "gru", "grucell": "gru",
     "rnn": "rnn", "simplernn": "rnn", "basicrnncell": "rnn",
 }
-# The class `inspect` names for a kind given by its short name.
-TITLES = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "BasicRNNCell"}
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 EXAMPLES = {"lstm": "lstm:64", "gru": "gru:128", "rnn": "rnn:32"}
 
 
 @dataclass(frozen=True)
 class CellSpec:
-    """One recurrent layer: its kind (`lstm`, `gru`, `rnn`), units, the TF1 class named (or the
-    kind's usual class), and the run-time constants a Saver checkpoint does not store."""
+    """One recurrent layer: its kind (`lstm`, `gru`, `rnn`), units, the name it was given by
+    (`lstm`, `LSTMBlockCell`, a Keras class), and the run-time constants a Saver checkpoint does
+    not store."""
 
     kind: str
     units: int
@@ -66,9 +65,8 @@ def parse_one(text: str) -> CellSpec:
     units, *settings = rest.split(":") if rest else [""]
     if not units.strip().isdigit() or int(units) <= 0:
         raise UserError(f"cell spec '{text}': units must be a positive integer; e.g. {EXAMPLES[kind]}")
-    title = name if name.lower() != kind else TITLES[kind]
     values = dict(_setting(text, item, kind) for item in settings)
-    return CellSpec(kind, int(units), title, **values)
+    return CellSpec(kind, int(units), name, **values)
 
 
 def parse(texts: tuple[str, ...]) -> list[CellSpec]:

@@ -32,6 +32,7 @@ CELL_SCOPES = {"basic_lstm_cell": "lstm", "lstm_cell": "lstm", "BasicLSTMCell": 
 RNN_SCOPES = re.compile(r"(^|/)(rnn|RNN|multi_rnn_cell|MultiRNNCell|cell_\d+|Cell\d+|"
                         + "|".join(CELL_SCOPES) + r")(/|$)")
 INITIAL = re.compile(r"^(init|initial|start)(_?(state|states|h|c|hidden|cell))?(_?\d+)?$|^[hc]_?0$", re.I)
+EMBEDDING = re.compile(r"embed", re.I)
 LISTED = 16
 
 
@@ -83,6 +84,7 @@ class Mapping:
 
     layers: list[FoundLayer]
     head: tuple[str, str] | None
+    embedding: str | None
     unused: list[str]
 
     @property
@@ -119,8 +121,8 @@ class _Matcher:
         self.head_wanted = head_wanted
         self.claimed: set[str] = set()
 
-    def refuse(self, problem: str, names: list[str] | None = None, error: type = UnsupportedModelError) -> None:
-        raise error(f"{self.variables.prefix}: {problem}; the checkpoint holds {self.variables.listing(names)}")
+    def refuse(self, problem: str, error: type = UnsupportedModelError) -> None:
+        raise error(f"{self.variables.prefix}: {problem}; the checkpoint holds {self.variables.listing()}")
 
     def _bias(self, kernel: str, size: int) -> str | None:
         """The bias beside `kernel` (`.../kernel` and `.../bias`, `Linear/Matrix` and `Linear/Bias`)."""
@@ -160,21 +162,42 @@ class _Matcher:
 
     def layer(self, index: int, spec: CellSpec, rows: int | None) -> FoundLayer:
         found = self._candidates(spec, rows)
-        if len(found) > 1 and len(self.specs) > 1:
+        if len(found) > 1:
             # A MultiRNNCell numbers its layers; two cells of the same shape are told apart so.
             found = [f for f in found if _cell_index(f["kernel"]) == index] or found
         where = f"layer {index} ({spec})"
-        want = f"[{rows if rows is not None else 'F'} + {spec.units}, {spec.gates * spec.units}]"
         if not found:
+            reads = rows - spec.units if rows is not None else "F"
             extra = " and a candidate kernel beside it" if spec.kind == "gru" else ""
-            self.refuse(f"no variables fit {where}: it needs a kernel {want} with its bias{extra}; check --cell")
+            self.refuse(f"no variables fit {where}: it needs a kernel [{reads} + {spec.units}, "
+                        f"{spec.gates * spec.units}] with its bias{extra}{self._hint()}; check --cell")
         if len(found) > 1:
             kernels = [f["kernel"] for f in found]
             self.refuse(f"{where} could be any of {len(found)} kernels ({', '.join(kernels)}); rnnexport will not "
-                        "guess which", kernels)
+                        "guess which")
         names = found[0]
         self.claimed.update(names.values())
         return FoundLayer(spec, self.shapes[names["kernel"]][0] - spec.units, names)
+
+    def _hint(self) -> str:
+        """What the unclaimed kernels under a TF1 cell's scope would fit."""
+        gates = {"lstm": 4, "gru": 2, "rnn": 1}
+        fits = [f"{name} {list(shape)} is {kind}:{shape[1] // gates[kind]}" for name, shape in sorted(self.shapes.items())
+                if name not in self.claimed and len(shape) == 2 and _last(name) in KERNELS
+                and (kind := _named_kind(name)) and not (kind == "gru" and _last(_scope(name)).lower() == "candidate")]
+        return f" ({'; '.join(fits)})" if fits else ""
+
+    def embedding(self, features: int) -> str | None:
+        """The variable an `embedding_lookup` before the first layer read: the one unclaimed
+        [vocabulary, F] variable named like an embedding."""
+        found = [n for n, shape in self.shapes.items() if n not in self.claimed and len(shape) == 2
+                 and shape[1] == features and EMBEDDING.search(_last(n))]
+        if len(found) > 1:
+            self.refuse(f"{len(found)} embeddings could feed layer 0 ({', '.join(found)}); rnnexport will not guess "
+                        "which")
+        if found:
+            self.claimed.add(found[0])
+        return found[0] if found else None
 
     def initial_states(self, layers: list[FoundLayer]) -> list[FoundLayer]:
         """The layers with the start-state variables that belong to them."""
@@ -233,7 +256,7 @@ class _Matcher:
                 pairs.append((name, bias))
         if len(pairs) > 1:
             self.refuse(f"{len(pairs)} dense heads could follow the last layer "
-                        f"({', '.join(k for k, _ in pairs)}); rnnexport will not guess which", [k for k, _ in pairs])
+                        f"({', '.join(k for k, _ in pairs)}); rnnexport will not guess which")
         if self.head_wanted and not pairs:
             self.refuse(f"the architecture ends in a Dense layer, but no kernel [{units}, K] with a bias [K] is "
                         "left for it")
@@ -256,12 +279,14 @@ def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None =
         rows = None if index == 0 else specs[index - 1].units + spec.units
         layers.append(matcher.layer(index, spec, rows))
     layers = matcher.initial_states(layers)
+    embedding = matcher.embedding(layers[0].input_size)
     head = matcher.head(specs[-1].units)
     left = sorted(n for n in variables.shapes if n not in matcher.claimed)
     recurrent = [n for n in left if RNN_SCOPES.search(n) or len(variables.shapes[n]) == 2
                  or _last(n) in KERNELS + BIASES]
     if recurrent:
-        matcher.refuse(f"variable{'s' if len(recurrent) > 1 else ''} {', '.join(recurrent[:LISTED])} belong to no "
-                       f"layer of {', '.join(map(str, specs))} (a layer missing from --cell, or weights it does "
-                       "not have: peepholes, a projection?)")
-    return Mapping(layers, head, left)
+        matcher.refuse(f"{', '.join(recurrent[:LISTED])} belong{'s' if len(recurrent) == 1 else ''} to no layer of "
+                       f"{', '.join(map(str, specs))}, and rnnexport does not guess what "
+                       f"{'they compute' if len(recurrent) > 1 else 'it computes'} (a layer missing from the "
+                       "architecture? peepholes or a projection, which are not read without a graph?)")
+    return Mapping(layers, head, embedding, left)

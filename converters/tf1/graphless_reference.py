@@ -65,8 +65,12 @@ class GraphlessReference(Closable):
             shapes = opened.variables.shapes
             restored = {name: v1.get_variable(f"v{i}", shapes[name], tf.float32)
                         for i, name in enumerate(sorted(opened.values))}
-            self.x = v1.placeholder(tf.float32, [None, None, opened.features], name="x")
             self.input = opened.info.inputs[0].name
+            if opened.mapping.embedding:
+                self.x = v1.placeholder(tf.int32, [None, None], name=self.input)
+                x = tf.nn.embedding_lookup(restored[opened.mapping.embedding], self.x)
+            else:
+                x = self.x = v1.placeholder(tf.float32, [None, None, opened.features], name=self.input)
             batch = tf.shape(self.x)[0]
             starts = []
             for layer in layers:
@@ -92,7 +96,7 @@ class GraphlessReference(Closable):
                 return (*new, x)
 
             first = (*[tuple(s) for s in starts], tf.zeros([batch, layers[-1].spec.units]))
-            scanned = tf.scan(step, tf.transpose(self.x, [1, 0, 2]), initializer=first)
+            scanned = tf.scan(step, tf.transpose(x, [1, 0, 2]), initializer=first)
             y = tf.transpose(scanned[-1], [1, 0, 2])
             if opened.architecture.last_step:
                 y = y[:, -1]

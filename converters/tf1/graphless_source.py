@@ -32,7 +32,7 @@ from rnnexport.plugins import OpenedSource
 from rnnexport.tolerance import Tolerance
 from rnnexport.tf import tensorflow
 
-INPUT, OUTPUT = "x", "y"
+OUTPUT = "y"
 # A cell rebuilt from variables has no graph steps; its one Step names nothing.
 NO_STEP = Step("", (), (), "")
 
@@ -85,17 +85,19 @@ class OpenedGraphless(OpenedSource):
             head = [("matmul", self.values[kernel]), ("bias", self.values[bias])]
             if architecture.head_activation != "linear":
                 head.append(("activation", architecture.head_activation))
-        self.structure = Structure(INPUT, None, None, [Layer(cell) for cell in self.cells], head)
+        embedding = self.values[self.mapping.embedding] if self.mapping.embedding else None
+        self.input = "x" if embedding is None else "ids"
+        self.structure = Structure(self.input, None, embedding, [Layer(cell) for cell in self.cells], head)
         self.initial = {index: start for index, layer in enumerate(self.mapping.layers)
                         if (start := _start(layer, self.values)) is not None}
-        self.keras = tf1_equivalent.keras_model(self.structure, {INPUT: INPUT}, self.features,
+        self.keras = tf1_equivalent.keras_model(self.structure, {self.input: self.input}, self.features,
                                                 architecture.last_step, self.initial)
         self.info = self._describe()
 
     def _read(self) -> dict[str, np.ndarray]:
         tf = tensorflow()
         names = [n for layer in self.mapping.layers for n in (*layer.names.values(), *layer.initial.values())]
-        names += list(self.mapping.head or ())
+        names += [*(self.mapping.head or ()), *([self.mapping.embedding] if self.mapping.embedding else [])]
         try:
             reader = tf.train.load_checkpoint(str(self.prefix))
             return {name: np.asarray(reader.get_tensor(name), np.float32) for name in names}
@@ -106,9 +108,16 @@ class OpenedGraphless(OpenedSource):
     def _describe(self) -> SourceInfo:
         last = self.architecture.last_step
         size = self.values[self.mapping.head[0]].shape[1] if self.mapping.head else self.cells[-1].units
-        inputs = (TensorInfo(INPUT, "float32", (None, None, self.features), 1),)
+        embedding = self.structure.embedding
+        if embedding is None:
+            inputs = (TensorInfo(self.input, "float32", (None, None, self.features), 1),)
+        else:
+            inputs = (TensorInfo(self.input, "int32", (None, None), 1, int(embedding.shape[0])),)
         outputs = (TensorInfo(OUTPUT, "float32", (None, size) if last else (None, None, size), None if last else 1),)
         layers = []
+        if embedding is not None:
+            layers.append(LayerInfo("embedding", "Embedding", details={
+                "vocab": int(embedding.shape[0]), "dim": int(embedding.shape[1]), "variable": self.mapping.embedding}))
         for index, (layer, cell) in enumerate(zip(self.mapping.layers, self.cells)):
             details: dict[str, Any] = {"layer": index, "variables": ", ".join(layer.names.values())}
             if layer.initial:
@@ -117,6 +126,9 @@ class OpenedGraphless(OpenedSource):
                                     cell.units, "forward", details))
         notes = [f"a checkpoint without a graph: the architecture is {self.architecture.origin}; the input size "
                  f"{self.features} is read from the first kernel"]
+        if embedding is not None:
+            notes.append(f"token ids go through '{self.mapping.embedding}' {list(embedding.shape)}, the only variable "
+                         f"named like an embedding of width {self.features}")
         if self.mapping.head:
             kernel, bias = self.mapping.head
             activation = self.architecture.head_activation
