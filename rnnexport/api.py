@@ -142,7 +142,7 @@ def _validate_opened(
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
-        cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+        cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep, opened.info.min_length)
         stream_cases = []
         if any(e.stream_runner is not None for e in under_test):
             stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)

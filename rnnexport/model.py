@@ -72,7 +72,10 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """What a source plugin found. `problems` lists what blocks an export (empty: exportable)."""
+    """What a source plugin found. `problems` lists what blocks an export (empty: exportable).
+
+    `min_length` is the shortest sequence the model can run (a valid convolution of kernel k needs
+    k steps); the default sweep starts there."""
 
     path: str
     kind: str
@@ -84,6 +87,7 @@ class SourceInfo:
     causal: bool
     notes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    min_length: int = 1
 
     @property
     def exportable(self) -> bool:

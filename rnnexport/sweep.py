@@ -36,12 +36,20 @@ class Case:
         return data
 
 
-def default_lengths(fixed_length: int | None) -> tuple[int, ...]:
-    """1, 2, a short length, the source's own length and 4x beyond it."""
+def default_lengths(fixed_length: int | None, min_length: int = 1) -> tuple[int, ...]:
+    """1, 2, a short length, the source's own length and 4x beyond it. A model that needs at least
+    `min_length` steps starts at `min_length` and `min_length + 1` instead of 1 and 2.
+
+    >>> default_lengths(20, min_length=6)
+    (6, 7, 20, 80)
+    """
     if fixed_length is None:
-        return DEFAULT_LENGTHS
-    short = max(3, fixed_length // 4)
-    return tuple(sorted({1, 2, short, fixed_length, 4 * fixed_length}))
+        lengths = set(DEFAULT_LENGTHS)
+    else:
+        lengths = {1, 2, max(3, fixed_length // 4), fixed_length, 4 * fixed_length}
+    if min_length > 1:
+        lengths = {min_length, min_length + 1} | {length for length in lengths if length >= min_length}
+    return tuple(sorted(lengths))
 
 
 def _sample(spec: TensorInfo, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,8 +81,9 @@ def _pad_tail(array: np.ndarray, spec: TensorInfo, true_lengths: Sequence[int]) 
     return padded
 
 
-def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions) -> list[Case]:
-    lengths = options.lengths or default_lengths(fixed_length)
+def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions,
+                  min_length: int) -> list[Case]:
+    lengths = options.lengths or default_lengths(fixed_length, min_length)
     cases = []
     for length in lengths:
         for batch in options.batches:
@@ -83,7 +92,7 @@ def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, option
             cases.append(Case(f"len={length} batch={batch}", "random", batch, length, arrays))
     masked = [spec for spec in inputs if spec.mask_value is not None and spec.time_axis == 1]
     if masked:
-        length = max(4, fixed_length or 16)
+        length = max(4, min_length, fixed_length or 16)
         true_lengths = (length, length // 2, 1)
         rng = np.random.default_rng([options.seed, length, 0])
         arrays = {spec.name: _sample(spec, len(true_lengths), length, rng) for spec in inputs}
@@ -134,10 +143,13 @@ def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
     return Case(f"data {path.name}", "data", first.shape[0], length, arrays)
 
 
-def build_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions) -> list[Case]:
+def build_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions,
+                min_length: int = 1) -> list[Case]:
+    """The cases of the sweep; the default lengths start at `min_length` (lengths the user asks
+    for are kept: a reference that cannot serve them says so)."""
     if options.data is not None:
         return [_data_case(inputs, Path(options.data))]
-    return _random_cases(inputs, fixed_length, options)
+    return _random_cases(inputs, fixed_length, options, min_length)
 
 
 def stream_length(fixed_length: int | None) -> int:

@@ -5,7 +5,7 @@ rewrites that make a saved model accept any length. No TensorFlow is imported he
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 RECURRENT = {"LSTM", "GRU", "SimpleRNN"}
@@ -26,8 +26,6 @@ ELEMENTWISE_OPS = {
 SUPPORTED = RECURRENT | WRAPPERS | LENGTH_GENERIC
 # Only meaningful while training; dropped from the rebuilt model so exports carry no dead branches.
 TRAINING_ONLY_KEYS = ("dropout", "recurrent_dropout")
-# Keys Keras 2 wrote that Keras 3 refuses or that only matter while training.
-LEGACY_DROPPED_KEYS = ("implementation", "input_length")
 
 
 def layer_configs(model_config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,8 +48,9 @@ def layer_name(layer: dict[str, Any]) -> str:
     return layer.get("config", {}).get("name") or layer.get("name") or "?"
 
 
-def check_loadable(model_config: dict[str, Any], unsafe: bool) -> None:
-    """Raise for what cannot even be loaded safely: Lambda code, custom classes, nested models."""
+def check_loadable(model_config: dict[str, Any], unsafe: bool, custom: Collection[str] = ()) -> None:
+    """Raise for what cannot even be loaded safely: Lambda code, custom classes not supplied in
+    `custom` (class names), nested models."""
     from rnnexport.errors import UnsupportedModelError
 
     if model_config.get("class_name") not in ("Functional", "Model", "Sequential"):
@@ -70,16 +69,18 @@ def check_loadable(model_config: dict[str, Any], unsafe: bool) -> None:
             if cls in ("Functional", "Model", "Sequential"):
                 raise UnsupportedModelError(f"layer '{name}' is a nested model ({cls}); flatten it into one model")
             module = layer.get("module")
-            if module and not module.startswith("keras") and cls not in SUPPORTED and cls != "Lambda":
+            if module and not module.startswith("keras") and cls not in SUPPORTED | {"Lambda", *custom}:
                 raise UnsupportedModelError(
-                    f"layer '{name}' is a custom layer ({module}.{cls}) that rnnexport cannot export"
+                    f"layer '{name}' is a custom layer ({module}.{cls}) that rnnexport cannot export unless you "
+                    f"supply its class with --custom-objects {module}:{cls}"
                 )
 
 
-def unsupported_layers(model_config: dict[str, Any], unsafe: bool) -> list[str]:
-    """One line per layer that cannot be exported for any length."""
+def unsupported_layers(model_config: dict[str, Any], unsafe: bool, custom: Collection[str] = ()) -> list[str]:
+    """One line per layer that cannot be exported for any length. Custom classes the user supplied
+    (`custom`) are exported as they compute; the sweep proves them at every length."""
     problems = []
-    allowed = SUPPORTED | ({"Lambda"} if unsafe else set())
+    allowed = SUPPORTED | set(custom) | ({"Lambda"} if unsafe else set())
     for entry in layer_configs(model_config):
         for layer in walk(entry):
             cls, name, cfg = layer.get("class_name"), layer_name(layer), layer.get("config", {})
@@ -92,44 +93,6 @@ def unsupported_layers(model_config: dict[str, Any], unsafe: bool) -> list[str]:
             elif cls in RECURRENT and cfg.get("time_major"):
                 problems.append(f"layer '{name}' ({cls}) is time_major=True, which Keras 3 cannot run")
     return problems
-
-
-def legacy_patch(model_config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Rewrite a Keras 2 config into what Keras 3 builds with the same semantics.
-
-    GRUs saved before `reset_after` existed (Keras < 2.1.3) computed `reset_after=False`;
-    initializers, regularizers and constraints only matter for training and are dropped because
-    Keras 3 cannot read all of their Keras 2 forms. Returns the patched config and the names of
-    the GRUs given `reset_after=False`.
-    """
-    patched = copy.deepcopy(model_config)
-    reset_before = []
-    entries = layer_configs(patched)
-    for position, entry in enumerate(entries):
-        for layer in walk(entry):
-            cfg = layer.get("config", {})
-            for key in list(cfg):
-                if key.endswith(("_initializer", "_regularizer", "_constraint")) or key in LEGACY_DROPPED_KEYS:
-                    del cfg[key]
-            cfg.pop("time_major", None)
-            if layer.get("class_name") == "GRU" and "reset_after" not in cfg:
-                cfg["reset_after"] = False
-                reset_before.append(layer_name(layer))
-            is_functional_layer = "inbound_nodes" in entry
-            if layer is entry and layer.get("class_name") != "InputLayer" and (is_functional_layer or position > 0):
-                cfg.pop("batch_input_shape", None)
-                cfg.pop("batch_size", None)
-    return patched, reset_before
-
-
-def input_batch_shapes(model_config: dict[str, Any]) -> list[list[int | None]]:
-    """Declared input shapes, in the order the InputLayers appear."""
-    shapes = []
-    for entry in layer_configs(model_config):
-        cfg = entry.get("config", {})
-        if entry.get("class_name") == "InputLayer":
-            shapes.append(list(cfg.get("batch_shape") or cfg.get("batch_input_shape") or []))
-    return shapes
 
 
 def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[str, Any]:

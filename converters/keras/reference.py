@@ -28,6 +28,14 @@ class KerasReference(Closable):
         self.tf_device = device.tf_name
         self.device = f"{device.label} (TensorFlow eager)"
 
+    def serves(self, inputs: Mapping[str, np.ndarray]) -> str:
+        """Why the source cannot run `inputs` (too few steps for its convolutions), or ""."""
+        shortest = self.opened.info.min_length
+        steps = [a.shape[1] for a in inputs.values() if a.ndim >= 2]
+        if steps and min(steps) < shortest:
+            return f"the source needs at least {shortest} steps, this case has {min(steps)}"
+        return ""
+
     def _serves_as_is(self, inputs: Mapping[str, np.ndarray]) -> bool:
         if self.opened.stateful:
             return False  # its state would carry over from one case to the next

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from rnnexport_converters.keras import config as keras_config
+from rnnexport_converters.keras import custom as keras_custom
 from rnnexport_converters.keras import equivalent as keras_equivalent
+from rnnexport_converters.keras import lengths as keras_lengths
 from rnnexport_converters.keras import legacy as keras_legacy
 from rnnexport_converters.keras.equivalent import KerasEquivalent
 from rnnexport_converters.keras.reference import KerasReference
@@ -74,8 +76,9 @@ class KerasSource(Source):
 
     def open(self, source: Path | Any, options: SourceOptions) -> OpenedSource:
         tensorflow()
+        custom = keras_custom.resolve(options.custom_objects)
         if isinstance(source, Path):
-            model, fmt, legacy = self._load_file(source, options)
+            model, fmt, legacy = self._load_file(source, options, custom)
             label = str(source)
         else:
             config = {"class_name": type(source).__name__, "config": _model_config(source, "in-memory model")}
@@ -84,38 +87,49 @@ class KerasSource(Source):
                     f"in-memory model '{source.name}' is a subclassed {type(source).__name__}; rnnexport reads "
                     "Functional and Sequential models"
                 )
-            keras_config.check_loadable(config, options.unsafe)
+            # Its classes are loaded already: only what cannot be exported is refused.
+            _check_loadable("in-memory model", config, options, custom, loaded=True)
             model, fmt, legacy, label = source, "in-memory keras.Model", None, f"<keras.Model {source.name}>"
-        return OpenedKeras(label, model, fmt, legacy, options)
+        return OpenedKeras(label, model, fmt, legacy, options, custom)
 
-    def _load_file(self, path: Path, options: SourceOptions) -> tuple[Any, str, list[str] | None]:
+    def _load_file(self, path: Path, options: SourceOptions,
+                   custom: dict[str, Any]) -> tuple[Any, str, list[str] | None]:
         """The model, a description of its format, and for Keras 2 files the notes on reading it."""
         with path.open("rb") as f:
             magic = f.read(8)
         if magic.startswith(ZIP_MAGIC):
             config, version = _read_keras_config(path)
-            keras_config.check_loadable(config, options.unsafe)
-            import keras
-
-            try:
-                model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
-            except Exception as exc:  # noqa: BLE001 - Keras raises anything here
-                raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
-            return model, f".keras (Keras {version})", None
+            _check_loadable(str(path), config, options, custom)
+            return _load_keras3(path, options, custom), f".keras (Keras {version})", None
         if magic == keras_legacy.HDF5_MAGIC:
-            config, version = keras_legacy.read_h5(path)
-            keras_config.check_loadable(config, options.unsafe)
-            if keras_legacy.is_keras2(version):
-                model, notes = keras_legacy.build_keras2_model(path, config)
-                return model, f"legacy .h5 (Keras {version})", notes
-            import keras
-
-            try:
-                model = keras.saving.load_model(path, compile=False, safe_mode=not options.unsafe)
-            except Exception as exc:  # noqa: BLE001
-                raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
-            return model, f".h5 (Keras {version})", None
+            config, version, architecture = keras_legacy.read_h5(path, options.architecture)
+            keras_legacy.check_version(path, version)
+            _check_loadable(str(path), config, options, custom)
+            beside = f" + {architecture.name}" if architecture is not None else ""
+            if keras_legacy.is_keras2(version) or architecture is not None:
+                model, notes = keras_legacy.build_keras2_model(path, config, custom)
+                return model, f"legacy .h5 (Keras {version}){beside}", notes
+            return _load_keras3(path, options, custom), f".h5 (Keras {version})", None
         raise SourceError(f"{path}: not a Keras model file (neither a .keras archive nor HDF5)")
+
+
+def _check_loadable(label: str, config: dict[str, Any], options: SourceOptions, custom: dict[str, Any],
+                    loaded: bool = False) -> None:
+    try:
+        keras_config.check_loadable(config, options.unsafe, custom)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{label}: {exc}") from None
+    if not loaded:
+        keras_custom.check_found(label, config, custom)
+
+
+def _load_keras3(path: Path, options: SourceOptions, custom: dict[str, Any]) -> Any:
+    import keras
+
+    try:
+        return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not options.unsafe)
+    except Exception as exc:  # noqa: BLE001 - Keras raises anything here
+        raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
 
 
 def _model_config(model: Any, label: str) -> dict[str, Any]:
@@ -197,8 +211,10 @@ def _is_causal(model: Any) -> bool:
 
 
 class OpenedKeras(OpenedSource):
-    def __init__(self, label: str, model: Any, fmt: str, legacy: list[str] | None, options: SourceOptions) -> None:
+    def __init__(self, label: str, model: Any, fmt: str, legacy: list[str] | None, options: SourceOptions,
+                 custom: dict[str, Any]) -> None:
         self.label = label
+        self.custom = custom
         self.original = model
         self.legacy = legacy is not None
         self.legacy_notes = legacy or []
@@ -244,12 +260,15 @@ class OpenedKeras(OpenedSource):
             notes.append(f"stateful=True on {', '.join(stateful)}: the export starts every sequence from the zero "
                          "state; convert --streaming exports step entry points that carry the state explicitly")
         notes += self.legacy_notes
+        min_length, limits = keras_lengths.shortest(self.original)
+        if min_length > 1:
+            notes.append(f"shortest length {min_length} ({'; '.join(limits)}): the sweep starts there")
         if self.int_inputs:
             notes.append("inputs feeding an Embedding take int32 token ids")
-        problems = tuple(keras_config.unsupported_layers({"config": self.config}, self.options.unsafe))
+        problems = tuple(keras_config.unsupported_layers({"config": self.config}, self.options.unsafe, self.custom))
         outputs = tuple(_output_info(n, t, self.fixed_length) for n, t in zip(self.output_names, self.original.outputs))
         return SourceInfo(self.label, "keras", fmt, tuple(inputs), outputs, layers, self.fixed_length,
-                          _is_causal(self.original), tuple(notes), problems)
+                          _is_causal(self.original), tuple(notes), problems, min_length)
 
     def rebuilt(self) -> Any:
         """The same layers and weights, for any length, tracing no GPU-only kernel."""
@@ -262,7 +281,7 @@ class OpenedKeras(OpenedSource):
             config = keras_config.variable_length(self.config, self.int_inputs)
             cls = type(self.original)
             try:
-                with SafeModeScope(not self.options.unsafe):
+                with SafeModeScope(not self.options.unsafe), keras_custom.scope(self.custom):
                     model = cls.from_config(config)
                 model.set_weights(self.original.get_weights())
             except Exception as exc:  # noqa: BLE001
