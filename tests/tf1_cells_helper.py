@@ -1,0 +1,120 @@
+"""Writes TF1 graphs with the real TF1 cell classes for the cells and what surrounds them: the
+projected, peephole and clipped `LSTMCell` under `dynamic_rnn`, front ends between the input and
+the cells (a dense ReLU before `tf.split`, a Conv2D over (time, frequency) reshaped per step) and
+heads after them (per-step dense layers on `static_rnn`'s list, stacked dense layers on a final
+state).
+
+Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the test process:
+
+    write DIR    Saver checkpoints DIR/NAME/model.ckpt (CHECKPOINTED) and frozen GraphDefs
+                 DIR/NAME.pb (FROZEN)
+
+Every graph has a float input `x` [batch, 10, 5] and one output `y`.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tf1_helper import CLASSES, FEATURES, LENGTH, UNITS, dense, steps
+
+v1 = tf.compat.v1
+rnn_cell = v1.nn.rnn_cell
+# The Conv2D front end: kernel (time, frequency), strides and filters, as ML-KWS's CRNN has them.
+KERNEL, STRIDES, FILTERS = (3, 2), (2, 1), 4
+
+
+def projected_lstm(**overrides):
+    settings = dict(use_peepholes=True, num_proj=6, cell_clip=0.8, proj_clip=0.5, forget_bias=0.6)
+    return rnn_cell.LSTMCell(UNITS, **{**settings, **overrides})
+
+
+def lstm_projection_dynamic(x):
+    """Batch-major dynamic_rnn; every step's projected output."""
+    outputs, _ = v1.nn.dynamic_rnn(projected_lstm(), x, dtype=tf.float32)
+    return outputs
+
+
+def lstm_projection_final_state(x):
+    """Time-major dynamic_rnn read through its final projected state, as ML-KWS's LSTM_S is."""
+    _, state = v1.nn.dynamic_rnn(projected_lstm(proj_clip=None), tf.transpose(x, [1, 0, 2]), dtype=tf.float32,
+                                 time_major=True)
+    return dense(state.h, CLASSES, tf.nn.softmax)
+
+
+def dense_relu_static(x):
+    """A dense ReLU on every row before the steps are split out of one time-major matrix, as
+    the UCI HAR LSTM does."""
+    flat = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, FEATURES])
+    hidden = dense(flat, 7, tf.nn.relu, name="hidden")
+    outputs, _ = v1.nn.static_rnn(rnn_cell.BasicLSTMCell(UNITS), tf.split(hidden, LENGTH, 0), dtype=tf.float32)
+    return tf.stack(outputs, axis=1)
+
+
+def conv_gru_dynamic(x):
+    """ML-KWS's CRNN: Conv2D over (time, frequency), reshaped per time step, two GRUs, two dense
+    layers on the last state."""
+    image = tf.reshape(x, [-1, LENGTH, FEATURES, 1])
+    w = v1.get_variable("W", [*KERNEL, 1, FILTERS])
+    b = v1.get_variable("b", [FILTERS], initializer=v1.random_normal_initializer(0, 0.3))
+    relu = tf.nn.relu(tf.nn.conv2d(image, w, [1, *STRIDES, 1], "VALID") + b)
+    time, freq = relu.shape[1], relu.shape[2]
+    flow = tf.reshape(relu, [-1, time, freq * FILTERS])
+    cell = rnn_cell.MultiRNNCell([rnn_cell.GRUCell(UNITS), rnn_cell.GRUCell(6)])
+    _, last = v1.nn.dynamic_rnn(cell, flow, dtype=tf.float32)
+    hidden = dense(last[-1], 9, tf.nn.relu, name="fc")
+    return dense(hidden, CLASSES, tf.nn.softmax, name="out")
+
+
+def static_per_step_head(x):
+    """The same dense layer applied to each of static_rnn's outputs, then stacked."""
+    outputs, _ = v1.nn.static_rnn(rnn_cell.GRUCell(UNITS), steps(x), dtype=tf.float32)
+    w = v1.get_variable("head_w", [UNITS, CLASSES])
+    b = v1.get_variable("head_b", [CLASSES], initializer=v1.random_normal_initializer(0, 0.3))
+    return tf.stack([tf.nn.tanh(tf.matmul(o, w) + b) for o in outputs], axis=1)
+
+
+def static_mixed_heads(x):
+    """Each step projected by a dense layer of its own: no one head for every step."""
+    outputs, _ = v1.nn.static_rnn(rnn_cell.GRUCell(UNITS), steps(x), dtype=tf.float32)
+    return tf.stack([dense(o, CLASSES, name=f"head_{t}") for t, o in enumerate(outputs)], axis=1)
+
+
+def relu_without_weights(x):
+    """A ReLU straight on the input: no dense layer or convolution for it to belong to."""
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), tf.nn.relu(x), dtype=tf.float32)
+    return outputs
+
+
+FIXTURES = {fn.__name__: fn for fn in (
+    lstm_projection_dynamic, lstm_projection_final_state, dense_relu_static, conv_gru_dynamic, static_per_step_head,
+    static_mixed_heads, relu_without_weights)}
+FROZEN = tuple(FIXTURES)
+CHECKPOINTED = ("lstm_projection_dynamic", "lstm_projection_final_state", "dense_relu_static")
+
+
+def write_one(out: Path, name: str, frozen: bool) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(11)
+        x = v1.placeholder(tf.float32, [None, LENGTH, FEATURES], name="x")
+        tf.identity(FIXTURES[name](x), name="y")
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            if frozen:
+                graph_def = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), ["y"])
+                (out / f"{name}.pb").write_bytes(graph_def.SerializeToString())
+            else:
+                (out / name).mkdir(parents=True, exist_ok=True)
+                v1.train.Saver().save(session, str(out / name / "model.ckpt"))
+
+
+if __name__ == "__main__":
+    np.random.seed(0)
+    v1.disable_v2_behavior()
+    target = Path(sys.argv[2])
+    for fixture in FROZEN:
+        write_one(target, fixture, True)
+    for fixture in CHECKPOINTED:
+        write_one(target, fixture, False)
