@@ -1,0 +1,73 @@
+"""Placeholders a TF1 graph takes besides the sequence and its lengths, and what inference feeds
+them: a dropout gate (`keep_prob`, `dropout`, a `PlaceholderWithDefault`) gets the value that
+switches dropout off, and an initial-state placeholder gets zeros, which is where the export's
+cells start (a streaming export takes the state as an input instead). Any other placeholder is
+refused: the export would compute something else."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnexport_converters.tf1.graph import GraphView, ancestors
+from rnnexport.errors import UnsupportedModelError
+
+# Values that switch dropout off, tried in order: keep_prob 1, else a rate of 0.
+GATE_VALUES = (1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """What inference feeds the placeholders that are not export inputs."""
+
+    gates: Mapping[str, float] = field(default_factory=dict)
+    # Initial-state placeholders: their shapes, None where the batch goes.
+    states: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
+
+    def arrays(self, batch: int) -> dict[str, np.ndarray]:
+        arrays = {name: np.float32(value) for name, value in self.gates.items()}
+        for name, shape in self.states.items():
+            arrays[name] = np.zeros([batch if d is None else d for d in shape], np.float32)
+        return arrays
+
+    def describe(self) -> list[str]:
+        notes = [f"'{name}' gates dropout; fed {value:g}, which switches it off, and left out of the export"
+                 for name, value in self.gates.items()]
+        notes += [f"'{name}' holds an initial state; fed zeros, where the export's cells start" for name in self.states]
+        return notes
+
+
+def classify(view: GraphView, output: str, extra: list[str], gates: set[str], initials: list[str]) -> Feeds:
+    """The feeds of the placeholders in `extra`: dropout `gates`, and placeholders that reach the
+    output only through the cells' initial-state tensors `initials`. Gate values are still unset."""
+    beyond = ancestors([view.tensor(output)], stop={view.tensor(t).op.name for t in initials})
+    states = {}
+    for name in extra:
+        if name in gates:
+            continue
+        tensor = view.tensor(name)
+        if tensor.op.name in beyond or tensor.shape.rank is None or not tensor.dtype.is_floating:
+            raise UnsupportedModelError(f"input '{name}' feeds '{output}' but is neither the sequence input, its "
+                                        "sequence_length, a dropout keep_prob nor an initial state")
+        states[name] = tuple(tensor.shape.as_list())
+    return Feeds({name: GATE_VALUES[0] for name in sorted(gates & set(extra))}, states)
+
+
+def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]]) -> Feeds:
+    """`feeds` with gate values that switch dropout off: the graph, run twice in one session by
+    `run`, gives the same finite output. keep_prob spellings need 1; rate spellings need 0 (1
+    divides by zero)."""
+    if not feeds.gates:
+        return feeds
+    names = sorted(feeds.gates)
+    for values in itertools.product(GATE_VALUES, repeat=len(names)):
+        gates = dict(zip(names, values))
+        first, second = run(gates)
+        if np.all(np.isfinite(first)) and np.array_equal(first, second):
+            return Feeds(gates, feeds.states)
+    raise UnsupportedModelError(f"placeholder '{names[0]}' gates random ops (dropout) that stay random or give "
+                                "NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")

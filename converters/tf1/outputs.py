@@ -1,0 +1,51 @@
+"""The output of a TF1 graph when none is named: the float tensors inference ends at, once what
+only training adds (gradients, optimizers, losses, summaries, saving) is set aside, that a
+recurrent cell computes from a placeholder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnexport_converters.tf1 import graph as tf1_graph
+
+# Scopes only training adds; outputs are never found behind them.
+TRAINING_SCOPES = ("gradients", "save", "GradientDescent", "Adam", "Adagrad", "Adadelta", "RMSProp", "Momentum", "Ftrl",
+                   "init", "clip_by_global_norm", "global_norm", "loss", "Loss", "summaries", "train_op", "optimizer")
+LOSS_OPS = {"SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits", "SquaredDifference",
+            "ScalarSummary", "HistogramSummary", "ImageSummary", "MergeSummary", "TensorSummaryV2"}
+# Ops an output may be: computing ones, and the reshapes and concatenations that shape a result.
+SHAPING = {"Identity", "Reshape", "Transpose", "ConcatV2", "Pack", "StridedSlice"}
+# Random draws (dropout's) are never outputs.
+RANDOM = ("Random", "TruncatedNormal")
+
+
+def is_training(op: Any) -> bool:
+    return op.type in LOSS_OPS or any(part.startswith(TRAINING_SCOPES) for part in op.name.split("/"))
+
+
+def _ends_inference(view: tf1_graph.GraphView, tensor: Any) -> bool:
+    """True when nothing computes further floats from `tensor` for inference: its readers are
+    training ops or produce no floats (argmax, comparisons)."""
+    return all(is_training(u) or not any(t.dtype.is_floating for t in u.outputs) for u in view.users(tensor))
+
+
+def output_candidates(view: tf1_graph.GraphView) -> list[str]:
+    """Float tensors of rank >= 2 (or unknown) that inference ends at and that depend on a placeholder and a
+    recurrent cell's kernel MatMul (or an LSTMBlockCell)."""
+    found = []
+    for op in view.graph.get_operations():
+        # Inside a while loop or a cell op nothing is a model output.
+        if op._get_control_flow_context() is not None or op.type in ("LSTMBlockCell", "BlockLSTM"):
+            continue
+        if is_training(op) or op.type in tf1_graph.PLUMBING - SHAPING or op.type.startswith(RANDOM):
+            continue
+        # A shape may be unknown (tf.map_fn's results): only a known rank below 2 rules a tensor out.
+        found += [t for t in op.outputs if t.dtype.is_floating and (t.shape.rank is None or t.shape.rank >= 2)
+                  and _ends_inference(view, t)]
+    cells = []
+    for tensor in found:
+        ops = [view.op(n) for n in tf1_graph.ancestors([tensor])]
+        if any(o.type == "Placeholder" for o in ops) and any(
+                (o.type == "MatMul" and o.inputs[0].op.type == "ConcatV2") or o.type == "LSTMBlockCell" for o in ops):
+            cells.append(tensor.name)
+    return cells
