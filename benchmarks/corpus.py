@@ -284,7 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds one model may take (default 900)")
     parser.add_argument("--keep-exports", type=Path, metavar="DIR", help="keep the exports under DIR/<model> instead of discarding them")
     parser.add_argument("--family", action="append", default=[], help="convert only models of this family (repeatable)")
+    parser.add_argument("--from-json", action="append", type=Path, default=[], metavar="FILE",
+                        help="convert nothing: print the table of earlier --json files (later rows of a model win)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        merged: dict[str, dict] = {}
+        for path in args.from_json:
+            for row in json.loads(path.read_text())["rows"]:
+                merged[row["name"]] = row
+        order = [m["name"] for m in load_manifest()]
+        print_table(sorted(merged.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order)))
+        return 0
     models = load_manifest()
     only = {n for item in args.only for n in item.split(",") if n}
     if only:
