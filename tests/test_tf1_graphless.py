@@ -17,6 +17,7 @@ from rnnexport_converters.tf1.checkpoint import Tf1CheckpointSource
 # What the checkpoints are, as a user names them.
 SPECS = {
     "basic_lstm": ("lstm:8",), "lstm_cell": ("LSTMCell:8:forget_bias=0.4",), "gru": ("gru:8",),
+    "lstm_peephole_projection": ("LSTMCell:8:forget_bias=0.6:cell_clip=0.8:proj_clip=0.5",),
     "basic_rnn": ("BasicRNNCell:8:activation=relu",), "lstm_block": ("LSTMBlockCell:8",),
     "gru_stack": ("gru:8", "gru:6"), "same_shape_stack": ("lstm:5", "lstm:5"), "initial_state": ("GRUCell:8",),
     "lstm_start_and_head": ("BasicLSTMCell:8",), "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
@@ -44,11 +45,15 @@ def test_cell_specs_take_kinds_tf1_class_names_and_settings():
         ("gru", 128, "gru:128"), ("gru", 64, "GRUCell:64")]
     lstm = cellspec.parse_one("BasicLSTMCell:32:forget_bias=0.5:activation=relu")
     assert (lstm.kind, lstm.gates, lstm.forget_bias, lstm.activation) == ("lstm", 4, 0.5, "relu")
+    clipped = cellspec.parse_one("LSTMCell:8:cell_clip=3:proj_clip=0.5")
+    assert (clipped.cell_clip, clipped.proj_clip, clipped.forget_bias) == (3.0, 0.5, 1.0)
     for text, message in [
         ("lstm:x", "cell spec 'lstm:x': units must be a positive integer; e.g. lstm:64"),
         ("gru:0", "cell spec 'gru:0': units must be a positive integer; e.g. gru:128"),
         ("conv:8", "cell spec 'conv:8': unknown cell 'conv'; known: lstm, gru, rnn, BasicLSTMCell"),
-        ("gru:8:forget_bias=1", "cell spec 'gru:8:forget_bias=1': unknown setting 'forget_bias=1'"),
+        ("gru:8:forget_bias=1", "cell spec 'gru:8:forget_bias=1': unknown setting 'forget_bias=1'; settings are "
+         "activation="),
+        ("lstm:8:cell_clip=big", "cell spec 'lstm:8:cell_clip=big': cell_clip must be a number"),
         ("lstm:8:activation=gelu", "activation 'gelu' is not one of tanh, relu, sigmoid, linear"),
     ]:
         with pytest.raises(UserError) as error:
@@ -124,6 +129,12 @@ def test_inspect_says_what_each_variable_became(ckpts):
             "checkpoint does not say which activation follows, so the export returns logits") in info.notes
     old = rnnexport.inspect(ckpts / "tf0_names" / "model.ckpt", SourceOptions(cells=("gru:8",)))
     assert [(layer.name, layer.kind) for layer in old.layers] == [("RNN/GRUCell", "GRUCell(units=8)")]
+    peepholes = rnnexport.inspect(ckpts / "lstm_peephole_projection", SourceOptions(cells=("LSTMCell:8",)))
+    assert peepholes.layers[0].kind == "LSTM(units=8, forget_bias=1, peepholes, num_proj=6)"
+    assert peepholes.outputs[0].shape == (None, None, 6)
+    assert ("layer 0 is an LSTMCell with a projection and peepholes; no clip is applied (Saver does not store "
+            "cell_clip or proj_clip: give them as LSTMCell:8:cell_clip=X:proj_clip=Y if the model was built with "
+            "them)") in peepholes.notes
     stacked = rnnexport.inspect(ckpts / "same_shape_stack", SourceOptions(cells=("lstm:5", "lstm:5")))
     assert [layer.name for layer in stacked.layers] == [f"rnn/multi_rnn_cell/cell_{i}/basic_lstm_cell" for i in (0, 1)]
 
@@ -153,6 +164,19 @@ def test_what_does_not_fit_is_refused_in_one_line_naming_the_checkpoint(ckpts, n
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
+def test_keras_files_describe_the_architecture_too(tmp_path):
+    import keras
+
+    from rnnexport_converters.tf1.architecture import from_keras
+
+    model = keras.Sequential([keras.Input((None, 5)), keras.layers.SimpleRNN(4, activation="relu"),
+                              keras.layers.Dense(3, "sigmoid")])
+    model.save(tmp_path / "model.keras")
+    found = from_keras(tmp_path / "model.keras")
+    assert [(s.kind, s.units, s.activation) for s in found.specs] == [("rnn", 4, "relu")]
+    assert (found.head, found.head_activation, found.last_step, found.features) == (True, "sigmoid", True, 5)
+
+
 def test_a_keras_layer_tf1_cells_cannot_fill_is_refused(ckpts, tmp_path):
     import keras
 
@@ -164,14 +188,23 @@ def test_a_keras_layer_tf1_cells_cannot_fill_is_refused(ckpts, tmp_path):
 
 
 def test_deepnlp_without_its_graph_computes_what_its_graph_does(realworld):
-    """The deepnlp tagger's checkpoint, its meta graph ignored: --cell rebuilds the same logits."""
+    """The deepnlp tagger's checkpoint, its meta graph ignored: --cell rebuilds the logits its own
+    graph (the inference copy, 30 steps, batch 1) computes."""
+    import tensorflow as tf
+
     prefix = realworld / "deepnlp-pos-tf1ckpt" / "pos.ckpt"
     graphless = Tf1CheckpointSource().open(prefix, SourceOptions(cells=("lstm:128", "lstm:128")))
     assert [layer.kind for layer in graphless.info.layers] == ["Embedding", *["LSTM(units=128, forget_bias=1)"] * 2,
                                                                "matmul + bias"]
-    graph = Tf1CheckpointSource().open(prefix, SourceOptions(outputs=("pos_var_scope_zh_1/pos_variables/output_node:0",)))
     ids = np.random.default_rng(0).integers(0, 50000, (1, 30)).astype(np.int32)
     with graphless.reference(resolve_device("cpu")) as reference:
         logits = reference.run({"ids": ids})["y"]
-    assert logits.shape == (1, 30, 44)
-    assert np.max(np.abs(logits[0] - graph.run_graph({"input_data": ids}))) < 1e-5
+    graph = tf.Graph()
+    with graph.as_default():
+        saver = tf.compat.v1.train.import_meta_graph(f"{prefix}.meta", clear_devices=True)
+        with tf.compat.v1.Session(graph=graph) as session:
+            saver.restore(session, str(prefix))
+            expected = session.run("pos_var_scope_zh_1/pos_variables/output_node:0",
+                                   {"pos_var_scope_zh_1/input_data:0": ids})
+    assert logits.shape == (1, 30, 44) and expected.shape == (30, 44)
+    assert np.max(np.abs(logits[0] - expected)) < 1e-5

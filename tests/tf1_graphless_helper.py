@@ -36,6 +36,11 @@ def lstm_cell(x):
     return _run(rnn_cell.LSTMCell(UNITS, forget_bias=0.4), x), None
 
 
+def lstm_peephole_projection(x):
+    cell = rnn_cell.LSTMCell(UNITS, use_peepholes=True, num_proj=6, cell_clip=0.8, proj_clip=0.5, forget_bias=0.6)
+    return _run(cell, x), None
+
+
 def gru(x):
     return _run(rnn_cell.GRUCell(UNITS), x), None
 
@@ -107,7 +112,7 @@ def two_candidates(x):
     return tf.concat([forward, backward], 2), None
 
 
-FIXTURES = {fn.__name__: fn for fn in (basic_lstm, lstm_cell, gru, basic_rnn, lstm_block, gru_stack,
+FIXTURES = {fn.__name__: fn for fn in (basic_lstm, lstm_cell, lstm_peephole_projection, gru, basic_rnn, lstm_block, gru_stack,
                                        same_shape_stack, initial_state, lstm_start_and_head, tf10_names, tf0_names,
                                        two_candidates)}
 

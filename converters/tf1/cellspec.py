@@ -1,6 +1,7 @@
 """The architecture a user names for a checkpoint saved without a graph: one `KIND:UNITS` per
 recurrent layer (`lstm:64`, `GRUCell:128`), optionally followed by `:key=value` settings the
-checkpoint cannot hold (`lstm:64:forget_bias=0.5`, `rnn:32:activation=relu`)."""
+checkpoint cannot hold (`lstm:64:forget_bias=0.5`, `LSTMCell:64:cell_clip=3`,
+`rnn:32:activation=relu`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ KINDS = {
     "rnn": "rnn", "simplernn": "rnn", "basicrnncell": "rnn",
 }
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
+# What an LSTM computes with that Saver does not store: added or applied at run time.
+LSTM_SETTINGS = ("forget_bias", "activation", "cell_clip", "proj_clip")
 EXAMPLES = {"lstm": "lstm:64", "gru": "gru:128", "rnn": "rnn:32"}
 
 
@@ -29,6 +32,8 @@ class CellSpec:
     title: str
     forget_bias: float = 1.0
     activation: str = "tanh"
+    cell_clip: float | None = None
+    proj_clip: float | None = None
 
     @property
     def gates(self) -> int:
@@ -42,9 +47,10 @@ class CellSpec:
 
 def _setting(text: str, item: str, kind: str) -> tuple[str, object]:
     key, sep, value = item.partition("=")
-    if not sep or key not in ("forget_bias", "activation") or (key == "forget_bias" and kind != "lstm"):
-        known = "forget_bias=, activation=" if kind == "lstm" else "activation="
-        raise UserError(f"cell spec '{text}': unknown setting '{item}'; settings are {known}")
+    known = LSTM_SETTINGS if kind == "lstm" else ("activation",)
+    if not sep or key not in known:
+        raise UserError(f"cell spec '{text}': unknown setting '{item}'; settings are "
+                        f"{', '.join(k + '=' for k in known)}")
     if key == "activation":
         if value not in ACTIVATIONS:
             raise UserError(f"cell spec '{text}': activation '{value}' is not one of {', '.join(ACTIVATIONS)}")
@@ -52,7 +58,7 @@ def _setting(text: str, item: str, kind: str) -> tuple[str, object]:
     try:
         return key, float(value)
     except ValueError:
-        raise UserError(f"cell spec '{text}': forget_bias must be a number; e.g. {kind}:64:forget_bias=0.5") from None
+        raise UserError(f"cell spec '{text}': {key} must be a number; e.g. {kind}:64:{key}=0.5") from None
 
 
 def parse_one(text: str) -> CellSpec:

@@ -91,7 +91,7 @@ class Tf1CheckpointSource(Source):
         named = from_options(options)
         # A named architecture wins over a meta graph: the graph saved may not be the model's.
         if named is not None:
-            return OpenedGraphless(source, prefix, named)
+            return OpenedGraphless(source, prefix, named, meta)
         if meta is None:
             raise SourceError(f"{prefix}: no meta graph ({prefix.name}.meta is missing), so nothing says how its "
                               "variables connect; name the architecture with --cell (e.g. --cell lstm:64) or "

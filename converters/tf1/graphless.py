@@ -34,6 +34,7 @@ RNN_SCOPES = re.compile(r"(^|/)(rnn|RNN|multi_rnn_cell|MultiRNNCell|cell_\d+|Cel
 INITIAL = re.compile(r"^(init|initial|start)(_?(state|states|h|c|hidden|cell))?(_?\d+)?$|^[hc]_?0$", re.I)
 EMBEDDING = re.compile(r"embed", re.I)
 LISTED = 16
+PEEPHOLES = ("w_i_diag", "w_f_diag", "w_o_diag")
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,12 @@ class Variables:
 @dataclass(frozen=True)
 class FoundLayer:
     """One named layer and the checkpoint variables that hold its weights, by role (`kernel`,
-    `bias`, and for a GRU `candidate_kernel`, `candidate_bias`)."""
+    `bias`; a GRU's `candidate_kernel`, `candidate_bias`; an LSTMCell's `projection` and peepholes
+    `w_i_diag`, `w_f_diag`, `w_o_diag`). `output_size` is the projection's width, else the units."""
 
     spec: CellSpec
     input_size: int
+    output_size: int
     names: dict[str, str]
     initial: dict[str, str] = field(default_factory=dict)  # role (c, h or ch) -> variable
 
@@ -90,6 +93,12 @@ class Mapping:
     @property
     def features(self) -> int:
         return self.layers[0].input_size
+
+
+def _state_sizes(layer: FoundLayer) -> tuple[int, ...]:
+    """The sizes a start-state variable of `layer` may have: c, h, or an LSTM's (c, h) together."""
+    u, out = layer.spec.units, layer.output_size
+    return (u, out, u + out) if layer.spec.kind == "lstm" else (u,)
 
 
 def _scope(name: str) -> str:
@@ -132,52 +141,70 @@ class _Matcher:
                 return name
         return None
 
-    def _kernels(self, rows: int | None, columns: int, units: int, kind: str) -> list[str]:
-        """Unclaimed kernels [rows, columns] (any rows > units when the input size is unknown)."""
+    def _kernels(self, columns: int, kind: str) -> list[str]:
+        """Unclaimed kernels of `columns` columns whose scope names no other kind of cell."""
         return [name for name, shape in self.shapes.items()
                 if name not in self.claimed and _last(name) in KERNELS and len(shape) == 2 and shape[1] == columns
-                and (shape[0] == rows if rows is not None else shape[0] > units)
                 and _named_kind(name) in (None, kind)]
 
-    def _candidates(self, spec: CellSpec, rows: int | None) -> list[dict[str, str]]:
+    def _lstm_extras(self, kernel: str, units: int) -> dict[str, str]:
+        """An LSTMCell's peepholes (all three) and projection, beside its kernel."""
+        parent = kernel.rsplit("/", 1)[0] + "/" if "/" in kernel else ""
+        extras = {role: parent + role for role in PEEPHOLES if self.shapes.get(parent + role) == (units,)}
+        if len(extras) != len(PEEPHOLES):
+            extras = {}
+        projection = next((parent + f"projection/{k}" for k in KERNELS
+                           if len(self.shapes.get(parent + f"projection/{k}", ())) == 2), None)
+        if projection and self.shapes[projection][0] == units and projection not in self.claimed:
+            extras["projection"] = projection
+        return extras
+
+    def _candidates(self, spec: CellSpec, previous: int | None) -> list[tuple[dict[str, str], int]]:
+        """(weights by role, output size) of each set of variables that fits `spec` after a layer
+        of `previous` outputs (None: the first layer, any input size)."""
         u = spec.units
         found = []
-        for kernel in self._kernels(rows, spec.gates * u, u, spec.kind):
+        for kernel in self._kernels(spec.gates * u, spec.kind):
             bias = self._bias(kernel, spec.gates * u)
             if bias is None:
                 continue
-            names = {"kernel": kernel, "bias": bias}
+            names, out, rows = {"kernel": kernel, "bias": bias}, u, self.shapes[kernel][0]
+            if spec.kind == "lstm":
+                names.update(self._lstm_extras(kernel, u))
+                out = self.shapes[names["projection"]][1] if "projection" in names else u
+            # The kernel multiplies concat([input, the fed-back output]).
+            if (rows <= out) if previous is None else (rows != previous + out):
+                continue
             if spec.kind == "gru":
                 scope = _scope(kernel)
                 if _last(scope).lower() != "gates":
                     continue
-                candidate = [k for k in self._kernels(self.shapes[kernel][0], u, u, "gru")
-                             if _scope(k).rsplit("/", 1)[0] == scope.rsplit("/", 1)[0]
+                candidate = [k for k in self._kernels(u, "gru") if self.shapes[k][0] == rows
+                             and _scope(k).rsplit("/", 1)[0] == scope.rsplit("/", 1)[0]
                              and _last(_scope(k)).lower() == "candidate"]
                 if len(candidate) != 1 or self._bias(candidate[0], u) is None:
                     continue
                 names.update(candidate_kernel=candidate[0], candidate_bias=self._bias(candidate[0], u))
-            found.append(names)
+            found.append((names, out))
         return found
 
-    def layer(self, index: int, spec: CellSpec, rows: int | None) -> FoundLayer:
-        found = self._candidates(spec, rows)
+    def layer(self, index: int, spec: CellSpec, previous: int | None) -> FoundLayer:
+        found = self._candidates(spec, previous)
         if len(found) > 1:
             # A MultiRNNCell numbers its layers; two cells of the same shape are told apart so.
-            found = [f for f in found if _cell_index(f["kernel"]) == index] or found
+            found = [f for f in found if _cell_index(f[0]["kernel"]) == index] or found
         where = f"layer {index} ({spec})"
         if not found:
-            reads = rows - spec.units if rows is not None else "F"
             extra = " and a candidate kernel beside it" if spec.kind == "gru" else ""
-            self.refuse(f"no variables fit {where}: it needs a kernel [{reads} + {spec.units}, "
+            self.refuse(f"no variables fit {where}: it needs a kernel [{previous or 'F'} + {spec.units}, "
                         f"{spec.gates * spec.units}] with its bias{extra}{self._hint()}; check --cell")
         if len(found) > 1:
-            kernels = [f["kernel"] for f in found]
+            kernels = [f[0]["kernel"] for f in found]
             self.refuse(f"{where} could be any of {len(found)} kernels ({', '.join(kernels)}); rnnexport will not "
                         "guess which")
-        names = found[0]
+        names, out = found[0]
         self.claimed.update(names.values())
-        return FoundLayer(spec, self.shapes[names["kernel"]][0] - spec.units, names)
+        return FoundLayer(spec, self.shapes[names["kernel"]][0] - out, out, names)
 
     def _hint(self) -> str:
         """What the unclaimed kernels under a TF1 cell's scope would fit."""
@@ -204,8 +231,7 @@ class _Matcher:
         chosen: dict[int, dict[str, str]] = {}
         for name in sorted(n for n in self.shapes if n not in self.claimed and INITIAL.match(_last(n))):
             size = int(np.prod(self.shapes[name]))
-            fits = [i for i, layer in enumerate(layers) if size in (layer.spec.units, 2 * layer.spec.units)
-                    and (layer.spec.kind == "lstm" or size == layer.spec.units)]
+            fits = [i for i, layer in enumerate(layers) if size in _state_sizes(layer)]
             index = _cell_index(name)
             digits = re.search(r"(\d+)$", _last(name))
             if index is None and digits and not re.match(r"^[hc]_?0$", _last(name)):
@@ -223,21 +249,25 @@ class _Matcher:
                             f"'{next(iter(roles.values()))}')")
             roles[role] = name
             self.claimed.add(name)
-        return [FoundLayer(layer.spec, layer.input_size, layer.names, chosen.get(i, {}))
+        return [FoundLayer(layer.spec, layer.input_size, layer.output_size, layer.names, chosen.get(i, {}))
                 for i, layer in enumerate(layers)]
 
     def _state_role(self, name: str, layer: FoundLayer, size: int) -> str:
+        """Which state a start-state variable holds: by its size, else by its name (c0, h0)."""
+        u, out = layer.spec.units, layer.output_size
         if layer.spec.kind != "lstm":
             return "h"
-        if size == 2 * layer.spec.units:
+        if size == u + out:
             return "ch"  # an LSTMStateTuple's (c, h), concatenated
         last = _last(name).lower()
-        if re.match(r"^(c_?0|(init|initial|start)_?(c|cell)(_?\d+)?)$", last):
+        if re.match(r"^(c_?0|(init|initial|start)_?(c|cell)(_?\d+)?)$", last) and size == u:
             return "c"
-        if re.match(r"^(h_?0|(init|initial|start)_?(h|hidden)(_?\d+)?)$", last):
+        if re.match(r"^(h_?0|(init|initial|start)_?(h|hidden)(_?\d+)?)$", last) and size == out:
             return "h"
+        if u != out:
+            return "c" if size == u else "h"
         self.refuse(f"start-state variable '{name}' {list(self.shapes[name])} could be the LSTM's c or h; "
-                    "name it c0/h0 (initial_c/initial_h), or save both as one [2 * units] vector")
+                    "name it c0/h0 (initial_c/initial_h), or save both as one [c, h] vector")
         raise AssertionError("unreachable")
 
     def head(self, units: int) -> tuple[str, str] | None:
@@ -273,14 +303,12 @@ def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None =
     matcher = _Matcher(variables, specs, head_wanted)
     if not variables.shapes:
         matcher.refuse("the checkpoint holds no model variables", error=SourceError)
-    layers = []
+    layers: list[FoundLayer] = []
     for index, spec in enumerate(specs):
-        # A later layer's kernel multiplies concat([the previous layer's output, its own state]).
-        rows = None if index == 0 else specs[index - 1].units + spec.units
-        layers.append(matcher.layer(index, spec, rows))
+        layers.append(matcher.layer(index, spec, layers[-1].output_size if layers else None))
     layers = matcher.initial_states(layers)
     embedding = matcher.embedding(layers[0].input_size)
-    head = matcher.head(specs[-1].units)
+    head = matcher.head(layers[-1].output_size)
     left = sorted(n for n in variables.shapes if n not in matcher.claimed)
     recurrent = [n for n in left if RNN_SCOPES.search(n) or len(variables.shapes[n]) == 2
                  or _last(n) in KERNELS + BIASES]

@@ -5,7 +5,8 @@ Saver restores them by their checkpoint names, and the graph runs in a `tf.compa
 The TF1 cell classes (`tf.compat.v1.nn.rnn_cell.*`) need tf-keras under Keras 3, which
 rnnexport does not require, so each cell's `call` is written here as TF1 wrote it: one MatMul of
 concat([x, h]) by the kernel, the bias added, the gates split in TF1's order (LSTM i, j, f, o
-with the forget bias added at run time; GRU r, u and a candidate over concat([x, r * h])). The
+with the forget bias added at run time, peepholes, clips and projection as `LSTMCell` applies
+them; GRU r, u and a candidate over concat([x, r * h])). The
 tests check it against the real classes, which the fixtures run under tf-keras. Time is a
 `while` loop (`tf.scan`), so one graph serves every length, as `dynamic_rnn` does.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnexport_converters.tf1 import equivalent as tf1_equivalent
+from rnnexport_converters.tf1.cellspec import CellSpec
 from rnnexport.device import Device
 from rnnexport.model import next_name, state_name
 from rnnexport.runner import Arrays, Closable
@@ -32,16 +34,33 @@ def _activation(tf: Any, name: str) -> Any:
             "softmax": tf.nn.softmax}[name]
 
 
-def _step(tf: Any, kind: str, w: dict[str, Any], act: Any, forget_bias: float, x: Any, state: list[Any]) -> list[Any]:
+def _lstm(tf: Any, spec: CellSpec, w: dict[str, Any], x: Any, c: Any, h: Any) -> list[Any]:
+    """`LSTMCell.call` (`BasicLSTMCell` and `LSTMBlockCell` compute it without peepholes,
+    projection or clips)."""
+    act = _activation(tf, spec.activation)
+    gates = tf.nn.bias_add(tf.matmul(tf.concat([x, h], 1), w["kernel"]), w["bias"])
+    i, j, f, o = tf.split(gates, 4, axis=1)
+    if "w_i_diag" in w:
+        c = tf.sigmoid(f + spec.forget_bias + w["w_f_diag"] * c) * c + tf.sigmoid(i + w["w_i_diag"] * c) * act(j)
+    else:
+        c = c * tf.sigmoid(f + spec.forget_bias) + tf.sigmoid(i) * act(j)
+    if spec.cell_clip is not None:
+        c = tf.clip_by_value(c, -spec.cell_clip, spec.cell_clip)
+    h = tf.sigmoid(o + w["w_o_diag"] * c if "w_o_diag" in w else o) * act(c)
+    if "projection" in w:
+        h = tf.matmul(h, w["projection"])
+        if spec.proj_clip is not None:
+            h = tf.clip_by_value(h, -spec.proj_clip, spec.proj_clip)
+    return [c, h]
+
+
+def _step(tf: Any, spec: CellSpec, w: dict[str, Any], x: Any, state: list[Any]) -> list[Any]:
     """One TF1 cell step: the new states, (c, h) for an LSTM, (h,) otherwise; h is the output."""
-    if kind == "lstm":
-        c, h = state
-        gates = tf.nn.bias_add(tf.matmul(tf.concat([x, h], 1), w["kernel"]), w["bias"])
-        i, j, f, o = tf.split(gates, 4, axis=1)
-        c = c * tf.sigmoid(f + forget_bias) + tf.sigmoid(i) * act(j)
-        return [c, act(c) * tf.sigmoid(o)]
+    if spec.kind == "lstm":
+        return _lstm(tf, spec, w, x, *state)
+    act = _activation(tf, spec.activation)
     (h,) = state
-    if kind == "gru":
+    if spec.kind == "gru":
         gates = tf.sigmoid(tf.nn.bias_add(tf.matmul(tf.concat([x, h], 1), w["kernel"]), w["bias"]))
         r, u = tf.split(gates, 2, axis=1)
         candidate = tf.nn.bias_add(tf.matmul(tf.concat([x, r * h], 1), w["candidate_kernel"]), w["candidate_bias"])
@@ -75,27 +94,26 @@ class GraphlessReference(Closable):
             starts = []
             for layer in layers:
                 roles = ("c", "h") if layer.spec.kind == "lstm" else ("h",)
-                zero = tf.zeros([batch, layer.spec.units])
+                sizes = {"c": layer.spec.units, "h": layer.output_size}
                 if "ch" in layer.initial:
                     # An LSTMStateTuple saved as one vector holds (c, h).
-                    both = tf.reshape(restored[layer.initial["ch"]], [2, layer.spec.units])
-                    vectors = {"c": both[0], "h": both[1]}
+                    both = tf.reshape(restored[layer.initial["ch"]], [-1])
+                    vectors = {"c": both[:sizes["c"]], "h": both[sizes["c"]:]}
                 else:
                     vectors = {role: tf.reshape(restored[name], [-1]) for role, name in layer.initial.items()}
-                starts.append([tf.tile(vectors[r][None], [batch, 1]) if r in vectors else zero for r in roles])
+                starts.append([tf.tile(vectors[r][None], [batch, 1]) if r in vectors else tf.zeros([batch, sizes[r]])
+                               for r in roles])
 
             def step(states: tuple, x: Any) -> tuple:
                 new = []
                 for layer, state in zip(layers, states[:-1]):
                     weights = {role: restored[name] for role, name in layer.names.items()}
-                    spec = layer.spec
-                    state = _step(tf, spec.kind, weights, _activation(tf, spec.activation), spec.forget_bias, x,
-                                  list(state))
+                    state = _step(tf, layer.spec, weights, x, list(state))
                     new.append(tuple(state))
                     x = state[-1]
                 return (*new, x)
 
-            first = (*[tuple(s) for s in starts], tf.zeros([batch, layers[-1].spec.units]))
+            first = (*[tuple(s) for s in starts], tf.zeros([batch, layers[-1].output_size]))
             scanned = tf.scan(step, tf.transpose(x, [1, 0, 2]), initializer=first)
             y = tf.transpose(scanned[-1], [1, 0, 2])
             if opened.architecture.last_step:

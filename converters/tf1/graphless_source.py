@@ -21,7 +21,7 @@ from rnnexport_converters.tf1.cells.basic_rnn import BasicRnnMatch
 from rnnexport_converters.tf1.cells.block_lstm import BlockLstmMatch
 from rnnexport_converters.tf1.cells.gru import GruMatch
 from rnnexport_converters.tf1.cells.lstm import LstmMatch
-from rnnexport_converters.tf1.graphless import FoundLayer, Mapping, Variables, find
+from rnnexport_converters.tf1.graphless import PEEPHOLES, FoundLayer, Mapping, Variables, find
 from rnnexport_converters.tf1.graphless_reference import GraphlessReference
 from rnnexport_converters.tf1.opened import TF1_FLOAT32_ATOL
 from rnnexport_converters.tf1.structure import Layer, Structure
@@ -42,8 +42,8 @@ def _match(layer: FoundLayer) -> Any:
     common = {"kernel": names["kernel"], "bias": names["bias"], "activation": spec.activation, "step": NO_STEP}
     if spec.kind == "lstm":
         kind = BlockLstmMatch if spec.title.lower() == "lstmblockcell" else LstmMatch
-        return kind(**common, forget_bias=spec.forget_bias, cell_clip=None, proj_clip=None, projection=None,
-                    peepholes=(None, None, None))
+        return kind(**common, forget_bias=spec.forget_bias, cell_clip=spec.cell_clip, proj_clip=spec.proj_clip,
+                    projection=names.get("projection"), peepholes=tuple(names.get(role) for role in PEEPHOLES))
     if spec.kind == "gru":
         return GruMatch(**common, candidate=names["candidate_kernel"], candidate_bias=names["candidate_bias"])
     return BasicRnnMatch(**common)
@@ -58,14 +58,17 @@ def _start(layer: FoundLayer, values: MappingABC[str, np.ndarray]) -> list[np.nd
     if "ch" in by_role:
         # An LSTMStateTuple flattens as (c, h).
         by_role = {"c": by_role["ch"][:u], "h": by_role["ch"][u:]}
+    sizes = {"c": u, "h": layer.output_size}
     roles = ("c", "h") if layer.spec.kind == "lstm" else ("h",)
-    return [by_role.get(role, np.zeros(u, np.float32)) for role in roles]
+    return [by_role.get(role, np.zeros(sizes[role], np.float32)) for role in roles]
 
 
 class OpenedGraphless(OpenedSource):
-    def __init__(self, label: Path, prefix: Path, architecture: Architecture) -> None:
+    def __init__(self, label: Path, prefix: Path, architecture: Architecture, meta: Path | None = None) -> None:
+        """`meta`: a meta graph beside the checkpoint, which the named architecture overrides."""
         self.label = str(label)
         self.prefix = prefix
+        self.meta = meta
         self.architecture = architecture
         variables = Variables.read(prefix)
         self.mapping: Mapping = find(variables, list(architecture.specs), architecture.head)
@@ -76,7 +79,7 @@ class OpenedGraphless(OpenedSource):
                               f"first kernel {list(variables.shapes[self.mapping.layers[0].names['kernel']])} "
                               f"reads {self.features}")
         self.values = self._read()
-        self.cells = [Cell(layer.names["kernel"], layer.spec.units, layer.input_size, layer.spec.units,
+        self.cells = [Cell(layer.names["kernel"], layer.spec.units, layer.input_size, layer.output_size,
                            {role: self.values[name] for role, name in layer.names.items()}, _match(layer), (NO_STEP,))
                       for layer in self.mapping.layers]
         head: list[tuple[str, Any]] = []
@@ -107,7 +110,7 @@ class OpenedGraphless(OpenedSource):
 
     def _describe(self) -> SourceInfo:
         last = self.architecture.last_step
-        size = self.values[self.mapping.head[0]].shape[1] if self.mapping.head else self.cells[-1].units
+        size = self.values[self.mapping.head[0]].shape[1] if self.mapping.head else self.cells[-1].output_size
         embedding = self.structure.embedding
         if embedding is None:
             inputs = (TensorInfo(self.input, "float32", (None, None, self.features), 1),)
@@ -136,16 +139,22 @@ class OpenedGraphless(OpenedSource):
             told = "" if self.architecture.head else (
                 "; the checkpoint does not say which activation follows, so the export returns logits")
             notes.append(f"dense head from '{kernel}' {list(self.values[kernel].shape)} and '{bias}', the only "
-                         f"kernel [{self.cells[-1].units}, K] with a bias left over{told}")
+                         f"kernel [{self.cells[-1].output_size}, K] with a bias left over{told}")
         elif self.architecture.head is None:
             notes.append("no dense head: no variable left over is a kernel [units, K] with a bias")
         for index, layer in enumerate(self.mapping.layers):
+            extras = [what for role, what in (("projection", "a projection"), (PEEPHOLES[0], "peepholes"))
+                      if role in layer.names]
+            if extras and layer.spec.cell_clip is None and layer.spec.proj_clip is None:
+                notes.append(f"layer {index} is an LSTMCell with {' and '.join(extras)}; no clip is applied (Saver does not store cell_clip or proj_clip: give them as "
+                             f"{layer.spec}:cell_clip=X:proj_clip=Y if the model was built with them)")
             if layer.initial:
                 notes.append(f"layer {index} starts from the trained state {', '.join(layer.initial.values())} "
                              "(tiled over the batch), as the export does")
         if self.mapping.unused:
             notes.append(f"not used: {self.variables.listing(self.mapping.unused)}")
-        notes.append(f"restored from {self.prefix}")
+        ignored = f"; its meta graph {self.meta.name} is ignored, as the architecture is named" if self.meta else ""
+        notes.append(f"restored from {self.prefix}{ignored}")
         title = f"TF1 Saver checkpoint without a graph ({len(self.cells)} cell{'s' if len(self.cells) != 1 else ''})"
         return SourceInfo(self.label, "tf1-checkpoint", title, inputs, outputs, tuple(layers), None, True,
                           tuple(notes))
