@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from rnnexport_converters.tf1.cellspec import CellSpec
-from rnnexport.errors import SourceError, UnsupportedModelError
+from rnnexport.errors import SourceError, UnsupportedModelError, one_line
 
 KERNELS = ("kernel", "weights", "Matrix")
 BIASES = ("bias", "biases", "Bias")
@@ -52,7 +53,7 @@ class Variables:
         try:
             listed = tf.train.list_variables(str(prefix))
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad files
-            raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: {one_line(exc, typed=False)}") from None
         return cls(prefix, {name: tuple(shape) for name, shape in listed if not BOOKKEEPING.search(name)})
 
     def listing(self, names: list[str] | None = None) -> str:
@@ -130,7 +131,7 @@ class _Matcher:
         self.head_wanted = head_wanted
         self.claimed: set[str] = set()
 
-    def refuse(self, problem: str, error: type = UnsupportedModelError) -> None:
+    def refuse(self, problem: str, error: type = UnsupportedModelError) -> NoReturn:
         raise error(f"{self.variables.prefix}: {problem}; the checkpoint holds {self.variables.listing()}")
 
     def _bias(self, kernel: str, size: int) -> str | None:
@@ -268,7 +269,6 @@ class _Matcher:
             return "c" if size == u else "h"
         self.refuse(f"start-state variable '{name}' {list(self.shapes[name])} could be the LSTM's c or h; "
                     "name it c0/h0 (initial_c/initial_h), or save both as one [c, h] vector")
-        raise AssertionError("unreachable")
 
     def head(self, units: int) -> tuple[str, str] | None:
         """(kernel, bias) of a dense head [units, K] + [K] after the last layer, where one fits."""
@@ -316,5 +316,5 @@ def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None =
         matcher.refuse(f"{', '.join(recurrent[:LISTED])} belong{'s' if len(recurrent) == 1 else ''} to no layer of "
                        f"{', '.join(map(str, specs))}, and rnnexport does not guess what "
                        f"{'they compute' if len(recurrent) > 1 else 'it computes'} (a layer missing from the "
-                       "architecture? peepholes or a projection, which are not read without a graph?)")
+                       "architecture, or weights of a kind it does not read?)")
     return Mapping(layers, head, embedding, left)
