@@ -46,6 +46,7 @@ ABSENT = {
                      "keepdims"), "GRU": ("reset_after",)},
     "2.2.5": {None: ("ragged", "optional", "time_major", "zero_output_for_mask", "groups", "keepdims")},
 }
+ABSENT["2.2.4-tf"] = ABSENT["2.2.5"]
 
 
 def _strip(value, era):
@@ -133,7 +134,7 @@ def write(out):
         layers.LSTM(6, name="lstm_1"),
         layers.Dense(2, name="dense_1"),
     ])
-    _train_bn(model, (20, 3))
+    _moved_statistics(model)
     model.save(out / "keras225_conv_sequential.h5")
     rewrite(out / "keras225_conv_sequential.h5", "2.2.5")
     record(out / "keras225_conv_sequential.h5", rng.standard_normal((3, 20, 3)).astype("float32"))
@@ -150,7 +151,7 @@ def write(out):
     forward, backward = layers.Bidirectional(layers.LSTM(3), merge_mode=None, name="bi_none")(x)
     outputs = layers.Dense(2, name="label")(layers.Concatenate(name="joined")([forward, backward]))
     model = keras.Model(inputs, outputs)
-    _train_bn(model, (10, 4))
+    _moved_statistics(model)
     model.save(out / "keras225_bidirectional.h5")
     rewrite(out / "keras225_bidirectional.h5", "2.2.5")
     record(out / "keras225_bidirectional.h5", rng.standard_normal((3, 10, 4)).astype("float32"))
@@ -172,6 +173,25 @@ def write(out):
     model.save(out / "custom_layer.h5")
     record(out / "custom_layer.h5", rng.standard_normal((3, 9, 3)).astype("float32"))
 
+    # tf.keras 1.x (2.2.4-tf): cuDNN-only layers. tf-keras cannot run them on a CPU, but reads their
+    # weights into the LSTM and GRU they compute (its preprocess_weights_for_loading): that is its reading.
+    cudnn = tf.compat.v1.keras.layers
+    inputs = keras.Input((None, 3), name="x")
+    x = layers.Bidirectional(cudnn.CuDNNLSTM(4, return_sequences=True), name="bilstm")(inputs)
+    x = cudnn.CuDNNGRU(5, return_sequences=True, name="gru")(x)
+    model = keras.Model(inputs, layers.Dense(2, name="out")(x))
+    for layer in model.layers[1:3]:
+        layer.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.5 for w in layer.get_weights()])
+    model.save(out / "tfkeras1_cudnn.h5")
+    rewrite(out / "tfkeras1_cudnn.h5", "2.2.4-tf")
+    inputs = keras.Input((None, 3), name="x")
+    x = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bilstm")(inputs)
+    x = layers.GRU(5, return_sequences=True, reset_after=True, name="gru")(x)
+    plain = keras.Model(inputs, layers.Dense(2, name="out")(x))
+    plain.load_weights(out / "tfkeras1_cudnn.h5")
+    x = rng.standard_normal((3, 11, 3)).astype("float32")
+    np.savez(out / "tfkeras1_cudnn.npz", x=x, y0=np.asarray(plain(x)))
+
     # Weights without their config: the JSON beside them, by two naming conventions.
     model = keras.Sequential([layers.GRU(5, return_sequences=True, input_shape=(None, 3), name="gru"),
                               layers.Dense(2, name="dense")], name="split")
@@ -184,11 +204,16 @@ def write(out):
     np.savez(out / "json_beside" / "model.npz", x=x, y0=np.asarray(model(x)))
 
 
-def _train_bn(model, shape):
-    """Moving statistics away from (0, 1), so that a BatchNormalization read wrongly shows."""
-    model.compile("sgd", "mse")
-    x = np.random.default_rng(1).standard_normal((8, *shape)).astype("float32") * 3 + 1
-    model.fit(x, np.zeros((8, *model.output_shape[1:]), "float32"), epochs=2, verbose=0)
+def _moved_statistics(model):
+    """BatchNormalization weights away from (1, 0, 0, 1), so that one read wrongly shows."""
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma + rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                               rng.standard_normal(beta.shape).astype("float32"),
+                               rng.standard_normal(mean.shape).astype("float32"),
+                               rng.uniform(0.5, 3.0, variance.shape).astype("float32")])
 
 
 if __name__ == "__main__":

@@ -43,11 +43,12 @@ def eras(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(eras, tmp_path_factory):
-    """Every era's file through the default sweep, in one run."""
+    """Every era's file through the default lengths (at one batch size, to stay quick), in one run."""
     sources = [eras / f"{name}.h5" for name in
                ("keras208_sequential", "keras225_conv_sequential", "keras225_bidirectional", "tfkeras_slash_unrolled")]
     sources.append(eras / "json_beside" / "model.h5")
-    return rnnexport.convert(sources, tmp_path_factory.mktemp("eras_out"))
+    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,))))
+    return rnnexport.convert(sources, tmp_path_factory.mktemp("eras_out"), options)
 
 
 @pytest.mark.parametrize("source, lengths", [
@@ -72,6 +73,7 @@ def test_every_era_passes_the_default_sweep(converted, source, lengths):
     ("tfkeras_slash_unrolled", SourceOptions()),
     ("custom_layer", CUSTOM),
     ("json_beside/model", SourceOptions()),
+    ("tfkeras1_cudnn", SourceOptions()),
 ])
 def test_our_reading_matches_tf_keras_on_the_original_file(eras, name, options):
     """tf-keras loaded each file (the rewritten old layouts included) and predicted; we must agree."""
@@ -105,6 +107,18 @@ def test_keras225_layouts_keep_their_structure(eras):
         ("Bidirectional(LSTM)", "concat"), ("Bidirectional(LSTM)", "sum"), ("Bidirectional(GRU)", "mul"),
         ("Bidirectional(GRU)", "ave"), ("Bidirectional(LSTM)", None)]
     assert [layer.kind for layer in bidirectional.layers].count("BatchNormalization") == 2
+
+
+def test_cudnn_layers_are_read_as_the_layers_they_compute(eras, tmp_path):
+    path = eras / "tfkeras1_cudnn.h5"
+    info = rnnexport.inspect(path)
+    assert info.format == "legacy .h5 (Keras 2.2.4-tf)"
+    assert [(layer.kind, layer.details.get("reset_after")) for layer in info.layers if layer.recurrent] == [
+        ("Bidirectional(LSTM)", None), ("GRU", True)]
+    assert "cuDNN-only layers read as the LSTM or GRU they compute: bilstm, gru" in info.notes
+    result = rnnexport.convert(path, tmp_path, ConvertOptions(validation=ValidateOptions(
+        sweep=SweepOptions(lengths=(1, 2, 11, 44), batches=(2,)))))
+    assert result.report.passed, result.report.failures()
 
 
 def test_slashes_in_names_and_unrolled_layers(eras):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rnnexport_converters.keras import config as keras_config
+from rnnexport_converters.keras import keras2
 from rnnexport.errors import SourceError, UnsupportedModelError, one_line
 
 # Model and input classes every config names, which Keras resolves without a layer class.
@@ -39,7 +40,7 @@ def _known_to_keras(layer: dict[str, Any]) -> bool:
     import keras
 
     cls = layer.get("class_name", "")
-    if cls in BUILT_IN or hasattr(keras.layers, cls) or (layer.get("module") or "").startswith("keras"):
+    if cls in BUILT_IN or cls in keras2.CUDNN or hasattr(keras.layers, cls) or (layer.get("module") or "").startswith("keras"):
         return True
     registered = layer.get("registered_name") or cls
     return keras.saving.get_registered_object(registered) is not None

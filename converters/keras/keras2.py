@@ -12,6 +12,9 @@ What changed, read from the Keras sources of each era (keras-team/keras, tags 2.
 - GRUs before Keras 2.1.3 have no `reset_after` and computed `reset_after=False`; LSTMs and GRUs
   carry `implementation`, tf.keras RNNs `time_major`; BatchNormalization writes `axis` as a list
   and may carry `fused`; LeakyReLU calls its slope `alpha`.
+- Keras 2.1 to 2.3 and tf.keras 1.x had `CuDNNLSTM` and `CuDNNGRU`: an LSTM with tanh and sigmoid
+  whose bias holds the input and recurrent halves (summed, it is the LSTM's bias), and a GRU with
+  `reset_after=True` whose two biases are stored one after the other.
 - Keras 3 wrappers find the layer they wrap by its `module`, which Keras 2 never wrote.
 - Keras 2 took `/` in layer names (its HDF5 weights nest a group per component), Keras 3 refuses it.
 """
@@ -31,17 +34,26 @@ FUNCTIONAL = ("Functional", "Model")
 DROPPED = ("implementation", "input_length", "batch_input_shape", "input_shape", "batch_size", "fused",
            "consume_less", "zero_output_for_mask", "time_major")
 TRAINING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+# cuDNN-only layers and the Keras 3 layer computing the same, with the arguments that make it so.
+CUDNN = {
+    "CuDNNLSTM": ("LSTM", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True}),
+    "CuDNNGRU": ("GRU", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
+                         "reset_after": True}),
+}
 # Arguments Keras 3 calls by another name, per layer class.
 RENAMED_KEYS = {"LeakyReLU": {"alpha": "negative_slope"}, "InputLayer": {"input_dtype": "dtype"}}
 
 
 @dataclass
 class Upgraded:
-    """A Keras 3 config, the original name of every renamed layer, and what the upgrade changed."""
+    """A Keras 3 config, the original name of every renamed layer, and what the upgrade changed:
+    GRUs given `reset_after=False` and the layers that are (or wrap) cuDNN-only ones, whose
+    biases `cudnn_weights` converts."""
 
     config: dict[str, Any]
     original_names: dict[str, str] = field(default_factory=dict)
     reset_before: list[str] = field(default_factory=list)
+    cudnn: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,7 +102,8 @@ def _valid_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> None:
+def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> bool:
+    """Rewrite one layer entry in place; True if it was a cuDNN-only layer."""
     cls, cfg = layer.get("class_name"), layer.setdefault("config", {})
     if cls in keras_config.RECURRENT and cfg.get("time_major"):
         raise UnsupportedModelError(
@@ -112,9 +125,13 @@ def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> None:
             cfg.pop(key, None)
     if cls == "BatchNormalization" and isinstance(cfg.get("axis"), list) and len(cfg["axis"]) == 1:
         cfg["axis"] = cfg["axis"][0]
+    if cls in CUDNN:
+        layer["class_name"], fixed = CUDNN[cls]
+        cfg.update(fixed)
     if cls == "GRU" and "reset_after" not in cfg:
         cfg["reset_after"] = False
         upgraded.reset_before.append(keras_config.layer_name(layer))
+    return cls in CUDNN
 
 
 def _rename_references(config: dict[str, Any], renamed: dict[str, str]) -> None:
@@ -151,8 +168,9 @@ def upgrade(model_config: dict[str, Any]) -> Upgraded:
     upgraded = Upgraded({"class_name": cls, "config": inner})
     taken = {keras_config.layer_name(entry) for entry in inner["layers"]}
     for entry in inner["layers"]:
+        cudnn = False
         for layer in keras_config.walk(entry):
-            _upgrade_layer(layer, upgraded)
+            cudnn = _upgrade_layer(layer, upgraded) or cudnn
             if layer is not entry and "module" not in layer and layer.get("class_name") in keras_config.SUPPORTED:
                 # Keras 3 wrappers deserialise what they wrap by module; Keras 2 configs name none.
                 layer["module"] = "keras.layers"
@@ -164,6 +182,8 @@ def upgrade(model_config: dict[str, Any]) -> Upgraded:
             entry["config"]["name"] = new
             if "name" in entry:
                 entry["name"] = new
+        if cudnn:
+            upgraded.cudnn.append(keras_config.layer_name(entry))
     if upgraded.original_names:
         renamed = {old: new for new, old in upgraded.original_names.items()}
         _rename_references(inner, renamed)
@@ -171,3 +191,28 @@ def upgrade(model_config: dict[str, Any]) -> Upgraded:
             f"{old} -> {new}" for new, old in upgraded.original_names.items()))
     inner.pop("build_input_shape", None)
     return upgraded
+
+
+def _from_cudnn(kernel: Any, recurrent: Any, bias: Any, expected_bias: Any) -> list[Any]:
+    """One direction's (kernel, recurrent kernel, bias) as the Keras layer holds them."""
+    import numpy as np
+
+    gates = recurrent.shape[1] // recurrent.shape[0]
+    # cuDNN reads each gate's stored kernel, flattened in C order, as a [units, input] row-major
+    # matrix: the Keras kernel is that matrix transposed, which is the F-order view below.
+    kernel = np.hstack([g.T.reshape(g.shape, order="F") for g in np.hsplit(kernel, gates)])
+    recurrent = np.hstack([g.T for g in np.hsplit(recurrent, gates)])
+    if expected_bias.ndim == 1:
+        bias = bias[: bias.size // 2] + bias[bias.size // 2:]
+    return [kernel, recurrent, bias.reshape(expected_bias.shape)]
+
+
+def cudnn_weights(stored: list[Any], expected: list[Any]) -> list[Any]:
+    """A cuDNN layer's stored arrays (each direction's kernel, recurrent kernel and bias) as the
+    Keras 3 layer it became holds them, the conversion Keras 2 applied when loading such weights
+    into an LSTM or GRU (`_convert_rnn_weights` in its HDF5 loader): an LSTM's input and
+    recurrent biases summed, a GRU's stacked in two rows."""
+    converted = []
+    for start in range(0, len(stored), 3):
+        converted += _from_cudnn(*stored[start:start + 3], expected[start + 2])
+    return converted

@@ -8,7 +8,7 @@ name or given with `--architecture`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,9 @@ def _weights_group(f: Any, path: Path) -> Any:
     raise SourceError(f"{path}: the file has no model weights")
 
 
-def load_weights(model: Any, path: Path, original_names: Mapping[str, str]) -> None:
-    """Each layer's weights from the HDF5 group of its name in the file (layers Keras 3 renamed
-    are found under their original name)."""
+def load_weights(model: Any, path: Path, original_names: Mapping[str, str], cudnn: Collection[str] = ()) -> None:
+    """Each layer's weights from the HDF5 group of its name in the file: layers Keras 3 renamed
+    are found under their original name, and the biases of layers in `cudnn` converted."""
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -107,6 +107,8 @@ def load_weights(model: Any, path: Path, original_names: Mapping[str, str]) -> N
                 raise SourceError(f"{path}: no weights stored for layer '{stored}'")
             names = [_decode(n) for n in group[stored].attrs["weight_names"]]
             arrays = [group[stored][n][()] for n in names]
+            if layer.name in cudnn:
+                arrays = keras2.cudnn_weights(arrays, expected)
             shapes = [a.shape for a in arrays]
             if shapes != [w.shape for w in expected]:
                 raise UnsupportedModelError(
@@ -132,10 +134,12 @@ def build_keras2_model(path: Path, config: dict[str, Any], custom: Mapping[str, 
     except Exception as exc:  # noqa: BLE001 - Keras raises anything here; the user needs one line
         raise SourceError(f"{path}: Keras 3 cannot rebuild this Keras 2 model: {one_line(exc)}") from None
     if weights is None:
-        load_weights(model, path, upgraded.original_names)
+        load_weights(model, path, upgraded.original_names, upgraded.cudnn)
     else:
         weights(model, upgraded.original_names)
     notes = list(upgraded.notes)
+    if upgraded.cudnn:
+        notes.append(f"cuDNN-only layers read as the LSTM or GRU they compute: {', '.join(upgraded.cudnn)}")
     if upgraded.reset_before:
         notes.append("GRU saved before reset_after existed, built with reset_after=False: "
                      f"{', '.join(upgraded.reset_before)}")
