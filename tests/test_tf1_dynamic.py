@@ -7,7 +7,7 @@ import pytest
 from conftest import TESTS, checked_exports, export_result, run_python
 
 import rnnexport
-from rnnexport.errors import UnsupportedModelError
+from rnnexport.errors import SourceError, UnsupportedModelError
 from rnnexport.options import ConvertOptions, SourceOptions
 
 # The default sweep at a model of any length: 1, 2, short, its "own" and well beyond.
@@ -26,7 +26,7 @@ def _convert(dynamic_files, tmp_path, name, targets=("onnx",)):
 
 
 def _notes(info):
-    return [n for n in info.notes if "'" in n and ("gates dropout" in n or "initial state" in n)]
+    return [n for n in info.notes if "'" in n and ("gates dropout" in n or "initial state" in n or "flag" in n)]
 
 
 @pytest.mark.parametrize("name", ["free_lstm", "free_gru_time_major.pb"])
@@ -48,11 +48,19 @@ def test_frozen_and_checkpointed_graphs_read_alike(dynamic_files):
         assert frozen.inputs == saved.inputs and frozen.outputs == saved.outputs
 
 
-@pytest.mark.parametrize("name, gate", [("dropout_keep_prob", "keep_prob:0"), ("dropout_with_default.pb", "dropout:0")])
-def test_dropout_gated_by_a_placeholder_is_left_out(dynamic_files, tmp_path, name, gate):
+KEEP_PROB = "'{}' gates dropout; fed 1, which switches it off, and left out of the export"
+FLAG = "'{}' is a training flag; fed False, so its tf.cond branches for training are left out"
+
+
+@pytest.mark.parametrize("name, note", [
+    ("dropout_keep_prob", KEEP_PROB.format("keep_prob:0")),
+    ("dropout_with_default.pb", KEEP_PROB.format("dropout:0")),
+    ("training_flag_dropout.pb", FLAG.format("is_training:0")),
+])
+def test_dropout_gated_by_a_placeholder_is_left_out(dynamic_files, tmp_path, name, note):
     info = rnnexport.inspect(dynamic_files / name)
     assert [t.name for t in info.inputs] == ["x"]
-    assert _notes(info) == [f"'{gate}' gates dropout; fed 1, which switches it off, and left out of the export"]
+    assert _notes(info) == [note]
     result = _convert(dynamic_files, tmp_path, name)
     for _, export, checked in checked_exports(result, 5e-5):
         assert checked == SWEPT
@@ -138,3 +146,12 @@ def test_the_reference_feeds_keep_prob_one_and_zero_state(dynamic_files):
         ours = reference.run({"x": x, "lengths": lengths})["y"]
     np.testing.assert_array_equal(ours, expected.swapaxes(0, 1))
     assert not np.any(np.isnan(ours))
+
+
+def test_training_branches_are_set_aside_and_several_outputs_listed(dynamic_files, tmp_path):
+    """Loss, optimizer, summaries and argmax are no outputs; the probabilities and the final state are."""
+    with pytest.raises(SourceError, match=r"trained_tagger: several outputs could be the model's; name one with "
+                                          r"--outputs: state:0, y:0$"):
+        rnnexport.inspect(dynamic_files / "trained_tagger")
+    info = rnnexport.inspect(dynamic_files / "trained_tagger", SourceOptions(outputs=("y",)))
+    assert [t.name for t in info.inputs] == ["x"] and info.outputs[0].shape == (None, None, 4)

@@ -64,6 +64,14 @@ def dropout_with_default(x):
     return per_step(old_dropout(outputs, keep_prob), CLASSES)
 
 
+def training_flag_dropout(x):
+    """tf.layers.dropout before and after the RNN, switched by a training flag (tf.cond)."""
+    training = v1.placeholder_with_default(False, [], name="is_training")
+    dropped = v1.layers.dropout(x, 0.3, training=training)
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), dropped, dtype=tf.float32)
+    return per_step(v1.layers.dropout(outputs, 0.3, training=training), CLASSES, tf.nn.softmax)
+
+
 def free_lengths_lstm(x, lengths):
     outputs, _ = v1.nn.dynamic_rnn(rnn_cell.LSTMCell(UNITS), x, sequence_length=lengths, dtype=tf.float32)
     return per_step(outputs, CLASSES, tf.nn.softmax)
@@ -107,21 +115,37 @@ def fixed_rate_dropout(x):
     return outputs
 
 
+def trained_tagger(x):
+    """A graph saved mid-training: a loss, an optimizer, summaries and argmax predictions beside the
+    probabilities, and the final state as a second output."""
+    outputs, state = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), x, dtype=tf.float32)
+    logits = per_step(outputs, CLASSES)
+    labels = v1.placeholder(tf.int32, [None, None], name="labels")
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss")
+    v1.summary.scalar("loss", loss)
+    v1.train.AdamOptimizer(0.01).minimize(loss)
+    tf.argmax(logits, axis=2, name="predictions")
+    tf.identity(state, name="state")
+    return tf.nn.softmax(logits)
+
+
 # name -> (builder, its inputs beyond the data: "lengths", "keep_prob"; time-major; token ids)
 FIXTURES = {
     "free_lstm": (free_lstm, (), False, False),
     "free_gru_time_major": (free_gru_time_major, (), True, False),
     "dropout_keep_prob": (dropout_keep_prob, ("keep_prob",), False, False),
     "dropout_with_default": (dropout_with_default, (), False, False),
+    "training_flag_dropout": (training_flag_dropout, (), False, False),
     "free_lengths_lstm": (free_lengths_lstm, ("lengths",), False, False),
     "initial_state_tuple": (initial_state_tuple, (), False, False),
     "initial_state_concat": (initial_state_concat, ("lengths",), True, False),
     "bidirectional_lengths": (bidirectional_lengths, ("lengths",), False, True),
     "fixed_rate_dropout": (fixed_rate_dropout, (), False, False),
+    "trained_tagger": (trained_tagger, (), False, False),
 }
 FROZEN = ("free_lstm", "free_gru_time_major", "dropout_with_default", "initial_state_tuple", "initial_state_concat",
-          "bidirectional_lengths", "fixed_rate_dropout")
-CHECKPOINTED = ("free_lstm", "dropout_keep_prob", "free_lengths_lstm", "bidirectional_lengths")
+          "bidirectional_lengths", "fixed_rate_dropout", "training_flag_dropout")
+CHECKPOINTED = ("free_lstm", "dropout_keep_prob", "free_lengths_lstm", "bidirectional_lengths", "trained_tagger")
 
 
 def write_one(out: Path, name: str, frozen: bool) -> dict:

@@ -16,27 +16,32 @@ import numpy as np
 from rnnexport_converters.tf1.graph import GraphView, ancestors
 from rnnexport.errors import UnsupportedModelError
 
-# Values that switch dropout off, tried in order: keep_prob 1, else a rate of 0.
+# Values that switch dropout off, tried in order: keep_prob 1, else a rate of 0; a bool flag is
+# a tf.cond's `training`.
 GATE_VALUES = (1.0, 0.0)
+FLAG_VALUES = (False,)
 
 
 @dataclass(frozen=True)
 class Feeds:
     """What inference feeds the placeholders that are not export inputs."""
 
-    gates: Mapping[str, float] = field(default_factory=dict)
+    gates: Mapping[str, float | bool] = field(default_factory=dict)
     # Initial-state placeholders: their shapes, None where the batch goes.
     states: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
 
     def arrays(self, batch: int) -> dict[str, np.ndarray]:
-        arrays = {name: np.float32(value) for name, value in self.gates.items()}
+        arrays = {name: np.asarray(value, np.bool_ if isinstance(value, bool) else np.float32)
+                  for name, value in self.gates.items()}
         for name, shape in self.states.items():
             arrays[name] = np.zeros([batch if d is None else d for d in shape], np.float32)
         return arrays
 
     def describe(self) -> list[str]:
         notes = [f"'{name}' gates dropout; fed {value:g}, which switches it off, and left out of the export"
-                 for name, value in self.gates.items()]
+                 for name, value in self.gates.items() if not isinstance(value, bool)]
+        notes += [f"'{name}' is a training flag; fed {value}, so its tf.cond branches for training are left out"
+                  for name, value in self.gates.items() if isinstance(value, bool)]
         notes += [f"'{name}' holds an initial state; fed zeros, where the export's cells start" for name in self.states]
         return notes
 
@@ -54,17 +59,22 @@ def classify(view: GraphView, output: str, extra: list[str], gates: set[str], in
             raise UnsupportedModelError(f"input '{name}' feeds '{output}' but is neither the sequence input, its "
                                         "sequence_length, a dropout keep_prob nor an initial state")
         states[name] = tuple(tensor.shape.as_list())
-    return Feeds({name: GATE_VALUES[0] for name in sorted(gates & set(extra))}, states)
+    return Feeds({name: _values(view.tensor(name))[0] for name in sorted(gates & set(extra))}, states)
+
+
+def _values(gate: Any) -> tuple[float | bool, ...]:
+    return FLAG_VALUES if gate.dtype.is_bool else GATE_VALUES
 
 
 def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]]) -> Feeds:
     """`feeds` with gate values that switch dropout off: the graph, run twice in one session by
     `run`, gives the same finite output. keep_prob spellings need 1; rate spellings need 0 (1
-    divides by zero)."""
+    divides by zero); a training flag is fed False."""
     if not feeds.gates:
         return feeds
     names = sorted(feeds.gates)
-    for values in itertools.product(GATE_VALUES, repeat=len(names)):
+    choices = [FLAG_VALUES if isinstance(feeds.gates[name], bool) else GATE_VALUES for name in names]
+    for values in itertools.product(*choices):
         gates = dict(zip(names, values))
         first, second = run(gates)
         if np.all(np.isfinite(first)) and np.array_equal(first, second):

@@ -23,25 +23,40 @@ def is_training(op: Any) -> bool:
     return op.type in LOSS_OPS or any(part.startswith(TRAINING_SCOPES) for part in op.name.split("/"))
 
 
-def _ends_inference(view: tf1_graph.GraphView, tensor: Any) -> bool:
+def training_only(view: tf1_graph.GraphView) -> set[str]:
+    """Ops only training needs: training's own, and ops read by nothing else (a loss's reshapes)."""
+    found: set[str] = set()
+    operations = view.graph.get_operations()
+    # Creation order is topological apart from loops' back edges: readers come after what they
+    # read, so walking it backwards settles every reader first; a second walk settles loops.
+    for _ in range(2):
+        for op in reversed(operations):
+            users = [u for t in op.outputs for u in view.users(t)]
+            if is_training(op) or (users and all(u.name in found for u in users)):
+                found.add(op.name)
+    return found
+
+
+def _ends_inference(view: tf1_graph.GraphView, tensor: Any, training: set[str]) -> bool:
     """True when nothing computes further floats from `tensor` for inference: its readers are
     training ops or produce no floats (argmax, comparisons)."""
-    return all(is_training(u) or not any(t.dtype.is_floating for t in u.outputs) for u in view.users(tensor))
+    return all(u.name in training or not any(t.dtype.is_floating for t in u.outputs) for u in view.users(tensor))
 
 
 def output_candidates(view: tf1_graph.GraphView) -> list[str]:
     """Float tensors of rank >= 2 (or unknown) that inference ends at and that depend on a placeholder and a
     recurrent cell's kernel MatMul (or an LSTMBlockCell)."""
     found = []
+    training = training_only(view)
     for op in view.graph.get_operations():
         # Inside a while loop or a cell op nothing is a model output.
         if op._get_control_flow_context() is not None or op.type in ("LSTMBlockCell", "BlockLSTM"):
             continue
-        if is_training(op) or op.type in tf1_graph.PLUMBING - SHAPING or op.type.startswith(RANDOM):
+        if op.name in training or op.type in tf1_graph.PLUMBING - SHAPING or op.type.startswith(RANDOM):
             continue
         # A shape may be unknown (tf.map_fn's results): only a known rank below 2 rules a tensor out.
         found += [t for t in op.outputs if t.dtype.is_floating and (t.shape.rank is None or t.shape.rank >= 2)
-                  and _ends_inference(view, t)]
+                  and _ends_inference(view, t, training)]
     cells = []
     for tensor in found:
         ops = [view.op(n) for n in tf1_graph.ancestors([tensor])]
