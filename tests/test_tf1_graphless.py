@@ -20,7 +20,7 @@ SPECS = {
     "lstm_peephole_projection": ("LSTMCell:8:forget_bias=0.6:cell_clip=0.8:proj_clip=0.5",),
     "basic_rnn": ("BasicRNNCell:8:activation=relu",), "lstm_block": ("LSTMBlockCell:8",),
     "gru_stack": ("gru:8", "gru:6"), "same_shape_stack": ("lstm:5", "lstm:5"), "initial_state": ("GRUCell:8",),
-    "lstm_start_and_head": ("BasicLSTMCell:8",), "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
+    "lstm_start_and_head": ("BasicLSTMCell:8",), "stack_start_states": ("lstm:8", "gru:6"), "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
 }
 DEFAULT_LENGTHS = {1, 2, 7, 32, 128}
 
@@ -127,6 +127,9 @@ def test_inspect_says_what_each_variable_became(ckpts):
     assert (head.kind, head.details) == ("matmul + bias", {"activation": "linear"})
     assert ("dense head from 'softmax_w' [8, 4] and 'softmax_b', the only kernel [8, K] with a bias left over; the "
             "checkpoint does not say which activation follows, so the export returns logits") in info.notes
+    stack = rnnexport.inspect(ckpts / "stack_start_states", SourceOptions(cells=SPECS["stack_start_states"]))
+    assert [(layer.kind, layer.details["initial_state"]) for layer in stack.layers] == [
+        ("LSTM(units=8, forget_bias=1)", "init_state_0"), ("GRUCell(units=6)", "init_state_1")]
     old = rnnexport.inspect(ckpts / "tf0_names" / "model.ckpt", SourceOptions(cells=("gru:8",)))
     assert [(layer.name, layer.kind) for layer in old.layers] == [("RNN/GRUCell", "GRUCell(units=8)")]
     peepholes = rnnexport.inspect(ckpts / "lstm_peephole_projection", SourceOptions(cells=("LSTMCell:8",)))

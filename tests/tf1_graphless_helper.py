@@ -81,6 +81,18 @@ def lstm_start_and_head(x):
     return tf.tensordot(outputs, w, 1) + b, None
 
 
+def stack_start_states(x):
+    """An LSTM over a GRU, each from its own trained state: `init_state_0` [1, 16] holds the
+    LSTM's (c, h) as an LSTMStateTuple flattens, `init_state_1` [6] the GRU's."""
+    batch = tf.shape(x)[0]
+    lstm = v1.get_variable("init_state_0", [1, 2 * UNITS], initializer=v1.random_normal_initializer(0, 0.5))
+    gru = v1.get_variable("init_state_1", [6], initializer=v1.random_normal_initializer(0, 0.5))
+    c, h = tf.split(tf.tile(lstm, [batch, 1]), 2, axis=1)
+    state = (rnn_cell.LSTMStateTuple(c, h), tf.tile(gru[None], [batch, 1]))
+    cell = rnn_cell.MultiRNNCell([rnn_cell.BasicLSTMCell(UNITS), rnn_cell.GRUCell(6)])
+    return _run(cell, x, initial_state=state), None
+
+
 def tf10_names(x):
     """A two-layer BasicLSTMCell stack saved under TF 1.0's names (`rnn_cell/cell_0/.../weights`)."""
     cell = rnn_cell.MultiRNNCell([rnn_cell.BasicLSTMCell(UNITS), rnn_cell.BasicLSTMCell(6)])
@@ -112,9 +124,10 @@ def two_candidates(x):
     return tf.concat([forward, backward], 2), None
 
 
-FIXTURES = {fn.__name__: fn for fn in (basic_lstm, lstm_cell, lstm_peephole_projection, gru, basic_rnn, lstm_block, gru_stack,
-                                       same_shape_stack, initial_state, lstm_start_and_head, tf10_names, tf0_names,
-                                       two_candidates)}
+FIXTURES = {fn.__name__: fn for fn in (
+    basic_lstm, lstm_cell, lstm_peephole_projection, gru, basic_rnn, lstm_block, gru_stack, same_shape_stack,
+    initial_state, lstm_start_and_head, stack_start_states, tf10_names, tf0_names, two_candidates,
+)}
 
 
 def write_one(out: Path, name: str) -> dict:
