@@ -20,7 +20,8 @@ SPECS = {
     "lstm_peephole_projection": ("LSTMCell:8:forget_bias=0.6:cell_clip=0.8:proj_clip=0.5",),
     "basic_rnn": ("BasicRNNCell:8:activation=relu",), "lstm_block": ("LSTMBlockCell:8",),
     "gru_stack": ("gru:8", "gru:6"), "same_shape_stack": ("lstm:5", "lstm:5"), "initial_state": ("GRUCell:8",),
-    "lstm_start_and_head": ("BasicLSTMCell:8",), "stack_start_states": ("lstm:8", "gru:6"), "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
+    "lstm_start_and_head": ("BasicLSTMCell:8",), "stack_start_states": ("lstm:8", "gru:6"),
+    "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
 }
 DEFAULT_LENGTHS = {1, 2, 7, 32, 128}
 

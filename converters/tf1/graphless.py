@@ -53,7 +53,8 @@ class Variables:
         try:
             listed = tf.train.list_variables(str(prefix))
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad files
-            raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: {one_line(exc, typed=False)}") from None
+            raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: "
+                              f"{one_line(exc, typed=False)}") from None
         return cls(prefix, {name: tuple(shape) for name, shape in listed if not BOOKKEEPING.search(name)})
 
     def listing(self, names: list[str] | None = None) -> str:
@@ -210,7 +211,8 @@ class _Matcher:
     def _hint(self) -> str:
         """What the unclaimed kernels under a TF1 cell's scope would fit."""
         gates = {"lstm": 4, "gru": 2, "rnn": 1}
-        fits = [f"{name} {list(shape)} is {kind}:{shape[1] // gates[kind]}" for name, shape in sorted(self.shapes.items())
+        fits = [f"{name} {list(shape)} is {kind}:{shape[1] // gates[kind]}"
+                for name, shape in sorted(self.shapes.items())
                 if name not in self.claimed and len(shape) == 2 and _last(name) in KERNELS
                 and (kind := _named_kind(name)) and not (kind == "gru" and _last(_scope(name)).lower() == "candidate")]
         return f" ({'; '.join(fits)})" if fits else ""
