@@ -223,3 +223,25 @@ def test_lambda_refusal_names_the_file(tmp_path):
     keras.Model(i, keras.layers.GRU(4)(x)).save(path)
     with pytest.raises(UnsupportedModelError, match=rf"^{path}: layer 'double' is a Lambda layer"):
         rnnexport.inspect(path)
+
+
+def test_old_spellings_become_what_keras_3_builds():
+    """Spellings no fixture above carries, straight from the configs Keras 1 and tf.keras wrote."""
+    from rnnexport_converters.keras import keras2
+
+    config = {"class_name": "Model", "config": {"name": "m", "layers": [
+        {"name": "in", "class_name": "InputLayer", "inbound_nodes": [],
+         "config": {"name": "in", "batch_input_shape": [None, None, 3], "input_dtype": "float32", "sparse": False}},
+        {"name": "act", "class_name": "LeakyReLU", "inbound_nodes": [[["in", 0, 0, {}]]],
+         "config": {"name": "act", "alpha": 0.3, "dtype": {"class_name": "Policy", "config": {"name": "float32"}}}},
+        {"name": "bn", "class_name": "BatchNormalization", "inbound_nodes": [[["act", 0, 0, {}]]],
+         "config": {"name": "bn", "axis": [2], "fused": True, "gamma_regularizer": ["l2", 0.1]}},
+    ], "input_layers": [["in", 0, 0]], "output_layers": [["bn", 0, 0]]}}
+    layers = keras2.upgrade(config).config["config"]["layers"]
+    assert [entry["config"] for entry in layers] == [
+        {"name": "in", "sparse": False, "dtype": "float32", "batch_shape": [None, None, 3]},
+        {"name": "act", "dtype": "float32", "negative_slope": 0.3},
+        {"name": "bn", "axis": 2},
+    ]
+    with pytest.raises(UnsupportedModelError, match=r"declares no input shape \(layer 'dense' has none\)"):
+        keras2.upgrade({"class_name": "Sequential", "config": [{"class_name": "Dense", "config": {"name": "dense"}}]})

@@ -51,6 +51,11 @@ def check_found(label: str, model_config: dict[str, Any], custom: dict[str, Any]
     for entry in keras_config.layer_configs(model_config):
         for layer in keras_config.walk(entry):
             cls = layer.get("class_name", "")
+            if cls == "Merge" and cls not in custom:
+                raise UnsupportedModelError(
+                    f"{label}: layer '{keras_config.layer_name(layer)}' is a Keras 1 Merge layer, which Keras 3 does "
+                    "not have; rebuild the model with the merge layers (Concatenate, Add, Multiply, ...)"
+                )
             if cls not in custom and not _known_to_keras(layer):
                 raise UnsupportedModelError(
                     f"{label}: layer '{keras_config.layer_name(layer)}' is of class '{cls}', which Keras cannot "
