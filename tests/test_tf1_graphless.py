@@ -21,7 +21,7 @@ SPECS = {
     "basic_rnn": ("BasicRNNCell:8:activation=relu",), "lstm_block": ("LSTMBlockCell:8",),
     "gru_stack": ("gru:8", "gru:6"), "same_shape_stack": ("lstm:5", "lstm:5"), "initial_state": ("GRUCell:8",),
     "lstm_start_and_head": ("BasicLSTMCell:8",), "stack_start_states": ("lstm:8", "gru:6"),
-    "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",),
+    "tf10_names": ("lstm:8", "lstm:6"), "tf0_names": ("gru:8",), "tf0_lstm_cell": ("LSTMCell:8:forget_bias=0.6",),
 }
 DEFAULT_LENGTHS = {1, 2, 7, 32, 128}
 
@@ -137,8 +137,8 @@ def test_inspect_says_what_each_variable_became(ckpts):
     assert peepholes.layers[0].kind == "LSTM(units=8, forget_bias=1, peepholes, num_proj=6)"
     assert peepholes.outputs[0].shape == (None, None, 6)
     assert ("layer 0 is an LSTMCell with a projection and peepholes; no clip is applied (Saver does not store "
-            "cell_clip or proj_clip: give them as LSTMCell:8:cell_clip=X:proj_clip=Y if the model was built with "
-            "them)") in peepholes.notes
+            "cell_clip or proj_clip: add :cell_clip=X:proj_clip=Y to its spec LSTMCell:8 if the model was built "
+            "with them)") in peepholes.notes
     stacked = rnnexport.inspect(ckpts / "same_shape_stack", SourceOptions(cells=("lstm:5", "lstm:5")))
     assert [layer.name for layer in stacked.layers] == [f"rnn/multi_rnn_cell/cell_{i}/basic_lstm_cell" for i in (0, 1)]
 

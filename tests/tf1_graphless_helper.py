@@ -117,6 +117,15 @@ def tf0_names(x):
     return outputs, old
 
 
+def tf0_lstm_cell(x):
+    """An LSTMCell with peepholes and a projection saved under TF 0.x's names (`LSTMCell/W_0`,
+    `B`, `W_F_diag`, `W_P_0`)."""
+    outputs = _run(rnn_cell.LSTMCell(UNITS, use_peepholes=True, num_proj=6, forget_bias=0.6), x)
+    spell = {"kernel": "W_0", "bias": "B", "w_f_diag": "W_F_diag", "w_i_diag": "W_I_diag", "w_o_diag": "W_O_diag",
+             "projection": "W_P_0"}
+    return outputs, {f"RNN/LSTMCell/{spell[v.name.split('/')[2].split(':')[0]]}": v for v in v1.trainable_variables()}
+
+
 def two_candidates(x):
     """The two cells of a bidirectional layer: two LSTM kernels of one shape, no layer number."""
     (forward, backward), _ = v1.nn.bidirectional_dynamic_rnn(
@@ -126,7 +135,7 @@ def two_candidates(x):
 
 FIXTURES = {fn.__name__: fn for fn in (
     basic_lstm, lstm_cell, lstm_peephole_projection, gru, basic_rnn, lstm_block, gru_stack, same_shape_stack,
-    initial_state, lstm_start_and_head, stack_start_states, tf10_names, tf0_names, two_candidates,
+    initial_state, lstm_start_and_head, stack_start_states, tf10_names, tf0_names, tf0_lstm_cell, two_candidates,
 )}
 
 

@@ -21,8 +21,9 @@ import numpy as np
 from rnnexport_converters.tf1.cellspec import CellSpec
 from rnnexport.errors import SourceError, UnsupportedModelError, one_line
 
-KERNELS = ("kernel", "weights", "Matrix")
-BIASES = ("bias", "biases", "Bias")
+# TF >= 1.2, TF 1.0 (`_linear`), TF 0.x (`Linear/Matrix`; its LSTMCell a one-shard `W_0` and `B`).
+KERNELS = ("kernel", "weights", "Matrix", "W_0")
+BIASES = ("bias", "biases", "Bias", "B")
 # Optimizer slots, step counters and moving averages: saved beside a model, never part of it.
 BOOKKEEPING = re.compile(r"(^|/)(global_step|beta[12]_power|_CHECKPOINTABLE_OBJECT_GRAPH)$|"
                          r"/(Adam|Momentum|Adagrad|AdagradDA|RMSProp|Ftrl|Adadelta|ExponentialMovingAverage)(_\d+)?$")
@@ -150,13 +151,17 @@ class _Matcher:
                 and _named_kind(name) in (None, kind)]
 
     def _lstm_extras(self, kernel: str, units: int) -> dict[str, str]:
-        """An LSTMCell's peepholes (all three) and projection, beside its kernel."""
+        """An LSTMCell's peepholes (all three) and projection, beside its kernel (TF 0.x spelled
+        them `W_F_diag` and `W_P_0`)."""
         parent = kernel.rsplit("/", 1)[0] + "/" if "/" in kernel else ""
-        extras = {role: parent + role for role in PEEPHOLES if self.shapes.get(parent + role) == (units,)}
+        extras = {}
+        for role in PEEPHOLES:
+            spellings = (parent + role, f"{parent}W_{role[2].upper()}_diag")
+            extras.update({role: name for name in spellings if self.shapes.get(name) == (units,)})
         if len(extras) != len(PEEPHOLES):
             extras = {}
-        projection = next((parent + f"projection/{k}" for k in KERNELS
-                           if len(self.shapes.get(parent + f"projection/{k}", ())) == 2), None)
+        spellings = [parent + f"projection/{k}" for k in KERNELS] + [parent + "W_P_0"]
+        projection = next((name for name in spellings if len(self.shapes.get(name, ())) == 2), None)
         if projection and self.shapes[projection][0] == units and projection not in self.claimed:
             extras["projection"] = projection
         return extras

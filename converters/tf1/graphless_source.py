@@ -147,8 +147,8 @@ class OpenedGraphless(OpenedSource):
                       if role in layer.names]
             if extras and layer.spec.cell_clip is None and layer.spec.proj_clip is None:
                 notes.append(f"layer {index} is an LSTMCell with {' and '.join(extras)}; no clip is applied (Saver "
-                             f"does not store cell_clip or proj_clip: give them as {layer.spec}:cell_clip=X:"
-                             "proj_clip=Y if the model was built with them)")
+                             "does not store cell_clip or proj_clip: add :cell_clip=X:proj_clip=Y to its spec "
+                             f"{layer.spec} if the model was built with them)")
             if layer.initial:
                 notes.append(f"layer {index} starts from the trained state {', '.join(layer.initial.values())} "
                              "(tiled over the batch), as the export does")
