@@ -1,6 +1,8 @@
 """Saver checkpoints of cell variables only (no meta graph), their architecture named with
 --cell or --architecture; written by the real TF1 cell classes (tf1_graphless_helper.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,7 +13,7 @@ from rnnexport.cli import cli
 from rnnexport.device import resolve_device
 from rnnexport.errors import UserError
 from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
-from rnnexport_converters.tf1 import cellspec
+from rnnexport_converters.tf1 import cellspec, graphless
 from rnnexport_converters.tf1.checkpoint import Tf1CheckpointSource
 
 # What the checkpoints are, as a user names them.
@@ -60,6 +62,45 @@ def test_cell_specs_take_kinds_tf1_class_names_and_settings():
         with pytest.raises(UserError) as error:
             cellspec.parse_one(text)
         assert message in str(error.value)
+
+
+def _find(shapes, cells, head=None):
+    return graphless.find(graphless.Variables.of(Path("m.ckpt"), list(shapes.items())), cellspec.parse(cells), head)
+
+
+def test_variables_are_matched_by_tf1_names_and_shapes():
+    """TF 0.x MultiRNNCell names, an embedding, a dense head and optimizer slots, in one listing."""
+    u = 4
+    shapes = {f"RNN/MultiRNNCell/Cell{i}/BasicLSTMCell/Linear/{role}": shape
+              for i in (0, 1) for role, shape in (("Matrix", (2 * u, 4 * u)), ("Bias", (4 * u,)))}
+    shapes |= {"embedding": (100, u), "dense/kernel": (u, 3), "dense/bias": (3,), "lr": ()}
+    listed = {"global_step": (), "dense/kernel/Adam": (u, 3), "beta1_power": ()}
+    found = _find({**shapes, **listed}, ("lstm:4", "lstm:4"))
+    assert [layer.names["kernel"] for layer in found.layers] == [
+        "RNN/MultiRNNCell/Cell0/BasicLSTMCell/Linear/Matrix", "RNN/MultiRNNCell/Cell1/BasicLSTMCell/Linear/Matrix"]
+    assert (found.embedding, found.head, found.unused) == ("embedding", ("dense/kernel", "dense/bias"), ["lr"])
+
+
+@pytest.mark.parametrize("shapes, cells, head, message", [
+    ({"lstm_cell/kernel": (9, 16), "lstm_cell/bias": (16,), "initial_state": (4,)}, ("lstm:4",), None,
+     "m.ckpt: start-state variable 'initial_state' [4] could be the LSTM's c or h; name it c0/h0"),
+    ({"gru_cell/gates/kernel": (9, 8), "gru_cell/gates/bias": (8,), "gru_cell/candidate/kernel": (9, 4),
+      "gru_cell/candidate/bias": (4,), "a_w": (4, 3), "a_b": (3,), "b_w": (4, 2), "b_b": (2,)}, ("gru:4",), None,
+     "m.ckpt: 2 dense heads could follow the last layer (a_w, b_w); rnnexport will not guess which; the checkpoint "
+     "holds a_b [3], a_w [4, 3], b_b [2], b_w [4, 2], gru_cell/candidate/bias [4]"),
+    ({"basic_rnn_cell/kernel": (9, 4), "basic_rnn_cell/bias": (4,)}, ("rnn:4",), True,
+     "m.ckpt: the architecture ends in a Dense layer, but no kernel [4, K] with a bias [K] is left for it"),
+    ({"basic_rnn_cell/kernel": (9, 4), "basic_rnn_cell/bias": (4,), "out/kernel": (4, 2), "out/bias": (2,)},
+     ("rnn:4",), False, "m.ckpt: out/bias, out/kernel belong to no layer of rnn:4"),
+    ({"gru_cell/gates/kernel": (9, 8), "gru_cell/gates/bias": (8,), "gru_cell/candidate/kernel": (9, 4),
+      "gru_cell/candidate/bias": (4,)}, ("lstm:2",), None,
+     "m.ckpt: no variables fit layer 0 (lstm:2): it needs a kernel [F + 2, 8] with its bias "
+     "(gru_cell/gates/kernel [9, 8] is gru:4); check --cell"),
+])
+def test_what_matching_cannot_settle_is_refused(shapes, cells, head, message):
+    with pytest.raises(UserError) as error:
+        _find(shapes, cells, head)
+    assert message in str(error.value)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

@@ -56,6 +56,11 @@ class Variables:
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad files
             raise SourceError(f"{prefix}: TensorFlow cannot read this checkpoint: "
                               f"{one_line(exc, typed=False)}") from None
+        return cls.of(prefix, listed)
+
+    @classmethod
+    def of(cls, prefix: Path, listed: list[tuple[str, list[int]]]) -> Variables:
+        """From (name, shape) pairs as `tf.train.list_variables` gives them."""
         return cls(prefix, {name: tuple(shape) for name, shape in listed if not BOOKKEEPING.search(name)})
 
     def listing(self, names: list[str] | None = None) -> str:
