@@ -187,6 +187,8 @@ def run_model(model: dict, cache: Path, timeout: float, keep: Path | None) -> di
             row.update(status="crashed", reason=f"worker died ({how}): {tail}" if code else result.get("reason", tail))
         else:
             row.update(status=result["status"], reason=result.get("reason", ""))
+        prefix = str(cache / model["name"]) + os.sep
+        row["reason"] = row["reason"].replace(prefix, "")  # the cache path says nothing; keep the file name
         if result.get("notes"):
             row["notes"] = result["notes"]
         if result.get("traceback"):
