@@ -46,10 +46,18 @@ STATUS_STYLE = {
 }
 
 
-def one_line(text: str, limit: int = 240) -> str:
+def one_line(text: str, limit: int = 2000) -> str:
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
     line = lines[0] if lines else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def shorten(text: str, limit: int = 260) -> str:
+    """The head and the tail of a long reason: the tail often says what went wrong."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return text[: limit - tail - 3] + " … " + text[-tail:]
 
 
 # ---------------------------------------------------------------- the worker (one model, own process)
@@ -267,7 +275,7 @@ def print_table(rows: list[dict]) -> None:
             *(fmt_error(row["errors"].get(t)) for t in TARGETS),
             fmt_ops(row["onnx_recurrent_ops"]),
             "" if row["seconds"] is None else f"{row['seconds']:.0f}",
-            row["reason"],
+            shorten(row["reason"]),
         )
     console.print(table)
     passing = sum(1 for r in rows if r["status"] == "passed")
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, model in enumerate(models, 1):
         print(f"[{i}/{len(models)}] {model['name']} ({model['family']}) ...", file=sys.stderr, flush=True)
         row = run_model(model, cache, args.timeout, args.keep_exports)
-        print(f"    {row['status']} in {row['seconds']} s {one_line(row['reason'], 160)}", file=sys.stderr, flush=True)
+        print(f"    {row['status']} in {row['seconds']} s {shorten(row['reason'], 160)}", file=sys.stderr, flush=True)
         rows.append(row)
         if args.json:  # written after every model: a long run interrupted keeps what it did
             args.json.write_text(json.dumps({"cache": str(cache), "rows": rows}, indent=1, default=str))
