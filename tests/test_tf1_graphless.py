@@ -253,3 +253,21 @@ def test_deepnlp_without_its_graph_computes_what_its_graph_does(realworld):
                                    {"pos_var_scope_zh_1/input_data:0": ids})
     assert logits.shape == (1, 30, 44) and expected.shape == (30, 44)
     assert np.max(np.abs(logits[0] - expected)) < 1e-5
+
+
+def test_deepnlp_from_a_keras_config_with_its_embedding(realworld, tmp_path):
+    import keras
+
+    prefix = realworld / "deepnlp-pos-tf1ckpt" / "pos.ckpt"
+    for vocab in (50000, 1000):
+        layers = [keras.Input((None,), dtype="int32"), keras.layers.Embedding(vocab, 128),
+                  *[keras.layers.LSTM(128, return_sequences=True) for _ in range(2)], keras.layers.Dense(44)]
+        (tmp_path / f"{vocab}.json").write_text(keras.Sequential(layers).to_json())
+    info = rnnexport.inspect(prefix, SourceOptions(architecture=tmp_path / "50000.json"))
+    assert [(t.name, t.dtype, t.vocab_size) for t in info.inputs] == [("ids", "int32", 50000)]
+    assert [layer.kind for layer in info.layers] == ["Embedding", *["LSTM(units=128, forget_bias=1)"] * 2,
+                                                     "matmul + bias"]
+    result = CliRunner().invoke(cli, ["inspect", str(prefix), "--architecture", str(tmp_path / "1000.json")])
+    assert result.exit_code == 2
+    assert ("pos.ckpt: architecture 1000.json embeds 1000 ids in 128 dimensions, but "
+            "'pos_var_scope_zh/pos_variables/embedding' is [50000, 128]") in result.output

@@ -22,9 +22,11 @@ HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
 @dataclass(frozen=True)
 class Architecture:
-    """The recurrent layers, first to last, and what follows them. `head` is None when a dense
-    head is taken where the checkpoint has one, True when the architecture ends in one (with
-    `head_activation`), False when it has none. `last_step`: the model returns its last step."""
+    """The recurrent layers, first to last, and what comes before and after them. `head` is None
+    when a dense head is taken where the checkpoint has one, True when the architecture ends in
+    one (with `head_activation`), False when it has none; `embedding` likewise for an embedding
+    before the first layer, with its (vocabulary, width) where the architecture gives them.
+    `last_step`: the model returns its last step."""
 
     specs: tuple[CellSpec, ...]
     origin: str
@@ -32,6 +34,8 @@ class Architecture:
     head_activation: str = "linear"
     last_step: bool = False
     features: int | None = None
+    embedding: bool | None = None
+    embedding_shape: tuple[int, int] | None = None
 
 
 def from_options(options: SourceOptions) -> Architecture | None:
@@ -90,12 +94,12 @@ def _recurrent(path: Path, name: str, kind: str, config: dict[str, Any]) -> Cell
 
 
 def from_keras(path: Path) -> Architecture:
-    """The architecture a Keras model file (`.keras`, `.h5`) or JSON config describes: input,
-    recurrent layers, dropout, and at most one Dense layer at the end."""
+    """The architecture a Keras model file (`.keras`, `.h5`) or JSON config describes: input, an
+    embedding, recurrent layers, dropout, and at most one Dense layer at the end."""
     from rnnexport_converters.keras import config as keras_config
 
     specs: list[CellSpec] = []
-    head, activation, last_step, features = False, "linear", False, None
+    head, activation, last_step, features, embedding = False, "linear", False, None, None
     for entry in keras_config.layer_configs(_config(path)):
         cls, config = entry.get("class_name"), entry.get("config", {})
         name = keras_config.layer_name(entry)
@@ -104,7 +108,9 @@ def from_keras(path: Path) -> Architecture:
             features = shape[-1]
         if cls in PASSIVE:
             continue
-        if cls in KERAS_KINDS and not head and not last_step:
+        if cls == "Embedding" and not specs and embedding is None:
+            embedding, features = (int(config["input_dim"]), int(config["output_dim"])), None
+        elif cls in KERAS_KINDS and not head and not last_step:
             specs.append(_recurrent(path, name, KERAS_KINDS[cls], config))
             last_step = not config.get("return_sequences", False)
         elif cls == "Dense" and specs and not head:
@@ -115,8 +121,9 @@ def from_keras(path: Path) -> Architecture:
         else:
             raise UnsupportedModelError(
                 f"{path}: layer '{name}' ({cls}) has no counterpart in a checkpoint of TF1 cells saved without a "
-                "graph; supported: recurrent layers (LSTM, GRU with reset_after=False, SimpleRNN) that return "
-                "sequences up to the last, dropout, and one Dense layer at the end")
+                "graph; supported: an Embedding first, recurrent layers (LSTM, GRU with reset_after=False, "
+                "SimpleRNN) that return sequences up to the last, dropout, and one Dense layer at the end")
     if not specs:
         raise UnsupportedModelError(f"{path}: the architecture has no LSTM, GRU or SimpleRNN layer")
-    return Architecture(tuple(specs), f"architecture {path.name}", head, activation, last_step, features)
+    return Architecture(tuple(specs), f"architecture {path.name}", head, activation, last_step, features,
+                        embedding is not None, embedding)

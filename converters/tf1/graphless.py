@@ -309,9 +309,10 @@ class _Matcher:
         return pairs[0] if pairs else None
 
 
-def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None = None) -> Mapping:
+def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None = None,
+         embedding_wanted: bool | None = None) -> Mapping:
     """Which variables are which. `head_wanted`: None takes a dense head where one fits, True
-    requires one, False takes none."""
+    requires one, False takes none; `embedding_wanted` likewise for an embedding."""
     matcher = _Matcher(variables, specs, head_wanted)
     if not variables.shapes:
         matcher.refuse("the checkpoint holds no model variables", error=SourceError)
@@ -319,7 +320,10 @@ def find(variables: Variables, specs: list[CellSpec], head_wanted: bool | None =
     for index, spec in enumerate(specs):
         layers.append(matcher.layer(index, spec, layers[-1].output_size if layers else None))
     layers = matcher.initial_states(layers)
-    embedding = matcher.embedding(layers[0].input_size)
+    embedding = matcher.embedding(layers[0].input_size) if embedding_wanted is not False else None
+    if embedding_wanted and embedding is None:
+        matcher.refuse(f"the architecture starts with an Embedding, but no variable [V, {layers[0].input_size}] "
+                       "named like an embedding is left for it")
     head = matcher.head(layers[-1].output_size)
     left = sorted(n for n in variables.shapes if n not in matcher.claimed)
     recurrent = [n for n in left if RNN_SCOPES.search(n) or len(variables.shapes[n]) == 2

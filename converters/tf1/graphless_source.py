@@ -71,13 +71,18 @@ class OpenedGraphless(OpenedSource):
         self.meta = meta
         self.architecture = architecture
         variables = Variables.read(prefix)
-        self.mapping: Mapping = find(variables, list(architecture.specs), architecture.head)
+        self.mapping: Mapping = find(variables, list(architecture.specs), architecture.head, architecture.embedding)
         self.variables = variables
         self.features = self.mapping.features
         if architecture.features not in (None, self.features):
             raise SourceError(f"{prefix}: {architecture.origin} takes {architecture.features} features, but the "
                               f"first kernel {list(variables.shapes[self.mapping.layers[0].names['kernel']])} "
                               f"reads {self.features}")
+        embedded = variables.shapes[self.mapping.embedding] if self.mapping.embedding else None
+        if architecture.embedding_shape not in (None, embedded):
+            raise SourceError(f"{prefix}: {architecture.origin} embeds {architecture.embedding_shape[0]} ids in "
+                              f"{architecture.embedding_shape[1]} dimensions, but '{self.mapping.embedding}' is "
+                              f"{list(embedded)}")
         self.values = self._read()
         self.cells = [Cell(layer.names["kernel"], layer.spec.units, layer.input_size, layer.output_size,
                            {role: self.values[name] for role, name in layer.names.items()}, _match(layer), (NO_STEP,))
