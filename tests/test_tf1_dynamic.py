@@ -117,6 +117,11 @@ def test_bidirectional_with_lengths_is_checked_at_every_length(dynamic_files, tm
         assert any(c.case.name.startswith("lengths") for c in export.checked)
 
 
+def test_a_rate_placeholder_is_fed_zero(dynamic_files):
+    info = rnnexport.inspect(dynamic_files / "dropout_rate.pb")
+    assert _notes(info) == ["'dropout_rate:0' gates dropout; fed 0, which switches it off, and left out of the export"]
+
+
 def test_dropout_at_a_fixed_rate_is_refused_by_name(dynamic_files):
     with pytest.raises(UnsupportedModelError, match=r"fixed_rate_dropout.pb: op 'dropout/SelectV2' applies dropout at "
                                                     r"a fixed rate; no keep_prob placeholder switches it off"):

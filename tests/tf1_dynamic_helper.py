@@ -37,6 +37,13 @@ def per_step(outputs, units, activation=None):
     return tf.reshape(flat, tf.concat([tf.shape(outputs)[:2], [units]], 0))
 
 
+def scaled_dropout(x, keep_prob):
+    """The dropout of TF 1.13 to 1.15: x * (1 / keep_prob) * cast(U[0, 1) >= 1 - keep_prob)."""
+    with v1.name_scope("dropout"):
+        keep = tf.cast(v1.random_uniform(tf.shape(x), dtype=x.dtype) >= 1.0 - keep_prob, x.dtype)
+        return x * (1.0 / keep_prob) * keep
+
+
 def free_lstm(x):
     """Batch-major input of unknown batch and time; per-step softmax."""
     outputs, _ = v1.nn.dynamic_rnn(rnn_cell.BasicLSTMCell(UNITS), x, dtype=tf.float32)
@@ -58,10 +65,17 @@ def dropout_keep_prob(x, keep_prob):
 
 
 def dropout_with_default(x):
-    """Dropout in TF 1.x's spelling, gated by a PlaceholderWithDefault named `dropout`."""
+    """Dropout in TF 1.13's and TF 1.0's spellings, gated by a PlaceholderWithDefault named `dropout`."""
     keep_prob = v1.placeholder_with_default(1.0, [], name="dropout")
-    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.BasicLSTMCell(UNITS), old_dropout(x, keep_prob), dtype=tf.float32)
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.BasicLSTMCell(UNITS), scaled_dropout(x, keep_prob), dtype=tf.float32)
     return per_step(old_dropout(outputs, keep_prob), CLASSES)
+
+
+def dropout_rate(x):
+    """Dropout gated by a rate placeholder, which inference feeds 0 (1 would divide by zero)."""
+    rate = v1.placeholder(tf.float32, [], name="dropout_rate")
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), v1.nn.dropout(x, rate=rate), dtype=tf.float32)
+    return outputs
 
 
 def training_flag_dropout(x):
@@ -136,6 +150,7 @@ FIXTURES = {
     "dropout_keep_prob": (dropout_keep_prob, ("keep_prob",), False, False),
     "dropout_with_default": (dropout_with_default, (), False, False),
     "training_flag_dropout": (training_flag_dropout, (), False, False),
+    "dropout_rate": (dropout_rate, (), False, False),
     "free_lengths_lstm": (free_lengths_lstm, ("lengths",), False, False),
     "initial_state_tuple": (initial_state_tuple, (), False, False),
     "initial_state_concat": (initial_state_concat, ("lengths",), True, False),
@@ -144,7 +159,8 @@ FIXTURES = {
     "trained_tagger": (trained_tagger, (), False, False),
 }
 FROZEN = ("free_lstm", "free_gru_time_major", "dropout_with_default", "initial_state_tuple", "initial_state_concat",
-          "bidirectional_lengths", "fixed_rate_dropout", "training_flag_dropout")
+          "bidirectional_lengths", "fixed_rate_dropout", "training_flag_dropout",
+          "dropout_rate")
 CHECKPOINTED = ("free_lstm", "dropout_keep_prob", "free_lengths_lstm", "bidirectional_lengths", "trained_tagger")
 
 

@@ -66,18 +66,26 @@ def _values(gate: Any) -> tuple[float | bool, ...]:
     return FLAG_VALUES if gate.dtype.is_bool else GATE_VALUES
 
 
-def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]]) -> Feeds:
-    """`feeds` with gate values that switch dropout off: the graph, run twice in one session by
-    `run`, gives the same finite output. keep_prob spellings need 1; rate spellings need 0 (1
-    divides by zero); a training flag is fed False."""
+def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]],
+                 distance: Callable[[np.ndarray], float]) -> Feeds:
+    """`feeds` with gate values that switch dropout off. keep_prob spellings need 1 and rate
+    spellings 0, where the other extreme divides by zero (NaN) or drops every element (zeros,
+    which are deterministic too); a training flag is fed False. Of the values with which the
+    graph, run twice in one session by `run`, gives the same finite output, those whose output
+    is nearest (`distance`) to the recognised model's, which has no dropout."""
     if not feeds.gates:
         return feeds
     names = sorted(feeds.gates)
     choices = [FLAG_VALUES if isinstance(feeds.gates[name], bool) else GATE_VALUES for name in names]
+    best: tuple[float, dict[str, float | bool]] | None = None
     for values in itertools.product(*choices):
         gates = dict(zip(names, values))
         first, second = run(gates)
         if np.all(np.isfinite(first)) and np.array_equal(first, second):
-            return Feeds(gates, feeds.states)
-    raise UnsupportedModelError(f"placeholder '{names[0]}' gates random ops (dropout) that stay random or give "
-                                "NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")
+            near = distance(first)
+            if best is None or near < best[0]:
+                best = (near, gates)
+    if best is None:
+        raise UnsupportedModelError(f"placeholder '{names[0]}' gates random ops (dropout) that stay random or give "
+                                    "NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")
+    return Feeds(best[1], feeds.states)
