@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rnnexport_converters.tf1.cells import basic_rnn, block_lstm, gru, keras_gru, keras_lstm, keras_rnn, lstm
+from rnnexport_converters.tf1.cells import keras_gru_reset_before
 from rnnexport_converters.tf1.cells.base import Cell, CellMatch, Step
 from rnnexport_converters.tf1.cells.patterns import Ambiguous
 from rnnexport_converters.tf1.graph import GraphView
@@ -29,6 +30,8 @@ MATCHERS: dict[str, Matcher] = {
     "GRUCell": gru.match,
     "BasicRNNCell": basic_rnn.match,
     "keras LSTM": keras_lstm.match,
+    # Before reset_after=True, which refuses a candidate it does not recognise.
+    "keras GRU reset_after=False": keras_gru_reset_before.match,
     "keras GRU": keras_gru.match,
     "keras SimpleRNN": keras_rnn.match,
 }
