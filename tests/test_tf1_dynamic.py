@@ -41,6 +41,12 @@ def test_unknown_time_and_batch_convert_at_every_length(dynamic_files, tmp_path,
     assert any("time-major" in n for n in info.notes) == name.endswith("time_major.pb")
 
 
+def test_an_input_of_unknown_rank_takes_its_width_from_the_first_cell(dynamic_files):
+    info = rnnexport.inspect(dynamic_files / "unknown_rank_lstm.pb")
+    assert [(t.name, t.shape) for t in info.inputs] == [("x", (None, None, 5))]
+    assert info.outputs == rnnexport.inspect(dynamic_files / "free_lstm.pb").outputs
+
+
 def test_frozen_and_checkpointed_graphs_read_alike(dynamic_files):
     for name in ("free_lstm", "bidirectional_lengths"):
         frozen, saved = (rnnexport.inspect(dynamic_files / n) for n in (f"{name}.pb", name))

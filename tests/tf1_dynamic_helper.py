@@ -189,10 +189,24 @@ def write_one(out: Path, name: str, frozen: bool) -> dict:
     return {"inputs": [t.name for t in inputs], "output": y.name, "time_major": time_major}
 
 
+def unknown_rank(source: Path, target: Path) -> None:
+    """A copy of a frozen graph whose input placeholder and TensorArrays have no shape, as graphs
+    frozen by early TF 1.x often hold them."""
+    graph_def = v1.GraphDef()
+    graph_def.ParseFromString(source.read_bytes())
+    for node in graph_def.node:
+        for key in ("shape", "element_shape"):
+            if key in node.attr and (node.op == "TensorArrayV3" or node.name == "x"):
+                node.attr[key].shape.Clear()
+                node.attr[key].shape.unknown_rank = True
+    target.write_bytes(graph_def.SerializeToString())
+
+
 if __name__ == "__main__":
     np.random.seed(0)
     v1.disable_v2_behavior()
     target = Path(sys.argv[2])
     manifest = {f"{name}.pb": write_one(target, name, True) for name in FROZEN}
     manifest.update({name: write_one(target, name, False) for name in CHECKPOINTED})
+    unknown_rank(target / "free_lstm.pb", target / "unknown_rank_lstm.pb")
     (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
