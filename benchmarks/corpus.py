@@ -300,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         merged: dict[str, dict] = {}
         for path in args.from_json:
-            for row in json.loads(path.read_text())["rows"]:
+            data = json.loads(path.read_text())
+            for row in data["rows"]:
+                row["reason"] = row["reason"].replace(str(Path(data.get("cache", "")) / row["name"]) + os.sep, "")
                 merged[row["name"]] = row
         order = [m["name"] for m in load_manifest()]
         print_table(sorted(merged.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order)))
