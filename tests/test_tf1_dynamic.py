@@ -166,3 +166,15 @@ def test_training_branches_are_set_aside_and_several_outputs_listed(dynamic_file
         rnnexport.inspect(dynamic_files / "trained_tagger")
     info = rnnexport.inspect(dynamic_files / "trained_tagger", SourceOptions(outputs=("y",)))
     assert [t.name for t in info.inputs] == ["x"] and info.outputs[0].shape == (None, None, 4)
+
+
+def test_initial_state_placeholders_become_the_streaming_state(dynamic_files, tmp_path):
+    options = ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True),
+                             validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,))))
+    result = rnnexport.convert(dynamic_files / "initial_state_tuple.pb", tmp_path, options)
+    assert result.report.passed, result.report.failures()
+    export = export_result(result, "onnx")
+    assert sorted(export.details["streaming_states"]) == ["rnn_0_c", "rnn_0_h"]
+    chunked = [c for c in export.checked if c.case.chunk is not None]
+    assert chunked and all(chunked)
+    assert max(o.max_abs for c in chunked for o in c.outputs) < 5e-5
