@@ -15,6 +15,8 @@ from conftest import TESTS, run_python
 H5_MODELS = {
     "dgaintel": "dgaintel-cnn-lstm-h5/domain_classifier_model.h5",
     "sentinews": "sentinews-gru-h5/default_best.h5",
+    # Keras 2.0.8: a Sequential saved as a bare list of layers, its input shape on the Embedding.
+    "shakkala": "shakkala-keras2-h5/simple_model.h5",
 }
 
 
@@ -22,17 +24,20 @@ H5_MODELS = {
 def converted(realworld, tmp_path_factory):
     out = tmp_path_factory.mktemp("realworld")
     return rnnexport.convert([realworld / p for p in H5_MODELS.values()], out,
-                             rnnexport.ConvertOptions(targets=("savedmodel", "onnx", "tflite")))
+                             rnnexport.ConvertOptions(targets=("all",)))
 
 
-def test_keras2_h5_models_convert_and_pass_parity(converted):
+def test_keras2_h5_models_convert_to_all_and_pass_parity(converted):
     report = converted.report
     assert report.passed, report.failures()
-    assert len(report.exports) == 6
+    assert {(e.source.split("/")[-1], e.target) for e in report.exports} == {
+        (path.split("/")[-1], target) for path in H5_MODELS.values() for target in ("savedmodel", "onnx", "tflite")}
     for export in report.exports:
         lengths = {c.case.length for c in export.cases}
         if export.source.endswith("domain_classifier_model.h5"):
             assert lengths == {1, 2, 20, 82, 328}
+        elif export.source.endswith("simple_model.h5"):
+            assert {c.case.length for c in export.checked} == {1, 2, 123, 495, 1980}
         else:
             assert lengths >= {100, 400}
             assert any(c.case.kind == "padded" and c.passed for c in export.cases)
@@ -45,6 +50,18 @@ def test_keras2_h5_models_fuse_what_each_format_can(converted):
     assert details["default_best.h5", "onnx"]["recurrent_ops"] == {"Loop": 3}
     assert set(details["default_best.h5", "onnx"]["not_fused"]) == {"gru_1", "gru_2", "gru_3"}
     assert details["default_best.h5", "tflite"]["recurrent_ops"] == {"WHILE": 3}
+    assert details["simple_model.h5", "onnx"]["recurrent_ops"] == {"GRU": 1}
+    assert details["simple_model.h5", "tflite"]["recurrent_ops"] == {"WHILE": 1}
+
+
+def test_shakkala_keras208_sequential_is_read_with_keras2_semantics(realworld):
+    info = rnnexport.inspect(realworld / H5_MODELS["shakkala"])
+    assert info.format == "legacy .h5 (Keras 2.0.8)"
+    assert [(t.name, t.dtype, t.vocab_size) for t in info.inputs] == [("embedding_2_input", "int32", 149)]
+    assert info.fixed_length == 495 and info.outputs[0].shape == (None, None, 28)
+    assert [(layer.kind, layer.units, layer.details.get("reset_after")) for layer in info.layers if layer.recurrent] == [
+        ("GRU", 256, False)]
+    assert "Keras 2 hard_sigmoid (clip(0.2x + 0.5)) kept on: gru_1" in info.notes
 
 
 def test_sentinews_is_read_with_keras2_semantics(realworld):
