@@ -90,12 +90,15 @@ def _unscaled(data: Any) -> tuple[Any, frozenset[str], frozenset[str]]:
 def dropped(op: Any) -> Dropout | None:
     """The dropout whose last op is `op` (the multiplication by a random mask, or the selection
     by one), or None."""
+    zero_ops: frozenset[str] = frozenset()
     if op.type == "Mul":
         pairs = [(op.inputs[0], op.inputs[1]), (op.inputs[1], op.inputs[0])]
     elif op.type in ("Select", "SelectV2"):
+        # select(mask, scaled x, 0): the dropped elements are a constant zero.
         zero = _noise(op.inputs[2])
-        pairs = [(op.inputs[1], op.inputs[0])] if zero is not None and not zero.gates and not zero.random else []
-        mask_ops = zero.ops if pairs else frozenset()
+        if zero is None or zero.gates or zero.random:
+            return None
+        pairs, zero_ops = [(op.inputs[1], op.inputs[0])], zero.ops
     else:
         return None
     for value, mask in pairs:
@@ -103,6 +106,5 @@ def dropped(op: Any) -> Dropout | None:
         if found is None or not found.random or _noise(value) is not None:
             continue
         data, scale_ops, scale_gates = _unscaled(value)
-        extra = mask_ops if op.type != "Mul" else frozenset()
-        return Dropout(data, found.ops | scale_ops | extra | {op.name}, found.gates | scale_gates)
+        return Dropout(data, found.ops | scale_ops | zero_ops | {op.name}, found.gates | scale_gates)
     return None
