@@ -115,7 +115,8 @@ def test_bidirectional_with_lengths_is_checked_at_every_length(dynamic_files, tm
     name = "bidirectional_lengths.pb"
     info = rnnexport.inspect(dynamic_files / name)
     assert [l.direction for l in info.layers if l.recurrent] == ["forward", "backward"]
-    assert [(t.name, t.dtype, t.role) for t in info.inputs] == [("ids", "int32", "data"), ("lengths", "int32", "lengths")]
+    assert [(t.name, t.dtype, t.role) for t in info.inputs] == [("ids", "int32", "data"),
+                                                                ("lengths", "int32", "lengths")]
     result = _convert(dynamic_files, tmp_path, name)
     for _, export, checked in checked_exports(result, 5e-5):
         # No fixed length: the graph itself is ground truth at every length, padded rows included.

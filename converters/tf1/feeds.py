@@ -66,7 +66,7 @@ def _values(gate: Any) -> tuple[float | bool, ...]:
     return FLAG_VALUES if gate.dtype.is_bool else GATE_VALUES
 
 
-def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]],
+def switched_off(label: str, feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarray]],
                  distance: Callable[[np.ndarray], float]) -> Feeds:
     """`feeds` with gate values that switch dropout off. keep_prob spellings need 1 and rate
     spellings 0, where the other extreme divides by zero (NaN) or drops every element (zeros,
@@ -86,6 +86,6 @@ def switched_off(feeds: Feeds, run: Callable[[Mapping[str, Any]], list[np.ndarra
             if best is None or near < best[0]:
                 best = (near, gates)
     if best is None:
-        raise UnsupportedModelError(f"placeholder '{names[0]}' gates random ops (dropout) that stay random or give "
-                                    "NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")
+        raise UnsupportedModelError(f"{label}: placeholder '{names[0]}' gates random ops (dropout) that stay random "
+                                    "or give NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")
     return Feeds(best[1], feeds.states)
