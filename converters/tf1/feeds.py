@@ -86,6 +86,7 @@ def switched_off(label: str, feeds: Feeds, run: Callable[[Mapping[str, Any]], li
             if best is None or near < best[0]:
                 best = (near, gates)
     if best is None:
-        raise UnsupportedModelError(f"{label}: placeholder '{names[0]}' gates random ops (dropout) that stay random "
-                                    "or give NaN whether fed 1 or 0; rnnexport exports inference graphs, without dropout")
+        raise UnsupportedModelError(f"{label}: placeholder '{names[0]}' gates random ops (dropout) that stay "
+                                    "random or give NaN whether fed 1 or 0; rnnexport exports inference graphs, "
+                                    "without dropout")
     return Feeds(best[1], feeds.states)
