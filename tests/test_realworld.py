@@ -116,28 +116,34 @@ def test_deepnlp_graph_is_recognised_without_guessing(realworld):
     assert any("fixes the batch at 1" in note for note in info.notes)
 
 
-@pytest.mark.parametrize("name, kind, units, length, fused", [
-    ("Basic_LSTM_S.pb", "LSTM(units=118, forget_bias=1)", 118, 49, {"LSTM": 1}),
-    ("GRU_S.pb", "GRUCell(units=154)", 154, 25, {"GRU": 1}),
+@pytest.mark.parametrize("name, cells, length, shortest, fed_at, fused", [
+    ("Basic_LSTM_S.pb", [("LSTM(units=118, forget_bias=1)", 118)], 49, 1, "Reshape_1:0", {"LSTM": 1}),
+    ("GRU_S.pb", [("GRUCell(units=154)", 154)], 25, 1, "Reshape_1:0", {"GRU": 1}),
+    # ONNX's LSTM has peepholes but no projection: the projected cell stays a Loop.
+    ("LSTM_S.pb", [("LSTM(units=144, forget_bias=1, peepholes, num_proj=98)", 144)], 25, 1, "Reshape_1:0",
+     {"Loop": 1}),
+    # Conv2D(48, 10x4, strides 2x2, VALID) over (time, MFCC) before two GRUs: at least 10 steps.
+    ("CRNN_S.pb", [("GRUCell(units=60)", 60)] * 2, 49, 10, "Mfcc:0", {"GRU": 2}),
 ])
-def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_path, name, kind, units, length, fused):
+def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_path, name, cells, length, shortest,
+                                                               fed_at, fused):
     path = realworld / "mlkws-rnn-frozen" / name
     with pytest.raises(UnsupportedModelError, match="cut the graph with --inputs Mfcc:0"):
         rnnexport.inspect(path)
     source = rnnexport.SourceOptions(inputs=("Mfcc:0",))
     info = rnnexport.inspect(path, source)
     assert [(layer.kind, layer.units, layer.details.get("runner")) for layer in info.layers if layer.recurrent] == [
-        (kind, units, "dynamic_rnn")]
+        (kind, units, "dynamic_rnn") for kind, units in cells]
     assert info.fixed_length == length and [t.name for t in info.inputs] == ["Mfcc"]
-    assert info.outputs[0].shape == (None, 12)
+    assert info.outputs[0].shape == (None, 12) and info.min_length == shortest
     result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), source=source))
     assert result.report.passed, result.report.failures()
     for export in result.report.exports:
-        assert {1, 2, length, 4 * length} <= {c.case.length for c in export.checked}
+        assert {shortest, shortest + 1, length, 4 * length} <= {c.case.length for c in export.checked}
         assert not export.skipped
         assert export.max_abs < 5e-6
     methods = {c.reference_method for c in result.report.exports[0].cases}
-    assert f"source, fed at 'Reshape_1:0' with its {length} steps freed, 1 row(s) at a time" in methods
+    assert f"source, fed at '{fed_at}' with its {length} steps freed, 1 row(s) at a time" in methods
     onnx = next(e for e in result.report.exports if e.target == "onnx")
     assert onnx.details["recurrent_ops"] == fused
 
@@ -177,3 +183,24 @@ def test_sentinews_streams_and_the_cnn_lstm_is_refused(realworld, tmp_path):
         assert max(o.max_abs for c in chunked for o in c.outputs) < 1e-5
     with pytest.raises(UnsupportedModelError, match=r"cannot stream: layer 'conv1d_4' \(Conv1D\) may combine"):
         rnnexport.convert(realworld / H5_MODELS["dgaintel"], tmp_path, _streaming())
+
+
+def test_cutkum_dynamic_rnn_with_dropout_state_and_lengths_converts_to_every_target(realworld, tmp_path):
+    """cutkum: time-major dynamic_rnn over 3 GRUCells in DropoutWrapper (keep_prob), a concatenated
+    initial-state placeholder, sequence lengths and a head mapped over time (sigmoid, softmax)."""
+    path = realworld / "cutkum-gru-frozen" / "frozen_model.pb"
+    info = rnnexport.inspect(path)
+    assert [(t.name, t.shape, t.role) for t in info.inputs] == [("inputs", (None, None, 80), "data"),
+                                                                ("seq_lengths", (None,), "lengths")]
+    assert [layer.kind for layer in info.layers if layer.recurrent] == [
+        "GRUCell(units=512)", "GRUCell(units=256)", "GRUCell(units=128)"]
+    assert info.outputs[0].name == "probs" and info.outputs[0].shape == (None, None, 5)
+    assert "'placeholder/keep_prob:0' gates dropout; fed 1, which switches it off, and left out of the export" in info.notes
+    assert "'placeholder/fw_state:0' holds an initial state; fed zeros, where the export's cells start" in info.notes
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",)))
+    assert result.report.passed, result.report.failures()
+    assert {e.target for e in result.report.exports} == {"onnx", "savedmodel", "tflite"}
+    for export in result.report.exports:
+        assert {1, 2, 7, 32, 128} <= {c.case.length for c in export.checked}
+        assert any(c.case.name.startswith("seq_lengths") for c in export.checked)
+        assert not export.skipped and export.max_abs < 5e-5

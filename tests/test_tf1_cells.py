@@ -13,6 +13,7 @@ from rnnexport.errors import UnsupportedModelError
 
 LENGTH = 10
 SWEEP = {1, 2, 3, LENGTH, 4 * LENGTH}
+DENSE_NOTE = "front end before the recurrent layers: Dense(7, activation=relu); every export computes it"
 PROJECTED = "LSTM(units=8, forget_bias=0.6, peepholes, num_proj=6, cell_clip=0.8, proj_clip=0.5)"
 
 
@@ -23,16 +24,17 @@ def files(tmp_path_factory):
     return out
 
 
-def _convert(path, out, *targets):
-    return rnnexport.convert(path, out, rnnexport.ConvertOptions(targets=targets))
+def _convert(path, out, *targets, outputs=()):
+    source = rnnexport.SourceOptions(outputs=outputs)
+    return rnnexport.convert(path, out, rnnexport.ConvertOptions(targets=targets, source=source))
 
 
 def _recurrent(info):
     return [(layer.kind, layer.details["runner"]) for layer in info.layers if layer.recurrent]
 
 
-def test_projected_lstm_under_dynamic_rnn_frozen_converts_to_every_target(files, tmp_path):
-    result = _convert(files / "lstm_projection_dynamic.pb", tmp_path, "all")
+def test_projected_lstm_under_dynamic_rnn_frozen_converts_to_onnx_and_tflite(files, tmp_path):
+    result = _convert(files / "lstm_projection_dynamic.pb", tmp_path, "onnx", "tflite")
     for target, export, checked in checked_exports(result, 1e-5):
         assert checked == SWEEP, target
     # No ONNX or TFLite fused LSTM has peepholes with a projection and clips: the cell stays a loop.
@@ -68,8 +70,7 @@ def test_time_major_final_projected_state_checkpoint_passes_at_whole_windows(fil
 def test_dense_relu_before_split_is_the_exports_front_end(files, name):
     info = rnnexport.inspect(files / name)
     assert _recurrent(info) == [("LSTM(units=8, forget_bias=1)", "static_rnn (10 steps)")]
-    assert ("front end before the recurrent layers: Dense(7, activation=relu); the exports compute it"
-            in info.notes)
+    assert DENSE_NOTE in info.notes
 
 
 def test_dense_relu_front_end_converts_and_the_lstm_still_fuses(files, tmp_path):
@@ -79,20 +80,42 @@ def test_dense_relu_front_end_converts_and_the_lstm_still_fuses(files, tmp_path)
     assert export_result(result, "onnx").details["recurrent_ops"] == {"LSTM": 1}
 
 
+def test_a_dense_layer_on_every_steps_slice_is_one_front_end(files, tmp_path):
+    info = rnnexport.inspect(files / "per_step_front_static")
+    assert DENSE_NOTE in info.notes
+    result = _convert(files / "per_step_front_static", tmp_path, "savedmodel")
+    for _, export, checked in checked_exports(result, 5e-5):
+        assert checked == SWEEP
+
+
+def test_tf_layers_dense_before_and_after_dynamic_rnn(files, tmp_path):
+    info = rnnexport.inspect(files / "layers_dense_dynamic.pb")
+    assert DENSE_NOTE in info.notes
+    assert [layer.kind for layer in info.layers if not layer.recurrent] == [
+        "Dense(7, activation=relu)", "matmul + bias"]
+    result = _convert(files / "layers_dense_dynamic.pb", tmp_path, "onnx")
+    for _, export, checked in checked_exports(result, 1e-5):
+        assert checked == SWEEP
+        assert {c.reference_method for c in export.checked} == {
+            "source", f"source, fed at 'x:0' with its {LENGTH} steps freed"}
+    assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1}
+
+
 def test_conv2d_front_end_says_which_lengths_it_takes(files):
     info = rnnexport.inspect(files / "conv_gru_dynamic.pb")
     assert _recurrent(info) == [("GRUCell(units=8)", "dynamic_rnn"), ("GRUCell(units=6)", "dynamic_rnn")]
     assert ("front end before the recurrent layers: Conv2D(4, kernel=3x2, strides=2x1, padding=VALID, "
-            "activation=relu); the exports compute it") in info.notes
-    assert any("T' = floor((T - 3) / 2) + 1, so at least 3 steps; the export accepts 3 or more steps" in note
-               for note in info.notes)
+            "activation=relu); every export computes it") in info.notes
+    assert any("turns T input steps into the recurrent layers' steps: Conv2D T' = floor((T - 3) / 2) + 1; the "
+               "export accepts 3 or more steps" in note for note in info.notes)
     assert [layer.kind for layer in info.layers if not layer.recurrent] == [
+        "Conv2D(4, kernel=3x2, strides=2x1, padding=VALID, activation=relu)",
         "matmul + bias + activation + matmul + bias + activation"]
 
 
 def test_conv2d_front_end_converts_and_is_checked_from_its_minimum_length(files, tmp_path):
     assert rnnexport.inspect(files / "conv_gru_dynamic.pb").min_length == 3
-    result = _convert(files / "conv_gru_dynamic.pb", tmp_path, "onnx", "tflite")
+    result = _convert(files / "conv_gru_dynamic.pb", tmp_path, "onnx")
     for target, export, checked in checked_exports(result, 1e-5):
         assert checked == {3, 4, LENGTH, 4 * LENGTH}, target
         assert not export.skipped
@@ -103,10 +126,45 @@ def test_conv2d_front_end_converts_and_is_checked_from_its_minimum_length(files,
     reference = plugins.find_source(path).open(path, rnnexport.SourceOptions()).reference(resolve_device("cpu"))
     try:
         assert reference.serves({"x": np.zeros((1, 2, 5), np.float32)}) == (
-            "shorter than the 3 steps the convolution front end needs")
+            "shorter than the 3 steps the front end's windows need")
         assert reference.serves({"x": np.zeros((1, 3, 5), np.float32)}) == ""
     finally:
         reference.close()
+
+
+def test_convolutions_and_pooling_stacked_before_the_cells(files, tmp_path):
+    info = rnnexport.inspect(files / "conv_pool_stack_gru.pb")
+    assert [layer.kind for layer in info.layers if layer.name.startswith("frontend_")] == [
+        "Conv2D(4, kernel=3x2, strides=1x1, padding=SAME, activation=relu)",
+        "MaxPool2D(2x2, strides=2x2, padding=VALID)",
+        "Conv2D(3, kernel=2x2, strides=1x1, padding=VALID, activation=tanh)"]
+    assert info.min_length == 4
+    assert any("Conv2D T' = ceil(T / 1) (SAME padding: step t also reads up to 1 later steps); then MaxPool2D T' = "
+               "floor((T - 2) / 2) + 1; then Conv2D T' = floor((T - 2) / 1) + 1; the export accepts 4 or more steps"
+               in note for note in info.notes)
+    result = _convert(files / "conv_pool_stack_gru.pb", tmp_path, "tflite")
+    for _, export, checked in checked_exports(result, 1e-5):
+        assert checked == {4, 5, LENGTH, 4 * LENGTH}
+    assert export_result(result, "tflite").details["recurrent_ops"] == {"WHILE": 1}
+
+
+def test_conv1d_over_time_before_an_lstm_that_still_fuses(files, tmp_path):
+    info = rnnexport.inspect(files / "conv1d_lstm_dynamic.pb")
+    assert [layer.kind for layer in info.layers if not layer.recurrent] == [
+        "Conv1D(6, kernel=3, strides=1, padding=VALID, activation=relu)"]
+    assert info.min_length == 3
+    result = _convert(files / "conv1d_lstm_dynamic.pb", tmp_path, "onnx")
+    for _, export, checked in checked_exports(result, 5e-5):
+        assert checked == {3, 4, LENGTH, 4 * LENGTH}
+    assert export_result(result, "onnx").details["recurrent_ops"] == {"LSTM": 1}
+
+
+def test_conv2d_front_end_of_a_checkpoint_is_checked_at_every_length(files, tmp_path):
+    # The checkpoint's graph is frozen and re-imported with a free length, as a frozen graph is.
+    result = _convert(files / "conv_gru_dynamic", tmp_path, "savedmodel", outputs=("y",))
+    for _, export, checked in checked_exports(result, 1e-5):
+        assert checked == {3, 4, LENGTH, 4 * LENGTH}
+        assert f"source, fed at 'x:0' with its {LENGTH} steps freed" in {c.reference_method for c in export.checked}
 
 
 def test_per_step_head_on_static_rnn_outputs_then_stack(files, tmp_path):
@@ -129,5 +187,5 @@ def test_what_cannot_be_reproduced_is_refused_in_one_line_naming_file_and_op(fil
         rnnexport.inspect(path)
     assert str(refused.value) == (
         f"{path}: op 'Relu' (Relu) lies between the inputs and a recurrent cell but follows no MatMul or Conv2D by "
-        "a weight; rnnexport places dense layers and a Conv2D there. To export from that op's result, cut the graph "
-        "with --inputs Relu:0")
+        "a weight; rnnexport places dense layers, convolutions and pooling there. To export from that op's result, "
+        "cut the graph with --inputs Relu:0")

@@ -67,12 +67,50 @@ def conv_gru_dynamic(x):
     return dense(hidden, CLASSES, tf.nn.softmax, name="out")
 
 
+def conv1d_lstm_dynamic(x):
+    """tf.nn.conv1d over time (the features as channels) before an LSTM; its every step."""
+    w = v1.get_variable("conv1d_w", [3, FEATURES, 6])
+    b = v1.get_variable("conv1d_b", [6], initializer=v1.random_normal_initializer(0, 0.3))
+    hidden = tf.nn.relu(tf.nn.conv1d(x, w, stride=1, padding="VALID") + b)
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.LSTMCell(UNITS), hidden, dtype=tf.float32)
+    return outputs
+
+
+def conv_pool_stack_gru(x):
+    """Two convolutions over (time, frequency) with max pooling between them, then a GRU's last state."""
+    image = tf.reshape(x, [-1, LENGTH, FEATURES, 1])
+    w1, w2 = v1.get_variable("W1", [3, 2, 1, 4]), v1.get_variable("W2", [2, 2, 4, 3])
+    b1 = v1.get_variable("b1", [4], initializer=v1.random_normal_initializer(0, 0.3))
+    conv = tf.nn.relu(tf.nn.conv2d(image, w1, [1, 1, 1, 1], "SAME") + b1)
+    pool = tf.nn.max_pool2d(conv, [1, 2, 2, 1], [1, 2, 2, 1], "VALID")
+    conv = tf.nn.tanh(tf.nn.bias_add(tf.nn.conv2d(pool, w2, [1, 1, 1, 1], "VALID"), tf.ones([3]) * 0.1))
+    flow = tf.reshape(conv, [-1, conv.shape[1], conv.shape[2] * conv.shape[3]])
+    _, state = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), flow, dtype=tf.float32)
+    return dense(state, CLASSES, tf.nn.softmax)
+
+
 def static_per_step_head(x):
     """The same dense layer applied to each of static_rnn's outputs, then stacked."""
     outputs, _ = v1.nn.static_rnn(rnn_cell.GRUCell(UNITS), steps(x), dtype=tf.float32)
     w = v1.get_variable("head_w", [UNITS, CLASSES])
     b = v1.get_variable("head_b", [CLASSES], initializer=v1.random_normal_initializer(0, 0.3))
     return tf.stack([tf.nn.tanh(tf.matmul(o, w) + b) for o in outputs], axis=1)
+
+
+def layers_dense_dynamic(x):
+    """tf.layers.dense on [batch, time, features] (a tensordot) before dynamic_rnn and after it."""
+    hidden = v1.layers.dense(x, 7, activation=tf.nn.relu)
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), hidden, dtype=tf.float32)
+    return v1.layers.dense(outputs, CLASSES)
+
+
+def per_step_front_static(x):
+    """The same dense ReLU on each step's slice, step by step, before static_rnn."""
+    w = v1.get_variable("front_w", [FEATURES, 7])
+    b = v1.get_variable("front_b", [7], initializer=v1.random_normal_initializer(0, 0.3))
+    inputs = [tf.nn.relu(tf.matmul(step, w) + b) for step in steps(x)]
+    outputs, _ = v1.nn.static_rnn(rnn_cell.BasicLSTMCell(UNITS), inputs, dtype=tf.float32)
+    return tf.stack(outputs, axis=1)
 
 
 def static_mixed_heads(x):
@@ -88,10 +126,11 @@ def relu_without_weights(x):
 
 
 FIXTURES = {fn.__name__: fn for fn in (
-    lstm_projection_dynamic, lstm_projection_final_state, dense_relu_static, conv_gru_dynamic, static_per_step_head,
-    static_mixed_heads, relu_without_weights)}
-FROZEN = tuple(FIXTURES)
-CHECKPOINTED = ("lstm_projection_dynamic", "lstm_projection_final_state", "dense_relu_static")
+    lstm_projection_dynamic, lstm_projection_final_state, dense_relu_static, conv_gru_dynamic, conv1d_lstm_dynamic,
+    conv_pool_stack_gru, static_per_step_head, layers_dense_dynamic, per_step_front_static, static_mixed_heads, relu_without_weights)}
+FROZEN = tuple(name for name in FIXTURES if name != "per_step_front_static")
+CHECKPOINTED = ("lstm_projection_dynamic", "lstm_projection_final_state", "dense_relu_static", "conv_gru_dynamic",
+                "per_step_front_static")
 
 
 def write_one(out: Path, name: str, frozen: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport_converters.tf1 import frontend_layers, heads
 from rnnexport_converters.tf1.cells import Cell
 from rnnexport_converters.tf1.structure import Structure
 
@@ -62,6 +63,7 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
     else:
         data = keras.Input((None, features), name=names[structure.data_input])
         x = data
+    x = frontend_layers.apply(structure.frontend, x)
     inputs = [data]
     mask = None
     if structure.lengths_input:
@@ -86,15 +88,16 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
         x = bidirectional(x, mask=mask)
         bidirectional.forward_layer.set_weights(weights)
         bidirectional.backward_layer.set_weights(back_weights)
-    kernel = next((v for k, v in structure.head if k == "matmul"), None)
-    bias = next((v for k, v in structure.head if k == "bias"), None)
-    activation = next((v for k, v in structure.head if k == "activation"), None)
-    if kernel is not None:
-        dense = keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=bias is not None, name="projection")
+    dense_layers = heads.blocks(structure.head)
+    for index, (kernel, bias, activation) in enumerate(dense_layers):
+        single = len(dense_layers) == 1
+        if kernel is None:
+            x = keras.layers.Activation(activation, name="activation" if single else f"activation_{index}")(x)
+            continue
+        name = "projection" if single else f"projection_{index}"
+        dense = keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=bias is not None, name=name)
         x = dense(x)
         dense.set_weights([kernel] + ([bias] if bias is not None else []))
-    elif activation is not None:
-        x = keras.layers.Activation(activation, name="activation")(x)
     return keras.Model(inputs, x, name="tf1_equivalent")
 
 

@@ -1,108 +1,53 @@
 """Front ends between a TF1 graph's input and its first recurrent layer: dense layers applied to
 every step's features (a MatMul by a weight, maybe a bias, maybe an activation, before the steps
-are split out with `tf.split`/`unstack`), and a Conv2D over (time, frequency) whose output is
+are split out with `tf.split`/`unstack`, or `tf.layers.dense`'s tensordot), 1-D convolutions over
+time (`tf.nn.conv1d`), and 2-D convolutions and pooling over (time, frequency) whose output is
 reshaped to one feature vector per time step, as ML-KWS's CRNN has it.
 
 The tracer meets them walking back from a cell's input (`step_back`); each becomes Keras layers in
-the equivalent (`apply`), so that every export carries it. A convolution decides which lengths
-the model takes (`Conv2D.steps`); the reference serves only those (`unserved`).
+the equivalent (`frontend_layers.apply`), so that every export carries it. A convolution decides
+which lengths the model takes (`minimum`, `notes`); the reference serves only those (`unserved`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rnnexport_converters.tf1.frontend_layers import Conv1D, Conv2D, Dense, Pool2D, Stage, same
 from rnnexport_converters.tf1.graph import ADDS
 from rnnexport.errors import UnsupportedModelError
 
+__all__ = ["OPS", "Stage", "free_graph", "masking_refused", "minimum", "notes", "split", "step_back",
+           "unserved", "walk_every_step"]
+
 ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Tanh": "tanh", "Sigmoid": "sigmoid", "Elu": "elu"}
 # The ops a front end starts with, walking back from the cells: the tracer hands them here.
-OPS = (*ACTIVATIONS, *ADDS, "MatMul", "Conv2D")
+OPS = (*ACTIVATIONS, *ADDS, "MatMul", "Conv2D", "MaxPool", "AvgPool", "Squeeze")
+POOLS = {"MaxPool": "max", "AvgPool": "avg"}
 
 
-@dataclass(frozen=True, eq=False)
-class Dense:
-    """A dense layer on every step's features."""
-
-    kernel: np.ndarray
-    bias: np.ndarray | None
-    activation: str
-
-    minimum = 1
-
-    def steps(self, length: int) -> int:
-        return length
-
-    def describe(self) -> str:
-        return f"Dense({self.kernel.shape[1]}, activation={self.activation})"
-
-    def keras(self, x: Any, name: str) -> Any:
-        import keras
-
-        layer = keras.layers.Dense(self.kernel.shape[1], activation=self.activation, use_bias=self.bias is not None,
-                                   name=name)
-        x = layer(x)
-        layer.set_weights([self.kernel] + ([self.bias] if self.bias is not None else []))
-        return x
-
-
-@dataclass(frozen=True, eq=False)
-class Conv2D:
-    """A Conv2D over [batch, time, features, 1] (NHWC) whose [batch, time', features', filters]
-    result is reshaped to [batch, time', features' * filters]."""
-
-    kernel: np.ndarray  # [time, features, 1, filters], as TensorFlow holds it
-    bias: np.ndarray | None
-    activation: str
-    strides: tuple[int, int]
-    padding: str  # VALID or SAME
-    features: int
-
-    @property
-    def minimum(self) -> int:
-        """The fewest steps the convolution takes: a VALID one needs one whole kernel."""
-        return self.kernel.shape[0] if self.padding == "VALID" else 1
-
-    def _out(self, size: int, kernel: int, stride: int) -> int:
-        return (size - kernel) // stride + 1 if self.padding == "VALID" else -(-size // stride)
-
-    def steps(self, length: int) -> int:
-        """The steps the recurrent layers see for `length` input steps."""
-        return self._out(length, self.kernel.shape[0], self.strides[0])
-
-    def arithmetic(self) -> str:
-        height, stride = self.kernel.shape[0], self.strides[0]
-        if self.padding == "VALID":
-            return f"T' = floor((T - {height}) / {stride}) + 1, so at least {height} steps"
-        return f"T' = ceil(T / {stride}) (SAME padding: step t also reads up to {height // 2} later steps)"
-
-    def describe(self) -> str:
-        return (f"Conv2D({self.kernel.shape[3]}, kernel={self.kernel.shape[0]}x{self.kernel.shape[1]}, "
-                f"strides={self.strides[0]}x{self.strides[1]}, padding={self.padding}, activation={self.activation})")
-
-    def keras(self, x: Any, name: str) -> Any:
-        import keras
-
-        height, width, _, filters = self.kernel.shape
-        out_features = self._out(self.features, width, self.strides[1])
-        x = keras.layers.Reshape((-1, self.features, 1), name=f"{name}_image")(x)
-        layer = keras.layers.Conv2D(filters, (height, width), strides=self.strides, padding=self.padding.lower(),
-                                    activation=self.activation, use_bias=self.bias is not None, name=name)
-        x = layer(x)
-        layer.set_weights([self.kernel] + ([self.bias] if self.bias is not None else []))
-        return keras.layers.Reshape((-1, out_features * filters), name=f"{name}_steps")(x)
-
-
-Stage = Dense | Conv2D
+def _weight(view: Any, tensor: Any) -> np.ndarray | None:
+    """The value of a weight `tensor` reads, also through ExpandDims (tf.nn.conv1d's filters)."""
+    name = view.weight(tensor)
+    if name is not None:
+        return view.value(name)
+    if tensor.op.type == "ExpandDims" and view.weight(tensor.op.inputs[0]) is not None:
+        axis = view.const(tensor.op.inputs[1])
+        if axis is not None:
+            return np.expand_dims(view.value(view.weight(tensor.op.inputs[0])), int(axis))
+    return None
 
 
 def _stage(tracer: Any, tensor: Any, at: Any) -> tuple[Stage | None, Any]:
-    """The front-end layer that ends at `tensor` (activation, bias, MatMul or Conv2D, walked
-    back), and the tensor it reads; (None, tensor) when `tensor` is no front-end op's."""
+    """The front-end layer that ends at `tensor` (activation, bias, then MatMul, Conv2D or
+    pooling, walked back), and the tensor it reads; (None, tensor) when `tensor` is no
+    front-end op's."""
     view = tracer.view
+    if tensor.op.type in POOLS:
+        tracer.claimed.add(tensor.op.name)
+        return _pool(tensor.op, at), tensor.op.inputs[0]
     ops, activation, bias = [], "linear", None
     if tensor.op.type in ACTIVATIONS:
         ops.append(tensor.op)
@@ -112,14 +57,20 @@ def _stage(tracer: Any, tensor: Any, at: Any) -> tuple[Stage | None, Any]:
         ops.append(op)
         bias = view.value(next(view.weight(t) for t in op.inputs if view.weight(t)))
         tensor = next(t for t in op.inputs if not view.weight(t))
+    # tf.layers.dense on [batch, time, features] is a tensordot: a MatMul reshaped back; and
+    # tf.nn.conv1d a Conv2D squeezed back.
+    if (tensor.op.type, tensor.op.inputs[0].op.type if tensor.op.inputs else "") in (("Reshape", "MatMul"),
+                                                                                    ("Squeeze", "Conv2D")):
+        ops.append(tensor.op)
+        tensor = tensor.op.inputs[0]
     op = tensor.op
-    weight = view.weight(op.inputs[1]) if op.type in ("MatMul", "Conv2D") else None
+    weight = _weight(view, op.inputs[1]) if op.type in ("MatMul", "Conv2D") else None
     if weight is None:
         if ops:
             raise UnsupportedModelError(
                 f"op '{ops[0].name}' ({ops[0].type}) lies between the inputs and a recurrent cell but follows no "
-                "MatMul or Conv2D by a weight; rnnexport places dense layers and a Conv2D there. To export from "
-                f"that op's result, cut the graph with --inputs {ops[0].outputs[0].name}")
+                "MatMul or Conv2D by a weight; rnnexport places dense layers, convolutions and pooling there. To "
+                f"export from that op's result, cut the graph with --inputs {ops[0].outputs[0].name}")
         return None, tensor
     ops.append(op)
     tracer.claimed.update(o.name for o in ops)
@@ -127,23 +78,57 @@ def _stage(tracer: Any, tensor: Any, at: Any) -> tuple[Stage | None, Any]:
         if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
             raise UnsupportedModelError(f"op '{op.name}': a transposed MatMul before the recurrent layers is not "
                                         "supported")
-        return Dense(view.value(weight), bias, activation), op.inputs[0]
-    return _conv(view, op, weight, bias, activation, at), op.inputs[0]
+        return Dense(weight, bias, activation), _tensordot_input(tracer, op.inputs[0])
+    return _conv(op, weight, bias, activation, at), op.inputs[0]
 
 
-def _conv(view: Any, op: Any, weight: str, bias: np.ndarray | None, activation: str, at: Any) -> Conv2D:
-    strides, padding = op.get_attr("strides"), op.get_attr("padding").decode()
-    dilations = op.get_attr("dilations")
+def _tensordot_input(tracer: Any, tensor: Any) -> Any:
+    """What a dense layer's MatMul reads: behind a tensordot's reshape to [batch * time, features]
+    and its transpose by the identity permutation (perm computed from constants), the input."""
+    view = tracer.view
+    if tensor.op.type != "Reshape" or tensor.op.inputs[0].op.type != "Transpose":
+        return tensor
+    transpose = tensor.op.inputs[0].op
+    perm = transpose.inputs[1]
+    if not view.constant(perm) or list(view.value(perm.name)) != list(range(len(view.value(perm.name)))):
+        return tensor
+    tracer.claimed.update({tensor.op.name, transpose.name})
+    return transpose.inputs[0]
+
+
+def _windows(op: Any, at: Any) -> tuple[list[int], str, Any]:
+    """(strides, padding, input shape) of a Conv2D or pooling op, refused where it works over
+    anything but (time, features) of an NHWC image."""
+    strides, padding = list(op.get_attr("strides")), op.get_attr("padding").decode()
+    dilations = list(op.get_attr("dilations")) if op.type == "Conv2D" else [1] * 4
     image = op.inputs[0].shape
-    if (op.get_attr("data_format") != b"NHWC" or padding not in ("VALID", "SAME") or list(dilations) != [1] * 4
-            or strides[0] != 1 or strides[3] != 1):
-        raise UnsupportedModelError(f"op '{op.name}' (Conv2D): rnnexport places an NHWC convolution with VALID or "
-                                    "SAME padding, no dilation and no stride over batch or channels")
-    kernel = view.value(weight)
-    if at.axis != 1 or image.rank != 4 or image[2] is None or image[3] != 1 or kernel.shape[2] != 1:
-        raise UnsupportedModelError(f"op '{op.name}' (Conv2D) does not convolve [batch, time, features, 1]; "
-                                    "rnnexport places a convolution over (time, features) of one channel")
-    return Conv2D(kernel, bias, activation, (int(strides[1]), int(strides[2])), padding, int(image[2]))
+    if (op.get_attr("data_format") != b"NHWC" or padding not in ("VALID", "SAME") or dilations != [1] * 4
+            or strides[0] != 1 or strides[3] != 1 or image.rank != 4 or None in image.as_list()[2:]):
+        raise UnsupportedModelError(f"op '{op.name}' ({op.type}): rnnexport places an NHWC {op.type} over (time, "
+                                    "features) with VALID or SAME padding, no dilation and no stride over batch or "
+                                    "channels")
+    return strides, padding, image
+
+
+def _conv(op: Any, kernel: np.ndarray, bias: np.ndarray | None, activation: str, at: Any) -> Conv1D | Conv2D:
+    strides, padding, image = _windows(op, at)
+    if image[1] == 1 and kernel.shape[0] == 1 and at.axis in (None, 1):
+        # tf.nn.conv1d: time runs along the image's width, the features are its channels.
+        return Conv1D(padding=padding, kernel=kernel[0], bias=bias, activation=activation, stride=strides[2])
+    if at.axis != 1 or kernel.shape[2] != image[3]:
+        raise UnsupportedModelError(f"op '{op.name}' (Conv2D) does not convolve [batch, time, features, channels]; "
+                                    "rnnexport places convolutions over time and features")
+    return Conv2D(padding=padding, kernel=kernel, bias=bias, activation=activation, strides=(strides[1], strides[2]),
+                  features=int(image[2]))
+
+
+def _pool(op: Any, at: Any) -> Pool2D:
+    strides, padding, image = _windows(op, at)
+    window = list(op.get_attr("ksize"))
+    if at.axis != 1 or window[0] != 1 or window[3] != 1:
+        raise UnsupportedModelError(f"op '{op.name}' ({op.type}) does not pool over time and features")
+    return Pool2D(padding=padding, kind=POOLS[op.type], window=(window[1], window[2]), strides=(strides[1], strides[2]),
+                  features=int(image[2]), channels=int(image[3]))
 
 
 def step_back(tracer: Any, op: Any, at: Any) -> None:
@@ -155,6 +140,14 @@ def step_back(tracer: Any, op: Any, at: Any) -> None:
         if stage is None:
             break
         at.frontend.append(stage)
+    if tensor.name == at.tensor.name:
+        if op.type != "Squeeze":
+            raise UnsupportedModelError(
+                f"op '{op.name}' ({op.type}) lies between the inputs and a recurrent cell; rnnexport places embedding "
+                "lookups, slicing, reshaping, dense layers, convolutions and pooling there. To export from that op's "
+                f"result, cut the graph with --inputs {tensor.name}")
+        # A squeeze that ends no convolution only drops an axis of one.
+        tensor = op.inputs[0]
     at.tensor = tensor
 
 
@@ -167,14 +160,28 @@ def split(tracer: Any, op: Any, at: Any) -> None:
     at.index, at.axis, at.tensor = at.tensor.value_index, int(axis), op.inputs[1]
 
 
-def apply(frontend: tuple[Stage, ...], x: Any, masked: bool) -> Any:
-    """The front end as Keras layers on `x` [batch, time, features]."""
-    if masked and any(isinstance(stage, Conv2D) for stage in frontend):
-        raise UnsupportedModelError("a Conv2D front end changes the number of steps, so a sequence_length input "
-                                    "cannot mask them; rnnexport does not export the two together")
-    for index, stage in enumerate(frontend):
-        x = stage.keras(x, f"frontend_{index}")
-    return x
+def walk_every_step(tracer: Any, layer: Any, first: list[Any]) -> None:
+    """With a front end, walk every step of the first layer back to the input too: a front end
+    applied step by step (the same dense layer on each step's slice) is claimed in every step,
+    and checked to be the same in every step."""
+    if not any(origin.frontend for origin in first):
+        return
+    for cell in layer.cells:
+        for index, step in enumerate(cell.steps[1:], start=1):
+            for origin in tracer.origins(tracer.view.tensor(step.x)):
+                if len(origin.frontend) != len(first[0].frontend) or not all(
+                        same(a, b) for a, b in zip(origin.frontend, first[0].frontend)):
+                    raise UnsupportedModelError(f"step {index} of cell '{cell.key}' reads its input through another "
+                                                "front end than step 0; rnnexport places one front end on every step")
+
+
+def masking_refused(frontend: tuple[Stage, ...]) -> str:
+    """Why a sequence_length input cannot mask the steps after this front end, or ''."""
+    windowed = next((stage for stage in frontend if not isinstance(stage, Dense)), None)
+    if windowed is None:
+        return ""
+    return (f"the {windowed.describe()} front end changes the number of steps, so the graph's sequence_length "
+            "input cannot mask them; rnnexport does not export the two together")
 
 
 def _takes(frontend: tuple[Stage, ...], length: int) -> bool:
@@ -194,34 +201,49 @@ def minimum(frontend: tuple[Stage, ...]) -> int:
 
 
 def notes(frontend: tuple[Stage, ...]) -> list[str]:
-    """What `inspect` says of the front end: its layers, and the lengths a convolution accepts."""
+    """What `inspect` says of the front end: its layers, and the lengths its windows accept."""
     if not frontend:
         return []
-    said = [f"front end before the recurrent layers: {'; '.join(s.describe() for s in frontend)}; the exports "
-            "compute it"]
-    for stage in frontend:
-        if isinstance(stage, Conv2D):
-            said.append(f"the convolution turns T input steps into the recurrent layers' steps: {stage.arithmetic()}"
-                        f"; the export accepts {minimum(frontend)} or more steps. It is causal only as far as the "
-                        "graph's padding makes it")
+    said = [f"front end before the recurrent layers: {'; '.join(s.describe() for s in frontend)}; every export "
+            "computes it"]
+    windowed = [stage for stage in frontend if not isinstance(stage, Dense)]
+    if windowed:
+        formulas = "; then ".join(f"{stage.describe().split('(')[0]} {stage.arithmetic()}" for stage in windowed)
+        said.append(f"the front end turns T input steps into the recurrent layers' steps: {formulas}; the export "
+                    f"accepts {minimum(frontend)} or more steps. It is causal only as far as the graph's padding "
+                    "makes it")
     return said
 
 
 def unserved(frontend: tuple[Stage, ...], length: int, fixed: int | None, free: bool) -> str:
     """Why the graph cannot serve `length` steps because of its front end, or ''."""
     if length < minimum(frontend):
-        return f"shorter than the {minimum(frontend)} steps the convolution front end needs"
-    if fixed and length != fixed and not free and any(isinstance(s, Conv2D) for s in frontend):
-        return (f"the convolution front end reads across the graph's {fixed}-step windows, and the graph cannot "
-                "be fed another length; only its own length is ground truth")
+        return f"shorter than the {minimum(frontend)} steps the front end's windows need"
+    if fixed and length != fixed and not free and any(not isinstance(s, Dense) for s in frontend):
+        return (f"the front end's windows read across the graph's {fixed}-step windows, and the graph cannot be "
+                "fed another length; only its own length is ground truth")
     return ""
 
 
+def _fetched(opened: Any) -> list[str]:
+    """The output and the final states the reference fetches, which freezing must keep."""
+    from rnnexport_converters.tf1.chains import state_tensors
+
+    names = [opened.output]
+    for cell in opened.cells:
+        try:
+            names += [t for t in state_tensors(opened.source.view, cell)[1] if t]
+        except UnsupportedModelError:
+            continue
+    return names
+
+
 def free_graph(opened: Any, graph_def: Any, entry: Any) -> tuple[Any, str, str] | None:
-    """(session, input, placeholder) for a frozen loop graph with a front end: the graph imported
-    with a placeholder of free length at its input, every reshape constant on the way to the loop
-    told the batch and a free time axis, and the loop's folded shape fed the actual one. None
-    where the freed graph does not reproduce the graph at its own length."""
+    """(session, input, placeholder) for a loop graph with a front end: the graph (a checkpoint's,
+    `graph_def` None, frozen first) imported with a placeholder of free length at its input, every
+    reshape constant on the way to the loop told the batch and a free time axis, and the loop's
+    folded shape fed the actual one. None where the freed graph does not reproduce the graph at
+    its own length."""
     from tensorflow.python.framework import tensor_util
 
     from rnnexport_converters.tf1.graph import ancestors
@@ -230,13 +252,22 @@ def free_graph(opened: Any, graph_def: Any, entry: Any) -> tuple[Any, str, str] 
     view = opened.source.view
     data = view.tensor(opened.data_input)
     shape, loop = data.shape.as_list(), entry.shape.as_list()
-    if opened.time_axis != 1 or len(shape) != 3 or None in loop[1:]:
+    if opened.time_axis != 1 or len(shape) != 3 or loop[2:] == [None]:
         return None
+    tf = tensorflow()
+    if graph_def is None:
+        # A checkpoint: its restored weights frozen to constants, so the graph can be imported again.
+        session = opened.source.session()
+        try:
+            graph_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+                session, opened.source.graph.as_graph_def(), [t.split(":")[0] for t in _fetched(opened)])
+        finally:
+            session.close()
     path = ancestors([entry], stop={data.op.name})
     reshapes = [view.op(n) for n in sorted(path) if view.op(n).type == "Reshape"]
     folded = [f"{n.name}:0" for n in graph_def.node if n.op == "Const" and n.attr["dtype"].type == 3
+              and None not in loop
               and tensor_util.MakeNdarray(n.attr["value"].tensor).tolist() == [loop[1], loop[0], *loop[2:]]]
-    tf = tensorflow()
     graph = tf.Graph()
     with graph.as_default():
         placeholder = tf.compat.v1.placeholder(data.dtype, [shape[0], None, shape[2]], name="rnnexport_free_input")
@@ -255,7 +286,8 @@ def free_graph(opened: Any, graph_def: Any, entry: Any) -> tuple[Any, str, str] 
                                       name="")
     session = tf.compat.v1.Session(graph=graph)
     probe = opened._probe_inputs()
-    feed = {placeholder.name: probe[opened.names[opened.data_input]]}
+    rows = probe[opened.names[opened.data_input]]
+    feed = {**opened.feeds.arrays(rows.shape[0]), placeholder.name: rows}
     if not np.allclose(session.run(opened.output, feed), opened.run_graph(probe), rtol=0, atol=1e-6):
         session.close()
         return None

@@ -17,10 +17,14 @@ from rnnexport_converters.keras import equivalent as keras_equivalent
 from rnnexport_converters.keras.equivalent import KerasEquivalent
 from rnnexport_converters.keras.source import signature_name
 from rnnexport_converters.tf1 import equivalent as tf1_equivalent
+from rnnexport_converters.tf1 import feeds as tf1_feeds
+from rnnexport_converters.tf1 import frontends
 from rnnexport_converters.tf1 import graph as tf1_graph
 from rnnexport_converters.tf1 import structure as tf1_structure
 from rnnexport_converters.tf1.cells import Cell
 from rnnexport_converters.tf1.chains import find_cells, state_tensors
+from rnnexport_converters.tf1.heads import head_of
+from rnnexport_converters.tf1.outputs import output_candidates
 from rnnexport_converters.tf1.reference import Tf1Reference
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
@@ -29,10 +33,6 @@ from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource
 from rnnexport.tolerance import Tolerance
 
-# Ops only training adds; outputs are never found behind them.
-TRAINING_SCOPES = ("gradients", "save", "GradientDescent", "Adam", "Adagrad", "RMSProp", "Momentum", "init",
-                   "clip_by_global_norm", "global_norm")
-LOSS_OPS = {"SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits", "SquaredDifference"}
 # A recognised graph must reproduce its source this closely at the source's own length.
 RECOGNITION_ATOL = 1e-4
 # TF1 cells compute all gates as one MatMul of concat([x, h]) and add the forget bias at run
@@ -54,36 +54,16 @@ def _sanitise(names: list[str]) -> dict[str, str]:
     return {n: f"{_export_name(n.split(':')[0])}_{i}" for i, n in enumerate(names)}
 
 
-def _is_training(op: Any) -> bool:
-    return op.type in LOSS_OPS or any(part.startswith(TRAINING_SCOPES) for part in op.name.split("/"))
-
-
-def output_candidates(view: tf1_graph.GraphView) -> list[str]:
-    """Float tensors of rank >= 2 that inference ends at: nothing but losses or training ops
-    consume them, and they depend on a recurrent cell's kernel MatMul and on a placeholder."""
-    found = []
-    for op in view.graph.get_operations():
-        # Inside a while loop or a cell op nothing is a model output.
-        if op._get_control_flow_context() is not None or op.type in ("LSTMBlockCell", "BlockLSTM"):
-            continue
-        if _is_training(op) or op.type in tf1_graph.PLUMBING - {"Identity", "Reshape", "Transpose", "ConcatV2",
-                                                                 "Pack", "StridedSlice"}:
-            continue
-        for tensor in op.outputs:
-            if not tensor.dtype.is_floating or tensor.shape.rank is None or tensor.shape.rank < 2:
-                continue
-            users = view.users(tensor)
-            if any(not _is_training(u) and u.type not in LOSS_OPS for u in users):
-                continue
-            found.append(tensor)
-    cells = []
-    for tensor in found:
-        scope = tf1_graph.ancestors([tensor])
-        ops = [view.op(n) for n in scope]
-        if any(o.type == "Placeholder" for o in ops) and any(
-                (o.type == "MatMul" and o.inputs[0].op.type == "ConcatV2") or o.type == "LSTMBlockCell" for o in ops):
-            cells.append(tensor.name)
-    return cells
+def _nearest(produced: np.ndarray, expected: np.ndarray) -> tuple[str | None, float]:
+    """The layout of the per-step outputs `produced` nearest to a graph's output, and how near."""
+    best: tuple[str | None, float] = (None, float("inf"))
+    for layout in tf1_equivalent.LAYOUTS:
+        candidate = tf1_equivalent.to_layout(produced, layout)
+        if candidate.shape == expected.shape:
+            diff = float(np.max(np.abs(candidate - expected))) if candidate.size else 0.0
+            if best[0] is None or diff < best[1]:
+                best = (layout, diff)
+    return best
 
 
 class OpenedTf1(OpenedSource):
@@ -117,7 +97,7 @@ class OpenedTf1(OpenedSource):
                 raise UnsupportedModelError(f"no recurrent cell feeds '{self.output}'")
             tracer = tf1_structure.Tracer(view, cells, set(chosen))
             layers, origins = tf1_structure.layers_of(view, cells, tracer)
-            head, head_ops = tf1_structure.head_of(view, output, tracer, layers[-1])
+            head, head_ops = head_of(view, output, tracer, layers[-1])
         except UnsupportedModelError as exc:
             raise UnsupportedModelError(f"{path}: {exc}") from None
         data = {o.name for o in origins}
@@ -129,24 +109,47 @@ class OpenedTf1(OpenedSource):
         feeds = {view.op(n).outputs[0].name for n in scope if view.op(n).type == "Placeholder"} | set(chosen)
         lengths = sorted(t for t in feeds if t != self.data_input and view.tensor(t).dtype.is_integer
                          and view.tensor(t).shape.rank == 1)
-        extra = sorted(t for t in feeds if t != self.data_input and t not in lengths[:1])
-        if extra:
-            raise UnsupportedModelError(f"{path}: input '{extra[0]}' feeds '{self.output}' but is neither the "
-                                        "sequence input nor a sequence_length")
+        extra = sorted(t for t in feeds | tracer.gates if t != self.data_input and t not in lengths[:1])
+        try:
+            initials = [t for c in cells for t in state_tensors(view, c)[0]] if set(extra) - tracer.gates else []
+            self.feeds = tf1_feeds.classify(view, self.output, extra, tracer.gates, initials)
+        except UnsupportedModelError as exc:
+            raise UnsupportedModelError(f"{path}: {exc}") from None
         embedding = view.value(origin.embedding) if origin.embedding else None
-        self.structure = tf1_structure.Structure(self.data_input, lengths[0] if lengths else None, embedding, layers, head)
+        self.structure = tf1_structure.Structure(self.data_input, lengths[0] if lengths else None, embedding, layers, head,
+                                                 origin.frontend)
+        if self.structure.lengths_input and frontends.masking_refused(origin.frontend):
+            raise UnsupportedModelError(f"{path}: {frontends.masking_refused(origin.frontend)}")
         claimed = tf1_structure.claimed_ops(layers) | head_ops | tracer.claimed
         stray = next(tf1_graph.unclaimed(view, scope, claimed), None)
         if stray is not None:
             raise UnsupportedModelError(f"{path}: op '{stray.name}' ({stray.type}) computes part of '{self.output}' "
                                         "but belongs to no recognised cell, embedding or projection")
         self.cells = [c for layer in layers for c in layer.cells]
-        shape = view.tensor(self.data_input).shape.as_list()
+        shape = self._data_shape(view.tensor(self.data_input), path)
         self.fixed_batch = shape[1 - self.time_axis] if len(shape) >= 2 else None
         steps = len(self.cells[0].steps)
         self.fixed_length = steps if steps > 1 else shape[self.time_axis]
         self.names = _sanitise([self.data_input] + ([self.structure.lengths_input] if lengths else []))
         self.features = None if embedding is not None else shape[-1]
+
+    def _twice(self, gates: Mapping[str, float]) -> list[np.ndarray]:
+        """The output on the probe inputs, twice in one session, with dropout's gates fed `gates`."""
+        session, probe = self.source.session(), self._probe_inputs()
+        try:
+            return [self.run_graph(probe, session, gates) for _ in range(2)]
+        finally:
+            session.close()
+
+    def _data_shape(self, data: Any, path: Any) -> list[int | None]:
+        """The data input's shape; a placeholder of unknown rank (old frozen graphs) holds
+        [batch, time] ids or [batch, time, F] features, F being what the first cell reads."""
+        if data.shape.rank is not None:
+            return data.shape.as_list()
+        if self.structure.frontend:
+            raise UnsupportedModelError(f"{path}: input '{data.name}' has no known shape, and layers before the "
+                                        "recurrent ones leave its width unknown")
+        return [None, None] if self.structure.embedding is not None else [None, None, self.cells[0].input_size]
 
     def _chosen_inputs(self, view: tf1_graph.GraphView) -> list[str]:
         """The tensors `--inputs` names, which may be any tensor: the graph is cut there."""
@@ -195,19 +198,13 @@ class OpenedTf1(OpenedSource):
         """The output's layout and the Keras model that reproduces the graph at its own length."""
         with_sequences = tf1_equivalent.keras_model(self.structure, self.names, self.features, False, self.initial)
         inputs = self._probe_inputs()
-        expected = self.run_graph(inputs)
         batch = next(iter(inputs.values())).shape[0]
         produced = np.asarray(with_sequences([inputs[n] for n in self._input_names()], training=False))
+        self.feeds = tf1_feeds.switched_off(self.label, self.feeds, self._twice, lambda out: _nearest(produced, out)[1])
+        expected = self.run_graph(inputs)
         out_shape = expected.shape
-        best = None
-        for layout in tf1_equivalent.LAYOUTS:
-            candidate = tf1_equivalent.to_layout(produced, layout)
-            if candidate.shape != out_shape:
-                continue
-            diff = float(np.max(np.abs(candidate - expected))) if candidate.size else 0.0
-            if best is None or diff < best[1]:
-                best = (layout, diff)
-        if best is None:
+        best = _nearest(produced, expected)
+        if best[0] is None:
             raise UnsupportedModelError(f"{self.label}: output '{self.output}' has shape {out_shape}, which no layout "
                                         f"of the recognised layers' outputs {produced.shape} gives")
         layout, _ = best
@@ -272,7 +269,7 @@ class OpenedTf1(OpenedSource):
         own = session is None
         session = session or self.source.session()
         try:
-            feed = dict(feeds)
+            feed = {**self.feeds.arrays(inputs[self.names[self.data_input]].shape[0]), **dict(feeds)}
             for original, name in self.names.items():
                 array = inputs[name]
                 if original == self.data_input and self.time_axis == 0:
@@ -302,6 +299,7 @@ class OpenedTf1(OpenedSource):
         layers = []
         if self.structure.embedding is not None:
             layers.append(LayerInfo("embedding", "Embedding", details={"vocab": int(vocab), "dim": int(dim)}))
+        layers += [LayerInfo(f"frontend_{i}", stage.describe()) for i, stage in enumerate(self.structure.frontend)]
         for index, layer in enumerate(self.structure.layers):
             for cell in layer.cells:
                 direction = "backward" if cell is layer.backward else "forward"
@@ -317,7 +315,9 @@ class OpenedTf1(OpenedSource):
         notes = [f"output '{self.output}' holds the per-step outputs {self.layout}; the export returns "
                  + ("[batch, C] for the last step" if last else "[batch, time, C]")]
         if self.fixed_length:
-            notes.append(f"the graph is built for {self.fixed_length} steps; the export accepts any length")
+            shortest = frontends.minimum(self.structure.frontend)
+            notes.append(f"the graph is built for {self.fixed_length} steps; the export accepts any length"
+                         + (f" of {shortest} steps or more" if shortest > 1 else ""))
         for index in self.initial:
             notes.append(f"cell '{self.structure.layers[index].forward.scope}' starts from a trained state, which "
                          "the export starts from too (and a streaming export's initial_state returns)")
@@ -325,11 +325,13 @@ class OpenedTf1(OpenedSource):
             notes.append("the graph's input is time-major; the export takes [batch, time, ...]")
         if self.fixed_batch:
             notes.append(f"the graph fixes the batch at {self.fixed_batch}; the export accepts any batch")
+        notes.extend(frontends.notes(self.structure.frontend))
+        notes += self.feeds.describe()
         notes.append(self.source.note)
         causal = not self.structure.bidirectional
         title = f"{self.source.title} ({len(cells)} cell{'s' if len(cells) != 1 else ''})"
-        return SourceInfo(self.label, self.source.kind, title, tuple(inputs),
-                          tuple(outputs), tuple(layers), self.fixed_length, causal, tuple(notes))
+        return SourceInfo(self.label, self.source.kind, title, tuple(inputs), tuple(outputs), tuple(layers),
+                          self.fixed_length, causal, tuple(notes), min_length=frontends.minimum(self.structure.frontend))
 
     @functools.cached_property
     def equivalent(self) -> KerasEquivalent:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnexport_converters.tf1 import equivalent as tf1_equivalent
+from rnnexport_converters.tf1 import frontends
 from rnnexport_converters.tf1.chains import state_tensors
 from rnnexport.device import Device
 from rnnexport.errors import UnsupportedModelError
@@ -67,6 +68,9 @@ class Tf1Reference(Closable):
     def serves(self, inputs: Mapping[str, np.ndarray]) -> str:
         fixed = self.opened.fixed_length
         length = self._length(inputs)
+        unserved = frontends.unserved(self.opened.structure.frontend, length, fixed, bool(self.free))
+        if unserved:
+            return unserved
         if fixed is None or length == fixed or self.free:
             return ""
         if length > fixed and self.no_states:
@@ -133,7 +137,8 @@ class Tf1Reference(Closable):
     def _run_free(self, inputs: Mapping[str, np.ndarray], finals: list[str]) -> tuple[np.ndarray, Arrays]:
         session, entry, placeholder = self.free
         opened = self.opened
-        feed = {placeholder: inputs[opened.names[opened.data_input]]}
+        data = inputs[opened.names[opened.data_input]]
+        feed = {**opened.feeds.arrays(data.shape[0]), placeholder: data}
         if opened.structure.lengths_input:
             feed[opened.structure.lengths_input] = inputs[opened.names[opened.structure.lengths_input]]
         out, *values = session.run([opened.output, *finals], feed)
@@ -161,7 +166,9 @@ class Tf1Reference(Closable):
             window = {data: _pad_time(inputs[data][:, start:start + fixed], fixed)}
             if lengths_name:
                 window[lengths_name] = np.clip(inputs[lengths_name] - start, 0, fixed).astype(np.int32)
-            results = opened.run_graph(window, self.session, feeds, tuple(finals))
+            # Without final states to fetch, run_graph returns the output alone, not a list.
+            results = opened.run_graph(window, self.session, feeds, tuple(finals)) if finals else [
+                opened.run_graph(window, self.session, feeds)]
             out, values = results[0], results[1:]
             outputs.append(tf1_equivalent.from_layout(out, opened.layout, batch))
             initials = [t for cell in self.states for t in cell[0]]
@@ -183,7 +190,9 @@ def free_graph(opened: OpenedTf1) -> tuple[Any, str, str] | None:
     shapes and reshapes between the input and the loop: the same graph imported with a
     placeholder of free length at `entry`, the batch-major tensor the loop reads."""
     graph_def = getattr(opened.source, "graph_def", None)
-    if graph_def is None or opened.fixed_length is None or not all(c.looped for c in opened.cells):
+    # A front end is freed by frontends.free_graph, which freezes a checkpoint's graph first.
+    if ((graph_def is None and not opened.structure.frontend) or opened.fixed_length is None
+            or not all(c.looped for c in opened.cells)):
         return None
     view = opened.source.view
     read = view.through(view.tensor(opened.cells[0].steps[0].x))
@@ -193,6 +202,8 @@ def free_graph(opened: OpenedTf1) -> tuple[Any, str, str] | None:
     if value.op.type != "Transpose":
         return None
     entry = value.op.inputs[0]
+    if opened.structure.frontend:
+        return frontends.free_graph(opened, graph_def, entry)
     tensor = entry
     while tensor.name != opened.data_input:
         if tensor.op.type not in ("Reshape", "Identity", "ExpandDims", "Squeeze"):
@@ -220,7 +231,7 @@ def free_graph(opened: OpenedTf1) -> tuple[Any, str, str] | None:
     session = tf.compat.v1.Session(graph=graph)
     probe = opened._probe_inputs()
     data = probe[opened.names[opened.data_input]]
-    feed = {placeholder.name: data}
+    feed = {**opened.feeds.arrays(data.shape[0]), placeholder.name: data}
     if opened.structure.lengths_input:
         feed[opened.structure.lengths_input] = probe[opened.names[opened.structure.lengths_input]]
     if not np.allclose(session.run(opened.output, feed), opened.run_graph(probe), rtol=0, atol=1e-6):

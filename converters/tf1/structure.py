@@ -1,17 +1,20 @@
 """A recognised TF1 graph as layers: where the first recurrent layer's input comes from (traced
 back to a placeholder, maybe through an embedding), the recurrent layers in order, and the
-projection after them."""
+projection after them (`heads`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from rnnexport_converters.tf1 import dropout
+from rnnexport_converters.tf1 import frontends
 from rnnexport_converters.tf1.cells import Cell
-from rnnexport_converters.tf1.graph import ADDS, HEAD_ACTIVATIONS, GraphView
+from rnnexport_converters.tf1.graph import GraphView
+from rnnexport_converters.tf1.leftout import LeftOut
 from rnnexport.errors import UnsupportedModelError
 
 
@@ -40,6 +43,7 @@ class Structure:
     embedding: np.ndarray | None
     layers: list[Layer]
     head: list[tuple[str, Any]]
+    frontend: tuple[frontends.Stage, ...] = ()
 
     @property
     def bidirectional(self) -> bool:
@@ -57,6 +61,7 @@ class Origin:
     reversed: bool = False
     embedding: str | None = None
     time_axis: int | None = None
+    frontend: tuple[frontends.Stage, ...] = ()  # applied to the input, in order
 
 
 class Tracer:
@@ -71,6 +76,19 @@ class Tracer:
             for index, step in enumerate(cell.steps):
                 self.step_of[step.output] = (cell, index)
         self.claimed: set[str] = set()
+        self.left_out = LeftOut(view, self.claimed)
+        for output, place in list(self.step_of.items()):
+            for alias in self.left_out.aliases(view.tensor(output)):
+                self.step_of[alias] = place
+
+    @property
+    def gates(self) -> set[str]:
+        """Placeholders inference feeds to leave out what only training computes (keep_prob)."""
+        return self.left_out.gates
+
+    def carried(self, op: Any) -> list[Any] | None:
+        """The inputs whose values `op` passes on unchanged at inference (`LeftOut.carried`)."""
+        return self.left_out.carried(op)
 
     def permuted(self, op: Any, axis: int | None) -> int | None:
         """The input axis a Transpose maps to output axis `axis`; dynamic_rnn builds its perm as
@@ -96,7 +114,7 @@ class Tracer:
                 cell, step = self.step_of[at.tensor.name]
                 return [Origin("cell", cell.key, step, at.reverse)]
             if at.tensor.name in self.inputs:
-                return [Origin("input", at.tensor.name, at.index, at.reverse, time_axis=at.axis)]
+                return [at.input_origin(at.tensor.name)]
             op = at.tensor.op
             found = STEPS_BACK.get(op.type, _refuse)(self, op, at)
             if found is not None:
@@ -112,6 +130,10 @@ class _Position:
     index: int | None
     reverse: bool
     axis: int | None
+    frontend: list[frontends.Stage] = field(default_factory=list)  # met walking back, nearest the cells first
+
+    def input_origin(self, name: str, embedding: str | None = None) -> Origin:
+        return Origin("input", name, self.index, self.reverse, embedding, self.axis, tuple(reversed(self.frontend)))
 
 
 # A step back through one op: moves `at` to the op's input and returns None, or returns the
@@ -174,7 +196,26 @@ def _tensor_array_gather(tracer: Tracer, op: Any, at: _Position) -> None:
 
 
 def _select(tracer: Tracer, op: Any, at: _Position) -> None:
+    """dynamic_rnn's copy-through past sequence_length (the new value is the third input), or dropout."""
+    found = dropout.dropped(op)
+    if found is not None:
+        tracer.left_out.drop(found, op)
+        at.tensor = found.data
+        return
     at.tensor = op.inputs[2]
+
+
+def _merge(tracer: Tracer, op: Any, at: _Position) -> None:
+    """A loop's merge (its first input enters the loop) or a tf.cond on a training flag."""
+    at.tensor = (tracer.carried(op) or op.inputs)[0]
+
+
+def _dropout(tracer: Tracer, op: Any, at: _Position) -> None:
+    found = dropout.dropped(op)
+    if found is None:
+        _refuse(tracer, op, at)
+    tracer.left_out.drop(found, op)
+    at.tensor = found.data
 
 
 def _concat(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
@@ -182,7 +223,7 @@ def _concat(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
 
 
 def _placeholder(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
-    return [Origin("input", at.tensor.name, at.index, at.reverse, time_axis=at.axis)]
+    return [at.input_origin(at.tensor.name)]
 
 
 def _lookup(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
@@ -193,14 +234,14 @@ def _lookup(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
     ids = tracer.view.through(op.inputs[1])
     if ids.op.type != "Placeholder" and ids.name not in tracer.inputs:
         raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
-    return [Origin("input", ids.name, at.index, at.reverse, table, at.axis)]
+    return [at.input_origin(ids.name, table)]
 
 
 # The ops a cell's input may be reached through, by type; any other is refused, naming it.
 STEPS_BACK: dict[str, StepBack] = {
     "Transpose": _transpose,
-    **dict.fromkeys(("Identity", "Enter", "Squeeze", "ExpandDims", "Reshape", "Exit", "Switch", "Merge"),
-                    _first_input),
+    **dict.fromkeys(("Identity", "Enter", "Squeeze", "ExpandDims", "Reshape", "Exit", "Switch"), _first_input),
+    "Merge": _merge,
     "Pack": _pack,
     "ReverseV2": _reverse,
     "ReverseSequence": _reverse,
@@ -210,12 +251,15 @@ STEPS_BACK: dict[str, StepBack] = {
     "TensorArrayGatherV3": _tensor_array_gather,
     "Select": _select,
     "SelectV2": _select,
+    "Mul": _dropout,
     "ConcatV2": _concat,
     "Placeholder": _placeholder,
     "PlaceholderWithDefault": _placeholder,
     "Gather": _lookup,
     "GatherV2": _lookup,
     "ResourceGather": _lookup,
+    "Split": frontends.split,
+    **dict.fromkeys(frontends.OPS, frontends.step_back),
 }
 
 
@@ -284,68 +328,8 @@ def layers_of(view: GraphView, cells: list[Cell], tracer: Tracer) -> tuple[list[
             first_inputs = inputs[forward[0].key]
         layers.append(Layer(forward[0], backward[0] if backward else None))
         previous = tuple(c.key for c in group)
+    frontends.walk_every_step(tracer, layers[0], first_inputs)
     return layers, first_inputs
-
-
-def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[list[tuple[str, Any]], set[str]]:
-    """The projection after the last layer: ("matmul", W), ("bias", b), ("activation", name),
-    in the order applied, and the ops it consists of."""
-    head: list[tuple[str, Any]] = []
-    ops: set[str] = set()
-    frontier = [output]
-    seen: set[str] = set()
-    reached: set[str] = set()
-    while frontier:
-        tensor = frontier.pop()
-        if tensor.name in seen or not tensor.dtype.is_floating:
-            continue
-        seen.add(tensor.name)
-        if tensor.name in tracer.step_of:
-            reached.add(tracer.step_of[tensor.name][0].key)
-            continue
-        op = tensor.op
-        if op.type in HEAD_ACTIVATIONS and op.outputs[0].dtype.is_floating:
-            head.append(("activation", HEAD_ACTIVATIONS[op.type]))
-        elif op.type in ADDS and any(view.weight(t) for t in op.inputs):
-            variable = next(view.weight(t) for t in op.inputs if view.weight(t))
-            head.append(("bias", view.value(variable)))
-        elif op.type == "MatMul" and view.weight(op.inputs[1]):
-            if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
-                raise UnsupportedModelError(f"op '{op.name}': a transposed projection MatMul is not supported")
-            head.append(("matmul", view.value(view.weight(op.inputs[1]))))
-        elif op.type == "TensorArrayGatherV3":
-            frontier.extend(view.written(op))
-            continue
-        elif op.type in ("Select", "SelectV2"):
-            frontier.append(op.inputs[2])
-            continue
-        elif op.type in ("Placeholder", "VariableV2", "VarHandleOp", "Const"):
-            continue
-        elif op.type in ("Identity", "Reshape", "Transpose", "ConcatV2", "Pack", "StridedSlice", "Squeeze",
-                         "ExpandDims", "Exit", "Switch", "Merge", "Enter", "NextIteration", "ReverseV2",
-                         "ReverseSequence", "Select",
-                         "SelectV2", "Unpack", "Shape", "Fill", "ZerosLike", "Cast", "Range", "Prod", "GatherV2",
-                         "ReadVariableOp"):
-            ops.add(op.name)
-            frontier.extend(op.inputs)
-            continue
-        else:
-            raise UnsupportedModelError(
-                f"op '{op.name}' ({op.type}) lies between the last recurrent layer and the output; rnnexport places "
-                "a dense projection (MatMul, bias add) and a Softmax/Sigmoid/Tanh/Relu there")
-        ops.add(op.name)
-        frontier.extend(op.inputs)
-    wanted = {c.key for c in last.cells}
-    if reached != wanted:
-        raise UnsupportedModelError("the output does not read the last recurrent layer "
-                                    f"({', '.join(sorted(wanted))}) alone")
-    head.reverse()
-    order = [k for k, _ in head]
-    if order not in ([], ["matmul"], ["matmul", "bias"], ["matmul", "activation"], ["matmul", "bias", "activation"],
-                     ["activation"]):
-        raise UnsupportedModelError(f"the projection after the recurrent layers applies {', '.join(order)}; "
-                                    "rnnexport places MatMul, then a bias, then an activation")
-    return head, ops
 
 
 def claimed_ops(layers: list[Layer]) -> set[str]:
