@@ -93,10 +93,13 @@ def test_tf_layers_dense_before_and_after_dynamic_rnn(files, tmp_path):
     assert DENSE_NOTE in info.notes
     assert [layer.kind for layer in info.layers if not layer.recurrent] == [
         "Dense(7, activation=relu)", "matmul + bias"]
-    result = _convert(files / "layers_dense_dynamic.pb", tmp_path, "onnx")
+    # A dense front end works step by step, so the export also streams.
+    options = rnnexport.ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True))
+    result = rnnexport.convert(files / "layers_dense_dynamic.pb", tmp_path, options)
     for _, export, checked in checked_exports(result, 1e-5):
-        assert checked == SWEEP
-        assert {c.reference_method for c in export.checked} == {
+        assert {c.case.length for c in export.checked if c.case.chunk is None} == SWEEP
+        assert len([c for c in export.checked if c.case.chunk is not None]) == 6
+        assert {c.reference_method for c in export.checked if c.case.chunk is None} == {
             "source", f"source, fed at 'x:0' with its {LENGTH} steps freed"}
     assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1}
 
@@ -157,6 +160,13 @@ def test_conv1d_over_time_before_an_lstm_that_still_fuses(files, tmp_path):
     for _, export, checked in checked_exports(result, 5e-5):
         assert checked == {3, 4, LENGTH, 4 * LENGTH}
     assert export_result(result, "onnx").details["recurrent_ops"] == {"LSTM": 1}
+
+
+def test_a_convolution_front_end_does_not_stream(files, tmp_path):
+    options = rnnexport.ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True))
+    with pytest.raises(UnsupportedModelError, match=r"cannot stream: the front end's Conv2D\(4, kernel=3x2, strides=2x1, "
+                                                    r"padding=VALID, activation=relu\) reads windows of several steps"):
+        rnnexport.convert(files / "conv_gru_dynamic.pb", tmp_path, options)
 
 
 def test_conv2d_front_end_of_a_checkpoint_is_checked_at_every_length(files, tmp_path):

@@ -19,8 +19,8 @@ from rnnexport_converters.tf1.frontend_layers import Conv1D, Conv2D, Dense, Pool
 from rnnexport_converters.tf1.graph import ADDS
 from rnnexport.errors import UnsupportedModelError
 
-__all__ = ["OPS", "Stage", "free_graph", "masking_refused", "minimum", "notes", "split", "step_back",
-           "unserved", "walk_every_step"]
+__all__ = ["OPS", "Stage", "free_graph", "masking_refused", "minimum", "not_streamable", "notes", "split",
+           "step_back", "unserved", "walk_every_step"]
 
 ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Tanh": "tanh", "Sigmoid": "sigmoid", "Elu": "elu"}
 # The ops a front end starts with, walking back from the cells: the tracer hands them here.
@@ -182,6 +182,15 @@ def masking_refused(frontend: tuple[Stage, ...]) -> str:
         return ""
     return (f"the {windowed.describe()} front end changes the number of steps, so the graph's sequence_length "
             "input cannot mask them; rnnexport does not export the two together")
+
+
+def not_streamable(frontend: tuple[Stage, ...]) -> str:
+    """Why a streaming export cannot run chunk by chunk because of the front end, or ''."""
+    windowed = next((stage for stage in frontend if not isinstance(stage, Dense)), None)
+    if windowed is None:
+        return ""
+    return (f"the front end's {windowed.describe()} reads windows of several steps, which a chunk's edges would "
+            "cut; only recurrent layers carry state from one chunk to the next")
 
 
 def _takes(frontend: tuple[Stage, ...], length: int) -> bool:

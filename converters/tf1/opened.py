@@ -343,7 +343,7 @@ class OpenedTf1(OpenedSource):
             index, layer = bidirectional
             blocked = (f"layer {index} is bidirectional: its backward cell '{layer.backward.scope}' reads each "
                        "sequence from the end, so it needs the whole sequence")
-        return KerasEquivalent(self.keras, self.info, blocked)
+        return KerasEquivalent(self.keras, self.info, blocked or frontends.not_streamable(self.structure.frontend))
 
     def recurrent_model(self) -> RecurrentModel:
         return keras_equivalent.recurrent_model(self.equivalent)
