@@ -56,6 +56,11 @@ def _stage(tracer: Any, tensor: Any, at: Any) -> tuple[Stage | None, Any]:
     if op.type in ADDS and any(view.weight(t) for t in op.inputs):
         ops.append(op)
         bias = view.value(next(view.weight(t) for t in op.inputs if view.weight(t)))
+        if bias.ndim == 0 or bias.size != bias.shape[-1]:
+            raise UnsupportedModelError(f"op '{op.name}' adds a constant of shape {list(bias.shape)} between the inputs "
+                                        "and a recurrent cell; rnnexport places a bias (one value per unit) there")
+        # A bias held as [1, units] broadcasts as [units] does.
+        bias = bias.reshape(-1)
         tensor = next(t for t in op.inputs if not view.weight(t))
     # tf.layers.dense on [batch, time, features] is a tensordot: a MatMul reshaped back; and
     # tf.nn.conv1d a Conv2D squeezed back.

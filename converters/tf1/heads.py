@@ -89,7 +89,12 @@ class _Walk:
         if op.type in ADDS and any(view.weight(t) for t in op.inputs):
             variable = next(view.weight(t) for t in op.inputs if view.weight(t))
             rest = [t for t in op.inputs if not view.weight(t)]
-            return ("bias", view.value(variable)), rest
+            bias = view.value(variable)
+            if bias.ndim == 0 or bias.size != bias.shape[-1]:
+                raise UnsupportedModelError(f"op '{op.name}' adds a constant of shape {list(bias.shape)} after the "
+                                            "recurrent layers; rnnexport places a bias (one value per unit) there")
+            # A bias held as [1, units] broadcasts as [units] does.
+            return ("bias", bias.reshape(-1)), rest
         if op.type == "MatMul" and view.weight(op.inputs[1]):
             if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
                 raise UnsupportedModelError(f"op '{op.name}': a transposed projection MatMul is not supported")
