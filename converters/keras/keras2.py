@@ -105,7 +105,7 @@ def _valid_name(name: str, taken: set[str]) -> str:
 def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> bool:
     """Rewrite one layer entry in place; True if it was a cuDNN-only layer."""
     cls, cfg = layer.get("class_name"), layer.setdefault("config", {})
-    if cls in keras_config.RECURRENT and cfg.get("time_major"):
+    if (cls in keras_config.RECURRENT or cls in CUDNN) and cfg.get("time_major"):
         raise UnsupportedModelError(
             f"layer '{keras_config.layer_name(layer)}' ({cls}) is time_major=True, which Keras 3 cannot run"
         )
