@@ -187,6 +187,15 @@ def test_per_step_head_on_static_rnn_outputs_then_stack(files, tmp_path):
     assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1}
 
 
+def test_gru_block_cell_converts_as_a_fused_gru(files, tmp_path):
+    info = rnnexport.inspect(files / "gru_block_dynamic.pb", rnnexport.SourceOptions(outputs=("y",)))
+    assert _recurrent(info) == [("GRUBlockCell(units=8)", "dynamic_rnn")]
+    result = _convert(files / "gru_block_dynamic.pb", tmp_path, "onnx", outputs=("y",))
+    for _, export, checked in checked_exports(result, 5e-5):
+        assert checked == SWEEP
+    assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1}
+
+
 def test_what_cannot_be_reproduced_is_refused_in_one_line_naming_file_and_op(files):
     path = files / "static_mixed_heads.pb"
     with pytest.raises(UnsupportedModelError, match=rf"^{path}: op 'stack' \(Pack\) joins outputs of the recurrent "

@@ -25,6 +25,36 @@ rnn_cell = v1.nn.rnn_cell
 KERNEL, STRIDES, FILTERS = (3, 2), (2, 1), 4
 
 
+class GRUBlockCell(rnn_cell.RNNCell):
+    """tf.contrib.rnn.GRUBlockCell (removed with contrib) over the `GRUBlockCell` op it wrapped,
+    with the variables it created: `w_ru`, `w_c`, `b_ru`, `b_c`."""
+
+    def __init__(self, num_units, name="gru_cell"):
+        super().__init__(name=name)
+        self._num_units = num_units
+
+    @property
+    def state_size(self):
+        return self._num_units
+
+    @property
+    def output_size(self):
+        return self._num_units
+
+    def build(self, input_shape):
+        depth, units = input_shape[-1] + self._num_units, self._num_units
+        noise = v1.random_normal_initializer(0, 0.3)
+        self._w_ru, self._w_c = self.add_weight("w_ru", [depth, 2 * units]), self.add_weight("w_c", [depth, units])
+        self._b_ru = self.add_weight("b_ru", [2 * units], initializer=noise)
+        self._b_c = self.add_weight("b_c", [units], initializer=noise)
+        self.built = True
+
+    def call(self, inputs, state):
+        *_, h = tf.raw_ops.GRUBlockCell(x=inputs, h_prev=state, w_ru=self._w_ru, w_c=self._w_c, b_ru=self._b_ru,
+                                        b_c=self._b_c)
+        return h, h
+
+
 def projected_lstm(**overrides):
     settings = dict(use_peepholes=True, num_proj=6, cell_clip=0.8, proj_clip=0.5, forget_bias=0.6)
     return rnn_cell.LSTMCell(UNITS, **{**settings, **overrides})
@@ -113,6 +143,12 @@ def per_step_front_static(x):
     return tf.stack(outputs, axis=1)
 
 
+def gru_block_dynamic(x):
+    """GRUBlockCell, one fused op per step, under dynamic_rnn."""
+    outputs, _ = v1.nn.dynamic_rnn(GRUBlockCell(UNITS), x, dtype=tf.float32)
+    return outputs
+
+
 def static_mixed_heads(x):
     """Each step projected by a dense layer of its own: no one head for every step."""
     outputs, _ = v1.nn.static_rnn(rnn_cell.GRUCell(UNITS), steps(x), dtype=tf.float32)
@@ -127,7 +163,7 @@ def relu_without_weights(x):
 
 FIXTURES = {fn.__name__: fn for fn in (
     lstm_projection_dynamic, lstm_projection_final_state, dense_relu_static, conv_gru_dynamic, conv1d_lstm_dynamic,
-    conv_pool_stack_gru, static_per_step_head, layers_dense_dynamic, per_step_front_static, static_mixed_heads, relu_without_weights)}
+    conv_pool_stack_gru, static_per_step_head, layers_dense_dynamic, gru_block_dynamic, per_step_front_static, static_mixed_heads, relu_without_weights)}
 FROZEN = tuple(name for name in FIXTURES if name != "per_step_front_static")
 CHECKPOINTED = ("lstm_projection_dynamic", "lstm_projection_final_state", "dense_relu_static", "conv_gru_dynamic",
                 "per_step_front_static")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rnnexport_converters.tf1.cells import basic_rnn, block_lstm, gru, keras_gru, keras_lstm, keras_rnn, lstm
+from rnnexport_converters.tf1.cells import basic_rnn, block_gru, block_lstm, gru, keras_gru, keras_lstm, keras_rnn, lstm
 from rnnexport_converters.tf1.cells import keras_gru_reset_before
 from rnnexport_converters.tf1.cells.base import Cell, CellMatch, Step
 from rnnexport_converters.tf1.cells.patterns import Ambiguous
@@ -26,6 +26,7 @@ Matcher = Callable[[GraphView, Any, Sequence[str]], CellMatch | None]
 # LSTM's four-way split is looked for first, then a GRU's gates, then a BasicRNNCell.
 MATCHERS: dict[str, Matcher] = {
     "LSTMBlockCell": block_lstm.match,
+    "GRUBlockCell": block_gru.match,
     "LSTMCell": lstm.match,
     "GRUCell": gru.match,
     "BasicRNNCell": basic_rnn.match,
