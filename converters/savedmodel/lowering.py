@@ -19,8 +19,8 @@ from typing import Any
 from rnnexport.errors import UnsupportedModelError
 
 PASS_THROUGH = ("Identity", "Enter", "Switch", "Exit", "Merge", "NextIteration")
-# Ops computed from loop invariants that are moved out of the loop: single-output and pure.
-HOISTABLE = {"Identity", "StridedSlice", "Slice", "Reshape", "Transpose", "ConcatV2", "Squeeze", "ExpandDims", "Cast"}
+# Pure ops computed from loop invariants (behind identities), moved out of the loop.
+HOISTABLE = {"StridedSlice", "Unpack", "Split", "SplitV", "Slice", "Reshape", "Transpose", "ConcatV2", "Squeeze", "ExpandDims", "Cast"}
 LIST_OPS = {"TensorListFromTensor", "TensorListReserve", "TensorListGetItem", "TensorListSetItem", "TensorListStack"}
 
 
@@ -93,20 +93,29 @@ class _Rewriter:
         while changed:
             changed = False
             for node in list(self.graph_def.node):
-                data = [r for r in node.input if not r.startswith("^")]
-                sources = [self.nodes[_source(r)[0]] for r in data]
+                if node.op not in HOISTABLE:
+                    continue
+                sources = [self._behind_identities(r) for r in node.input if not r.startswith("^")]
                 enters = [s for s in sources if s.op == "Enter" and s.attr["is_constant"].b]
-                if node.op not in HOISTABLE or not enters or any(
-                        s not in enters and not (s.op == "Const" and s.name in self.body_constants) for s in sources):
+                if not enters or any(s not in enters and s.name not in self.body_constants for s in sources):
                     continue
                 outer = [s.input[0] if s in enters else self._hoisted_const(s) for s in sources]
                 hoisted = self.add(f"{node.name}/rnnexport_hoisted", node.op, outer, **dict(node.attr))
-                entered = self.add(f"{hoisted}/rnnexport_enter", "Enter", [hoisted], **self._frame(enters[0]),
-                                   T=self.attr(type=self._dtype(node)), is_constant=self.attr(b=True))
-                self.redirect(f"{node.name}:0", entered)
-                node.op, node.input[:] = "NoOp", [f"^{entered}"]
+                entered = []
+                for index in range(self._outputs(node)):
+                    entered.append(self.add(f"{hoisted}/rnnexport_enter_{index}", "Enter", [f"{hoisted}:{index}"],
+                                            **self._frame(enters[0]), T=self.attr(type=self._dtype(node)),
+                                            is_constant=self.attr(b=True)))
+                    self.redirect(f"{node.name}:{index}", entered[-1])
+                node.op, node.input[:] = "NoOp", [f"^{e}" for e in entered]
                 node.ClearField("attr")
                 changed = True
+
+    def _behind_identities(self, reference: str) -> Any:
+        node = self.nodes[_source(reference)[0]]
+        while node.op == "Identity":
+            node = self.nodes[_source(node.input[0])[0]]
+        return node
 
     def _hoisted_const(self, const: Any) -> str:
         name = f"{const.name}/rnnexport_outer"
@@ -116,6 +125,9 @@ class _Rewriter:
 
     def _frame(self, enter: Any) -> dict[str, Any]:
         return {k: v for k, v in enter.attr.items() if k in ("frame_name", "parallel_iterations")}
+
+    def _outputs(self, node: Any) -> int:
+        return node.attr["num"].i if node.op == "Unpack" else node.attr["num_split"].i if "Split" in node.op else 1
 
     def _dtype(self, node: Any) -> int:
         return node.attr["T"].type if "T" in node.attr else node.attr["dtype"].type

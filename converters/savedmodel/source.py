@@ -108,13 +108,13 @@ class _LayerWeights:
 
 
 def _pairs(ours: list[str], theirs: list[str], what: str, path: Path) -> list[tuple[str, str]]:
-    """The export's names paired with the signature's: by name where they agree, else in order."""
+    """The export's names paired with the signature's: by name, or the only one with the only one."""
     if set(ours) == set(theirs):
         return [(name, name) for name in ours]
-    if len(ours) != len(theirs):
-        raise UnsupportedModelError(f"{path}: the model has {len(ours)} {what}s, its signature {len(theirs)} "
-                                    f"({', '.join(theirs)})")
-    return list(zip(ours, theirs))
+    if len(ours) == len(theirs) == 1:
+        return [(ours[0], theirs[0])]
+    raise UnsupportedModelError(f"{path}: the model's {what}s ({', '.join(ours)}) are not the signature's "
+                                f"({', '.join(theirs)}); rnnexport cannot tell which is which")
 
 
 class OpenedKerasSavedModel(OpenedKeras):
@@ -130,14 +130,12 @@ class OpenedKerasSavedModel(OpenedKeras):
         theirs_out = sorted(signature.structured_outputs)
         self.input_pairs = _pairs([t.name for t in self.info.inputs], theirs_in, "input", path)
         self.output_pairs = _pairs([t.name for t in self.info.outputs], theirs_out, "output", path)
+        notes = self.info.notes
         if self.signature_fixed is not None:
-            self.info = _with_note(self.info, f"the SavedModel's signature '{signature_name}' is traced for "
-                                              f"{self.signature_fixed} steps: it is the reference at that length only")
+            notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: it is "
+                      "the reference at that length only",)
+        self.info = replace(self.info, kind=loops.KIND, notes=notes)
 
     def reference(self, device: Device) -> SignatureReference:
         return SignatureReference(self.path, self.signature_name, device, self.input_pairs, self.output_pairs,
                                   self.signature_fixed)
-
-
-def _with_note(info: SourceInfo, note: str) -> SourceInfo:
-    return replace(info, notes=(*info.notes, note))

@@ -1,0 +1,111 @@
+"""The TF2 SavedModel source: tf.keras 2.x `model.save(dir)` SavedModels rebuilt from the Keras
+config in their metadata, SavedModels of tf.functions read from their While loops, both checked
+against the SavedModel itself; SavedModels that read files are refused before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+import rnnexport
+from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
+from rnnexport import plugins
+from rnnexport.errors import UnsupportedModelError
+
+from conftest import TESTS, artifact, export_result, run_python
+
+CONVERTED = ("lstm", "stacked_fixed", "bidirectional", "module_stack")
+SIGNATURE = "source (signature 'serving_default')"
+LOOP_LAYERS = ["keras GRU(units=5)", "keras GRU(units=4, reset_after=False)", "keras SimpleRNN(units=3)",
+               "keras LSTM(units=4)", "matmul + bias"]
+
+
+@pytest.fixture(scope="module")
+def savedmodels(tmp_path_factory):
+    """SavedModels written by tf-keras 2.21 itself (tf2_savedmodel_helper), one directory each."""
+    out = tmp_path_factory.mktemp("tf2_savedmodels")
+    run_python(TESTS / "tf2_savedmodel_helper.py", "write", str(out), legacy_keras=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(savedmodels, tmp_path_factory):
+    """Each converted to a SavedModel and swept at the default lengths, at batch 2."""
+    out = tmp_path_factory.mktemp("tf2_exports")
+    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,))))
+    return {name: rnnexport.convert(savedmodels / name, out, options) for name in CONVERTED}
+
+
+def _checked(result):
+    export = export_result(result, "savedmodel")
+    assert result.report.passed, result.report.failures()
+    for case in export.checked:
+        for output in case.outputs:
+            assert output.max_abs is not None and output.max_abs < 1e-5, (case.case.name, output.max_abs)
+    return export
+
+
+def test_directories_with_loops_or_keras_metadata_are_this_source(savedmodels):
+    for name in ("lstm", "module_stack", "subclassed_state"):
+        assert plugins.find_source(savedmodels / name).name == "tf2-savedmodel"
+    assert plugins.find_source(savedmodels / "lstm" / "saved_model.pb").name == "tf2-savedmodel"
+
+
+def test_keras_models_are_rebuilt_from_the_metadata(savedmodels):
+    stacked = rnnexport.inspect(savedmodels / "stacked_fixed")
+    assert stacked.kind == "tf2-savedmodel"
+    assert stacked.format == "TF2 SavedModel (tf.keras 2.21.0, Keras config in the metadata)"
+    assert [(l.kind, l.units, l.details.get("reset_after")) for l in stacked.layers if l.recurrent] == [
+        ("GRU", 5, True), ("GRU", 4, False), ("SimpleRNN", 3, None)]
+    assert stacked.fixed_length == 6 and stacked.inputs[0].shape == (None, None, 4)
+    bidirectional = rnnexport.inspect(savedmodels / "bidirectional")
+    assert [(l.kind, l.direction) for l in bidirectional.layers] == [
+        ("Bidirectional(LSTM)", "bidirectional"), ("Dense", None)]
+    assert not bidirectional.causal and bidirectional.fixed_length is None
+
+
+@pytest.mark.parametrize("name", ["lstm", "bidirectional"])
+def test_variable_length_keras_models_pass_against_their_signature(converted, name):
+    export = _checked(converted[name])
+    assert {c.case.length for c in export.checked} == {1, 2, 7, 32, 128}
+    assert {c.reference_method for c in export.checked} == {SIGNATURE}
+
+
+def test_a_fixed_length_signature_is_the_reference_at_its_length_only(converted):
+    export = _checked(converted["stacked_fixed"])
+    assert {c.case.length for c in export.checked} == {6}
+    assert {c.case.length for c in export.cases} == {1, 2, 3, 6, 24}
+    reasons = {c.skipped for c in export.cases if c.skipped}
+    assert reasons == {"the SavedModel's signature 'serving_default' is traced for 6 steps; it is ground truth at "
+                       "that length only"}
+
+
+def test_functions_without_keras_metadata_are_read_from_their_loops(converted, savedmodels):
+    info = rnnexport.inspect(savedmodels / "module_stack")
+    assert info.format == "TF2 SavedModel of tf.functions (TensorFlow 2.21.0, While loops) (4 cells)"
+    assert [l.kind for l in info.layers] == LOOP_LAYERS
+    assert {l.details.get("runner") for l in info.layers if l.recurrent} == {"dynamic_rnn"}
+    export = _checked(converted["module_stack"])
+    assert {c.case.length for c in export.checked} == {1, 2, 7, 32, 128}
+
+
+def test_rnnexport_reads_its_own_savedmodel_export(converted):
+    info = rnnexport.inspect(artifact(converted["module_stack"], "savedmodel"))
+    assert info.kind == "tf2-savedmodel" and info.exportable
+    assert [l.kind for l in info.layers] == LOOP_LAYERS
+    assert [(t.name, t.shape) for t in info.inputs] == [("x", (None, None, 3))]
+
+
+def test_a_model_it_cannot_read_is_described_with_the_reason(savedmodels):
+    info = rnnexport.inspect(savedmodels / "subclassed_state")
+    assert info.format == "TF2 SavedModel of a subclassed tf.keras StatefulCall (TensorFlow 2.21.0, While loops)"
+    assert [(t.name, t.shape) for t in info.inputs] == [("h", (None, 4)), ("x", (None, None, 3))]
+    assert [t.name for t in info.outputs] == ["output_0", "output_1"]
+    assert info.problems == ("several outputs could be the model's; name one with --outputs: output_0, output_1",)
+    with pytest.raises(UnsupportedModelError, match="several outputs could be the model's"):
+        rnnexport.convert(savedmodels / "subclassed_state", savedmodels / "out")
+
+
+def test_a_savedmodel_that_reads_files_is_refused_before_it_runs(savedmodels):
+    with pytest.raises(UnsupportedModelError, match=r"reads_files: the SavedModel's functions run ReadFile \(in "
+                                                    r"__inference___call___\d+\), which reads or writes files"):
+        rnnexport.inspect(savedmodels / "reads_files")
