@@ -29,7 +29,6 @@ from rnnexport_converters.savedmodel.reference import SignatureReference, fixed_
 from rnnexport_converters.tf1.frozen import UnrolledGraphSource
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
-from rnnexport.model import SourceInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource, Source
 from rnnexport.tf import tensorflow
