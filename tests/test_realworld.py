@@ -206,3 +206,20 @@ def test_cutkum_dynamic_rnn_with_dropout_state_and_lengths_converts_to_every_tar
         assert {c.case.name for c in export.checked if c.case.kind == "padded"} == {
             "lengths len=16 batch=3 true=16,9,1", "lengths len=64 batch=3 true=64,33,1"}
         assert not export.skipped and export.max_abs < 5e-5
+
+
+def test_iteam1_tf_keras_savedmodel_converts_to_every_target_against_its_signature(realworld, tmp_path):
+    path = realworld / "iteam1-rnn-savedmodel" / "lstm_model"
+    info = rnnexport.inspect(path)
+    assert info.kind == "tf2-savedmodel" and info.format == "TF2 SavedModel (tf.keras 2.6.0, Keras config in the metadata)"
+    assert [(l.kind, l.units or l.details["units"]) for l in info.layers] == [
+        ("LSTM", 64), ("Dense", 32), ("Dense", 32), ("Dense", 1)]
+    assert info.fixed_length == 5 and info.inputs[0].shape == (None, None, 1)
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",)))
+    assert result.report.passed, result.report.failures()
+    assert {e.target for e in result.report.exports} == {"savedmodel", "onnx", "tflite"}
+    for export in result.report.exports:
+        # The signature is traced for 5 steps and returns the last step alone: ground truth at 5 only.
+        assert {c.case.length for c in export.checked} == {5} and export.max_abs < 1e-5
+        assert {c.reference_method for c in export.checked} == {"source (signature 'serving_default')"}
+        assert all("traced for 5 steps" in c.skipped for c in export.skipped)
