@@ -133,7 +133,7 @@ def test_target_options_are_checked_against_the_declaration(tmp_path):
 def test_builtins_register_through_entry_points():
     assert [e.value for e in plugins.source_entries()] == [
         "rnnexport_converters.keras.source:KerasSource", "rnnexport_converters.tf1.checkpoint:Tf1CheckpointSource",
-        "rnnexport_converters.tf1.frozen:UnrolledGraphSource"]
+        "rnnexport_converters.savedmodel.source:Tf2SavedModelSource", "rnnexport_converters.tf1.frozen:UnrolledGraphSource"]
     assert [e.value for e in plugins.target_entries()] == [
         "rnnexport_converters.onnx.target:OnnxTarget", "rnnexport_converters.savedmodel.target:SavedModelTarget",
         "rnnexport_converters.tflite.target:TfliteTarget"]
@@ -144,7 +144,8 @@ def test_every_registered_plugin_has_a_test_fixture():
     """A plugin without coverage fails here: the test suite must grow with the registry."""
     covered = {"keras": "tests/test_keras_source.py", "savedmodel": "tests/test_savedmodel_target.py",
                "onnx": "tests/test_onnx_target.py", "tflite": "tests/test_tflite_target.py",
-               "tf1-checkpoint": "tests/test_tf1_source.py", "unrolled-graph": "tests/test_unrolled_source.py"}
+               "tf1-checkpoint": "tests/test_tf1_source.py", "unrolled-graph": "tests/test_unrolled_source.py",
+               "tf2-savedmodel": "tests/test_tf2_savedmodel.py"}
     root = Path(__file__).resolve().parents[1]
     for entry in plugins.source_entries() + plugins.target_entries():
         assert entry.name in covered, f"no tests for plugin '{entry.name}'"
