@@ -156,6 +156,16 @@ def write(out):
     rewrite(out / "keras225_bidirectional.h5", "2.2.5")
     record(out / "keras225_bidirectional.h5", rng.standard_normal((3, 10, 4)).astype("float32"))
 
+    # Every supported layer kind, as tf.keras 2.15 and as Keras 2.2.5 wrote it.
+    model = every_layer_kind()
+    _moved_statistics(model)
+    x = rng.standard_normal((3, 9, 4)).astype("float32")
+    for name, era in (("tfkeras_every_layer", None), ("keras225_every_layer", "2.2.5")):
+        model.save(out / f"{name}.h5")
+        if era:
+            rewrite(out / f"{name}.h5", era)
+        record(out / f"{name}.h5", x)
+
     # tf.keras 2.15 layout as tf-keras writes it: '/' in names, unroll=True at a fixed length.
     inputs = keras.Input((8, 3), name="features/frames")
     x = layers.LSTM(6, return_sequences=True, unroll=True, name="encoder/lstm")(inputs)
@@ -204,16 +214,45 @@ def write(out):
     np.savez(out / "json_beside" / "model.npz", x=x, y0=np.asarray(model(x)))
 
 
+def every_layer_kind():
+    """Every layer kind the Keras source supports, with arguments away from their defaults."""
+    i = keras.Input((None, 4), name="x")
+    a = layers.Conv1D(6, 3, padding="causal", dilation_rate=2, activation="elu", name="conv")(i)
+    a = layers.MaxPooling1D(2, strides=1, padding="same", name="maxpool")(a)
+    a = layers.AveragePooling1D(3, strides=1, padding="same", name="avgpool")(a)
+    a = layers.LayerNormalization(name="ln")(a)
+    a = layers.BatchNormalization(center=False, name="bn")(a)
+    a = layers.SpatialDropout1D(0.2, name="sdrop")(a)
+    a = layers.GaussianNoise(0.1, name="noise")(a)
+    a = layers.GaussianDropout(0.1, name="gdrop")(a)
+    a = layers.AlphaDropout(0.1, name="adrop")(a)
+    a = layers.ActivityRegularization(l1=0.01, name="actreg")(a)
+    b = layers.Dense(6, kernel_regularizer=keras.regularizers.l2(0.01), kernel_constraint=keras.constraints.MaxNorm(2),
+                     name="dense")(i)
+    b = layers.ReLU(max_value=6.0, negative_slope=0.1, name="relu")(b)
+    merged = layers.Add(name="add")([a, layers.LeakyReLU(alpha=0.2, name="leaky")(b)])
+    merged = layers.Subtract(name="sub")([merged, layers.PReLU(shared_axes=[1], name="prelu")(b)])
+    merged = layers.Multiply(name="mul")([merged, layers.ELU(alpha=0.5, name="elu")(b)])
+    merged = layers.Average(name="avg")([merged, layers.Softmax(axis=-1, name="softmax")(b)])
+    merged = layers.Maximum(name="max")([merged, a])
+    merged = layers.Minimum(name="min")([merged, b])
+    merged = layers.Concatenate(axis=-1, name="cat")([merged, a])
+    x = layers.Activation("hard_sigmoid", name="act")(merged)
+    x = layers.Masking(mask_value=0.0, name="mask")(x)
+    x = layers.SimpleRNN(5, return_sequences=True, activation="relu", name="srnn")(x)
+    x = layers.Bidirectional(layers.GRU(3, return_sequences=True), name="bigru")(x)
+    x = layers.LSTM(4, return_sequences=True, go_backwards=True, name="lstm_back")(x)
+    x = layers.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(i, layers.Dense(2, activation="softmax", name="out")(x))
+
+
 def _moved_statistics(model):
-    """BatchNormalization weights away from (1, 0, 0, 1), so that one read wrongly shows."""
+    """BatchNormalization weights away from (1, 0, 0, 1), so that one read wrongly shows; positive,
+    as a variance must be."""
     rng = np.random.default_rng(1)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
-            gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([gamma + rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                               rng.standard_normal(beta.shape).astype("float32"),
-                               rng.standard_normal(mean.shape).astype("float32"),
-                               rng.uniform(0.5, 3.0, variance.shape).astype("float32")])
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype("float32") for w in layer.get_weights()])
 
 
 if __name__ == "__main__":

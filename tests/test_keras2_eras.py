@@ -45,7 +45,8 @@ def eras(tmp_path_factory):
 def converted(eras, tmp_path_factory):
     """Every era's file through the default lengths (at one batch size, to stay quick), in one run."""
     sources = [eras / f"{name}.h5" for name in
-               ("keras208_sequential", "keras225_conv_sequential", "keras225_bidirectional", "tfkeras_slash_unrolled")]
+               ("keras208_sequential", "keras225_conv_sequential", "keras225_bidirectional", "tfkeras_slash_unrolled",
+                "keras225_every_layer")]
     sources.append(eras / "json_beside" / "model.h5")
     options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,))))
     return rnnexport.convert(sources, tmp_path_factory.mktemp("eras_out"), options)
@@ -56,6 +57,7 @@ def converted(eras, tmp_path_factory):
     ("keras225_conv_sequential.h5", {6, 7, 20, 80}),
     ("keras225_bidirectional.h5", {1, 2, 3, 10, 40}),
     ("tfkeras_slash_unrolled.h5", {1, 2, 3, 8, 32}),
+    ("keras225_every_layer.h5", {1, 2, 7, 32, 128}),
     ("model.h5", {1, 2, 7, 32, 128}),
 ])
 def test_every_era_passes_the_default_sweep(converted, source, lengths):
@@ -74,6 +76,8 @@ def test_every_era_passes_the_default_sweep(converted, source, lengths):
     ("custom_layer", CUSTOM),
     ("json_beside/model", SourceOptions()),
     ("tfkeras1_cudnn", SourceOptions()),
+    ("tfkeras_every_layer", SourceOptions()),
+    ("keras225_every_layer", SourceOptions()),
 ])
 def test_our_reading_matches_tf_keras_on_the_original_file(eras, name, options):
     """tf-keras loaded each file (the rewritten old layouts included) and predicted; we must agree."""
@@ -107,6 +111,15 @@ def test_keras225_layouts_keep_their_structure(eras):
         ("Bidirectional(LSTM)", "concat"), ("Bidirectional(LSTM)", "sum"), ("Bidirectional(GRU)", "mul"),
         ("Bidirectional(GRU)", "ave"), ("Bidirectional(LSTM)", None)]
     assert [layer.kind for layer in bidirectional.layers].count("BatchNormalization") == 2
+
+
+@pytest.mark.parametrize("name", ["tfkeras_every_layer", "keras225_every_layer"])
+def test_every_supported_layer_kind_is_read(eras, name):
+    info = rnnexport.inspect(eras / f"{name}.h5")
+    assert info.exportable and len(info.layers) == 30
+    # Keras 3's SpatialDropout1D takes no noise_shape (it only matters while training).
+    assert "arguments Keras 3 layers do not take, left out: sdrop: noise_shape" in info.notes
+    assert "Keras 2 hard_sigmoid (clip(0.2x + 0.5)) kept on: act" in info.notes
 
 
 def test_cudnn_layers_are_read_as_the_layers_they_compute(eras, tmp_path):

@@ -22,6 +22,7 @@ What changed, read from the Keras sources of each era (keras-team/keras, tags 2.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,44 @@ def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> bool:
         cfg["reset_after"] = False
         upgraded.reset_before.append(keras_config.layer_name(layer))
     return cls in CUDNN
+
+
+def _accepted(cls: type) -> set[str] | None:
+    """The arguments `cls(...)` takes, following `**kwargs` up the classes it is passed to, as far as
+    Keras's Layer (which takes `input_dim` and `input_shape` besides its own); None: anything."""
+    import keras
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if klass is keras.layers.Layer:
+            return names | {"input_dim", "input_shape"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def drop_unaccepted(config: dict[str, Any]) -> list[str]:
+    """Leave out, in place, what a Keras 3 layer's constructor does not take (SpatialDropout1D's
+    `noise_shape`, ...), after `upgrade` has renamed and refused what changes the computation;
+    returns one `layer: arguments` line per layer that lost an argument other than `trainable`."""
+    import keras
+
+    dropped = []
+    for entry in keras_config.layer_configs(config):
+        for layer in keras_config.walk(entry):
+            cls = getattr(keras.layers, layer.get("class_name", ""), None)
+            accepted = _accepted(cls) if isinstance(cls, type) and layer["class_name"] != "InputLayer" else None
+            if accepted is None:
+                continue
+            cfg = layer.get("config", {})
+            left_out = [key for key in cfg if key not in accepted]
+            for key in left_out:
+                del cfg[key]
+            if set(left_out) - {"trainable"}:
+                dropped.append(f"{keras_config.layer_name(layer)}: {', '.join(k for k in left_out if k != 'trainable')}")
+    return dropped
 
 
 def _rename_references(config: dict[str, Any], renamed: dict[str, str]) -> None:

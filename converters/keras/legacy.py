@@ -129,6 +129,7 @@ def build_keras2_model(path: Path, config: dict[str, Any], custom: Mapping[str, 
         upgraded = keras2.upgrade(config)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{path}: {exc}") from None
+    unaccepted = keras2.drop_unaccepted(upgraded.config)
     try:
         model = saving_utils.model_from_config(upgraded.config, custom_objects=dict(custom))
     except Exception as exc:  # noqa: BLE001 - Keras raises anything here; the user needs one line
@@ -138,6 +139,8 @@ def build_keras2_model(path: Path, config: dict[str, Any], custom: Mapping[str, 
     else:
         weights(model, upgraded.original_names)
     notes = list(upgraded.notes)
+    if unaccepted:
+        notes.append(f"arguments Keras 3 layers do not take, left out: {'; '.join(unaccepted)}")
     if upgraded.cudnn:
         notes.append(f"cuDNN-only layers read as the LSTM or GRU they compute: {', '.join(upgraded.cudnn)}")
     if upgraded.reset_before:
