@@ -95,14 +95,22 @@ def test_rnnexport_reads_its_own_savedmodel_export(converted):
     assert [(t.name, t.shape) for t in info.inputs] == [("x", (None, None, 3))]
 
 
-def test_a_model_it_cannot_read_is_described_with_the_reason(savedmodels):
+def test_a_subclassed_model_with_a_state_input_is_described_then_exported_per_output(savedmodels, tmp_path):
     info = rnnexport.inspect(savedmodels / "subclassed_state")
     assert info.format == "TF2 SavedModel of a subclassed tf.keras StatefulCall (TensorFlow 2.21.0, While loops)"
     assert [(t.name, t.shape) for t in info.inputs] == [("h", (None, 4)), ("x", (None, None, 3))]
     assert [t.name for t in info.outputs] == ["output_0", "output_1"]
     assert info.problems == ("several outputs could be the model's; name one with --outputs: output_0, output_1",)
     with pytest.raises(UnsupportedModelError, match="several outputs could be the model's"):
-        rnnexport.convert(savedmodels / "subclassed_state", savedmodels / "out")
+        rnnexport.convert(savedmodels / "subclassed_state", tmp_path)
+    source = rnnexport.SourceOptions(outputs=("output_0",))
+    info = rnnexport.inspect(savedmodels / "subclassed_state", source)
+    assert [l.kind for l in info.layers] == ["keras GRU(units=4)", "matmul + bias"]
+    assert "'h:0' holds an initial state; fed zeros, where the export's cells start" in info.notes
+    sweep = ValidateOptions(sweep=SweepOptions(batches=(2,)))
+    export = _checked(rnnexport.convert(savedmodels / "subclassed_state", tmp_path,
+                                        ConvertOptions(source=source, validation=sweep)))
+    assert {c.case.length for c in export.checked} == {1, 2, 7, 32, 128}
 
 
 def test_a_savedmodel_that_reads_files_is_refused_before_it_runs(savedmodels):
