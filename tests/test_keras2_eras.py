@@ -256,5 +256,9 @@ def test_old_spellings_become_what_keras_3_builds():
         {"name": "act", "dtype": "float32", "negative_slope": 0.3},
         {"name": "bn", "axis": 2},
     ]
+    wrapped = {"class_name": "Bidirectional", "config": {"name": "bi", "layer": {
+        "class_name": "LSTM", "config": {"name": "lstm", "units": 2, "batch_input_shape": [None, 7, 3]}}}}
+    first = keras2.upgrade({"class_name": "Sequential", "config": [wrapped]}).config["config"]["layers"][0]
+    assert first["config"]["batch_shape"] == [None, 7, 3]
     with pytest.raises(UnsupportedModelError, match=r"declares no input shape \(layer 'dense' has none\)"):
         keras2.upgrade({"class_name": "Sequential", "config": [{"class_name": "Dense", "config": {"name": "dense"}}]})

@@ -81,6 +81,10 @@ def _sequential(config: Any) -> dict[str, Any]:
     name = "sequential" if isinstance(config, list) else config.get("name", "sequential")
     if layers and layers[0].get("class_name") != "InputLayer":
         declared = _first_layer_input(layers[0])
+        wrapped = layers[0].get("config", {}).get("layer")
+        if declared is None and layers[0].get("class_name") == "Bidirectional" and isinstance(wrapped, dict):
+            # `Bidirectional(LSTM(n, input_shape=...))`: the sequence shape is the wrapped layer's.
+            declared = _first_layer_input(wrapped)
         if declared is None and isinstance(config, dict) and config.get("build_input_shape"):
             declared = list(config["build_input_shape"]), "float32"
         if declared is None:

@@ -31,7 +31,8 @@ class KerasReference(Closable):
     def serves(self, inputs: Mapping[str, np.ndarray]) -> str:
         """Why the source cannot run `inputs` (too few steps for its convolutions), or ""."""
         shortest = self.opened.info.min_length
-        steps = [a.shape[1] for a in inputs.values() if a.ndim >= 2]
+        steps = [inputs[spec.name].shape[spec.time_axis] for spec in self.opened.info.inputs
+                 if spec.time_axis is not None and spec.name in inputs]
         if steps and min(steps) < shortest:
             return f"the source needs at least {shortest} steps, this case has {min(steps)}"
         return ""
