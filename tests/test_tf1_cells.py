@@ -187,6 +187,17 @@ def test_per_step_head_on_static_rnn_outputs_then_stack(files, tmp_path):
     assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1}
 
 
+def test_dense_layer_between_recurrent_layers(files, tmp_path):
+    info = rnnexport.inspect(files / "dense_between_layers.pb")
+    assert [(layer.name, layer.kind) for layer in info.layers] == [
+        ("lower/rnn/gru_cell", "GRUCell(units=8)"), ("between_1_0", "Dense(7, activation=tanh)"),
+        ("upper/rnn/lstm_cell", "LSTM(units=6, forget_bias=1)")]
+    result = _convert(files / "dense_between_layers.pb", tmp_path, "onnx")
+    for _, export, checked in checked_exports(result, 5e-5):
+        assert checked == SWEEP
+    assert export_result(result, "onnx").details["recurrent_ops"] == {"GRU": 1, "LSTM": 1}
+
+
 def test_gru_block_cell_converts_as_a_fused_gru(files, tmp_path):
     info = rnnexport.inspect(files / "gru_block_dynamic.pb", rnnexport.SourceOptions(outputs=("y",)))
     assert _recurrent(info) == [("GRUBlockCell(units=8)", "dynamic_rnn")]

@@ -143,6 +143,16 @@ def per_step_front_static(x):
     return tf.stack(outputs, axis=1)
 
 
+def dense_between_layers(x):
+    """tf.layers.dense between two dynamic_rnn layers."""
+    with v1.variable_scope("lower"):
+        lower, _ = v1.nn.dynamic_rnn(rnn_cell.GRUCell(UNITS), x, dtype=tf.float32)
+    middle = v1.layers.dense(lower, 7, activation=tf.nn.tanh)
+    with v1.variable_scope("upper"):
+        upper, _ = v1.nn.dynamic_rnn(rnn_cell.LSTMCell(6), middle, dtype=tf.float32)
+    return upper
+
+
 def gru_block_dynamic(x):
     """GRUBlockCell, one fused op per step, under dynamic_rnn."""
     outputs, _ = v1.nn.dynamic_rnn(GRUBlockCell(UNITS), x, dtype=tf.float32)
@@ -163,7 +173,7 @@ def relu_without_weights(x):
 
 FIXTURES = {fn.__name__: fn for fn in (
     lstm_projection_dynamic, lstm_projection_final_state, dense_relu_static, conv_gru_dynamic, conv1d_lstm_dynamic,
-    conv_pool_stack_gru, static_per_step_head, layers_dense_dynamic, gru_block_dynamic, per_step_front_static, static_mixed_heads, relu_without_weights)}
+    conv_pool_stack_gru, static_per_step_head, layers_dense_dynamic, gru_block_dynamic, dense_between_layers, per_step_front_static, static_mixed_heads, relu_without_weights)}
 FROZEN = tuple(name for name in FIXTURES if name != "per_step_front_static")
 CHECKPOINTED = ("lstm_projection_dynamic", "lstm_projection_final_state", "dense_relu_static", "conv_gru_dynamic",
                 "per_step_front_static")

@@ -71,6 +71,7 @@ def keras_model(structure: Structure, names: dict[str, str], features: int | Non
         inputs.append(lengths)
         mask = SequenceMask(name="sequence_mask")([x, lengths])
     for index, layer in enumerate(structure.layers):
+        x = frontend_layers.apply(layer.between, x, f"between_{index}")
         sequences = not (last_step and index == len(structure.layers) - 1)
         name = layer_name(index)
         # A last step read from masked sequences is the state at each row's true length, as a

@@ -188,19 +188,20 @@ def same(a: Stage, b: Stage) -> bool:
     return True
 
 
-def apply(frontend: tuple[Stage, ...], x: Any) -> Any:
-    """The front end as Keras layers on `x` [batch, time, features]: the sequence becomes an image
-    of one channel before a 2-D layer, and one vector per step again after the last one."""
+def apply(frontend: tuple[Stage, ...], x: Any, prefix: str = "frontend") -> Any:
+    """The front end as Keras layers `<prefix>_<i>` on `x` [batch, time, features]: the sequence
+    becomes an image of one channel before a 2-D layer, and one vector per step again after the
+    last one."""
     import keras
 
     image: Any = None  # the last 2-D layer while `x` is an image
     for index, stage in enumerate(frontend):
         if stage.image and image is None:
-            x = keras.layers.Reshape((-1, stage.features, 1), name=f"frontend_{index}_image")(x)
+            x = keras.layers.Reshape((-1, stage.features, 1), name=f"{prefix}_{index}_image")(x)
         elif not stage.image and image is not None:
-            x = keras.layers.Reshape((-1, image.width * image.channels), name=f"frontend_{index}_steps")(x)
+            x = keras.layers.Reshape((-1, image.width * image.channels), name=f"{prefix}_{index}_steps")(x)
         image = stage if stage.image else None
-        x = stage.keras(x, f"frontend_{index}")
+        x = stage.keras(x, f"{prefix}_{index}")
     if image is not None:
-        x = keras.layers.Reshape((-1, image.width * image.channels), name="frontend_steps")(x)
+        x = keras.layers.Reshape((-1, image.width * image.channels), name=f"{prefix}_steps")(x)
     return x

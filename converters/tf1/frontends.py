@@ -19,7 +19,7 @@ from rnnexport_converters.tf1.frontend_layers import Conv1D, Conv2D, Dense, Pool
 from rnnexport_converters.tf1.graph import ADDS
 from rnnexport.errors import UnsupportedModelError
 
-__all__ = ["OPS", "Stage", "free_graph", "masking_refused", "minimum", "not_streamable", "notes", "split",
+__all__ = ["OPS", "Stage", "between", "free_graph", "masking_refused", "minimum", "not_streamable", "notes", "split",
            "step_back", "unserved", "walk_every_step"]
 
 ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Tanh": "tanh", "Sigmoid": "sigmoid", "Elu": "elu"}
@@ -165,19 +165,36 @@ def split(tracer: Any, op: Any, at: Any) -> None:
     at.index, at.axis, at.tensor = at.tensor.value_index, int(axis), op.inputs[1]
 
 
-def walk_every_step(tracer: Any, layer: Any, first: list[Any]) -> None:
-    """With a front end, walk every step of the first layer back to the input too: a front end
+def walk_every_step(tracer: Any, cells: list[Any], first: list[Any]) -> None:
+    """With a front end, walk every step of a layer's cells back to their input too: a front end
     applied step by step (the same dense layer on each step's slice) is claimed in every step,
     and checked to be the same in every step."""
     if not any(origin.frontend for origin in first):
         return
-    for cell in layer.cells:
+    for cell in cells:
         for index, step in enumerate(cell.steps[1:], start=1):
             for origin in tracer.origins(tracer.view.tensor(step.x)):
                 if len(origin.frontend) != len(first[0].frontend) or not all(
                         same(a, b) for a, b in zip(origin.frontend, first[0].frontend)):
                     raise UnsupportedModelError(f"step {index} of cell '{cell.key}' reads its input through another "
                                                 "front end than step 0; rnnexport places one front end on every step")
+
+
+def between(tracer: Any, cells: list[Any], origins: dict[str, list[Any]], index: int) -> tuple[Stage, ...]:
+    """The dense layers recurrent layer `index` (its `cells`, reading `origins` by cell key) reads
+    the layer before it through, the same for every cell and step."""
+    first = origins[cells[0].key]
+    stages = first[0].frontend
+    if any(len(o.frontend) != len(stages) or not all(same(a, b) for a, b in zip(o.frontend, stages))
+           for cell in cells for o in origins[cell.key]):
+        raise UnsupportedModelError(f"the cells of recurrent layer {index} read the layer before them through "
+                                    "different layers; rnnexport places one set of dense layers there")
+    windowed = next((stage for stage in stages if not isinstance(stage, Dense)), None)
+    if windowed is not None:
+        raise UnsupportedModelError(f"a {windowed.describe()} lies between recurrent layers {index - 1} and {index}; "
+                                    "rnnexport places dense layers there, which keep the number of steps")
+    walk_every_step(tracer, cells, first)
+    return stages
 
 
 def masking_refused(frontend: tuple[Stage, ...]) -> str:

@@ -301,6 +301,7 @@ class OpenedTf1(OpenedSource):
             layers.append(LayerInfo("embedding", "Embedding", details={"vocab": int(vocab), "dim": int(dim)}))
         layers += [LayerInfo(f"frontend_{i}", stage.describe()) for i, stage in enumerate(self.structure.frontend)]
         for index, layer in enumerate(self.structure.layers):
+            layers += [LayerInfo(f"between_{index}_{i}", stage.describe()) for i, stage in enumerate(layer.between)]
             for cell in layer.cells:
                 direction = "backward" if cell is layer.backward else "forward"
                 runner = "dynamic_rnn" if cell.looped else f"{cell.match.unrolled_by} ({len(cell.steps)} steps)"

@@ -24,6 +24,7 @@ class Layer:
 
     forward: Cell
     backward: Cell | None = None
+    between: tuple[frontends.Stage, ...] = ()  # dense layers between the layer before and this one
 
     @property
     def cells(self) -> list[Cell]:
@@ -112,7 +113,7 @@ class Tracer:
         while True:
             if at.tensor.name in self.step_of:
                 cell, step = self.step_of[at.tensor.name]
-                return [Origin("cell", cell.key, step, at.reverse)]
+                return [Origin("cell", cell.key, step, at.reverse, frontend=tuple(reversed(at.frontend)))]
             if at.tensor.name in self.inputs:
                 return [at.input_origin(at.tensor.name)]
             op = at.tensor.op
@@ -326,9 +327,10 @@ def layers_of(view: GraphView, cells: list[Cell], tracer: Tracer) -> tuple[list[
                                         "form one forward (and one backward) layer")
         if previous is None:
             first_inputs = inputs[forward[0].key]
-        layers.append(Layer(forward[0], backward[0] if backward else None))
+        dense = frontends.between(tracer, forward + backward, inputs, len(layers)) if layers else ()
+        layers.append(Layer(forward[0], backward[0] if backward else None, dense))
         previous = tuple(c.key for c in group)
-    frontends.walk_every_step(tracer, layers[0], first_inputs)
+    frontends.walk_every_step(tracer, layers[0].cells, first_inputs)
     return layers, first_inputs
 
 
