@@ -111,8 +111,8 @@ def test_a_cutkum_like_graph_converts_with_lengths_state_and_dropout(dynamic_fil
         assert any(c.case.name.startswith("lengths") for c in export.checked)
 
 
-def test_bidirectional_with_lengths_is_checked_at_every_length(dynamic_files, tmp_path):
-    name = "bidirectional_lengths.pb"
+@pytest.mark.parametrize("name", ["bidirectional_lengths.pb", "bidirectional_lengths"])
+def test_bidirectional_with_lengths_is_checked_at_every_length(dynamic_files, tmp_path, name):
     info = rnnexport.inspect(dynamic_files / name)
     assert [l.direction for l in info.layers if l.recurrent] == ["forward", "backward"]
     assert [(t.name, t.dtype, t.role) for t in info.inputs] == [("ids", "int32", "data"),
