@@ -1,6 +1,7 @@
 """TF1 cells and what surrounds them, on graphs written by the real TF1 classes
-(tests/tf1_cells_helper.py): the projected, peephole and clipped LSTMCell under dynamic_rnn, a
-dense ReLU and a Conv2D before the cells, and heads after them."""
+(tests/tf1_cells_helper.py): the projected, peephole and clipped LSTMCell and GRUBlockCell under
+dynamic_rnn; dense layers, conv1d, Conv2D and pooling before the cells; dense layers between
+them; heads after them, also per static_rnn step."""
 
 import numpy as np
 import pytest
