@@ -117,3 +117,10 @@ def test_a_savedmodel_that_reads_files_is_refused_before_it_runs(savedmodels):
     with pytest.raises(UnsupportedModelError, match=r"reads_files: the SavedModel's functions run ReadFile \(in "
                                                     r"__inference___call___\d+\), which reads or writes files"):
         rnnexport.inspect(savedmodels / "reads_files")
+
+
+def test_a_loop_that_is_no_recurrent_layer_is_described_not_exported(savedmodels):
+    info = rnnexport.inspect(savedmodels / "running_sum")
+    assert info.format == "TF2 SavedModel of tf.functions (TensorFlow 2.21.0, While loops)"
+    assert [(t.name, t.shape) for t in info.outputs] == [("y", (None, None, 3))]
+    assert info.layers == () and info.problems == ("no recurrent cell feeds 'Identity:0'",)

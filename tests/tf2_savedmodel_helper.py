@@ -62,6 +62,14 @@ class ReadsFiles(RecurrentModule):
         return {"y": self.stack[-1](self.stack[-2](x)) * size}
 
 
+class Accumulates(tf.Module):
+    """A While loop that is no recurrent layer: a running sum over time (tf.scan)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32, name="x")])
+    def __call__(self, x):
+        return {"y": tf.transpose(tf.scan(lambda total, step: total + step, tf.transpose(x, [1, 0, 2])), [1, 0, 2])}
+
+
 class StatefulCall(tf.keras.Model):
     """A subclassed model whose call takes the initial state as a second input."""
 
@@ -80,7 +88,7 @@ def write(out: Path) -> None:
     tf.keras.utils.set_random_seed(5)
     for name, model in keras_models().items():
         model.save(out / name)
-    for name, cls in (("module_stack", RecurrentModule), ("reads_files", ReadsFiles)):
+    for name, cls in (("module_stack", RecurrentModule), ("reads_files", ReadsFiles), ("running_sum", Accumulates)):
         module = cls()
         tf.saved_model.save(module, str(out / name), signatures=module.__call__)
     model = StatefulCall()

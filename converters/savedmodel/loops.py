@@ -17,7 +17,7 @@ from rnnexport_converters.savedmodel.reference import fixed_time, load_signature
 from rnnexport_converters.tf1.frozen import FrozenGraph
 from rnnexport_converters.tf1.opened import OpenedTf1
 from rnnexport.device import Device
-from rnnexport.errors import UnsupportedModelError, UserError
+from rnnexport.errors import UnsupportedModelError, UserError, one_line
 from rnnexport.model import RecurrentModel, SourceInfo, TensorInfo
 from rnnexport.options import SourceOptions
 from rnnexport.plugins import OpenedSource
@@ -39,18 +39,18 @@ def _describe(contents: SavedModelContents, root_class: str) -> str:
 
 def open_loops(label: Path, contents: SavedModelContents, root_class: str, options: SourceOptions) -> OpenedSource:
     name = contents.signature_name()
+    # `loaded` stays alive while the signature is frozen: the signature only references its variables.
     loaded, signature = load_signature(contents.path, name)
     title = _describe(contents, root_class)
     note = f"signature '{name}' frozen, its While loops lowered to TF1 loops; the reference runs that graph"
     try:
         graph_def, outputs = lowered(signature)
-        graph = LoweredGraph(contents.path, graph_def, title, note, outputs)
-        return OpenedTf1(label, graph, options)
+        return OpenedTf1(label, LoweredGraph(contents.path, graph_def, title, note, outputs), options)
     except UserError as exc:
         problem = str(exc).removeprefix(f"{label}: ").removeprefix(f"{contents.path}: ")
-        return OpenedUnrecognised(label, signature, title, problem)
-    finally:
-        del loaded
+    except Exception as exc:  # noqa: BLE001 - freezing and lowering raise many types on graphs they cannot take
+        problem = f"its signature '{name}' cannot be frozen and lowered to TF1 loops: {one_line(exc)}"
+    return OpenedUnrecognised(label, signature, title, problem)
 
 
 def _tensor(name: str, spec: Any) -> TensorInfo:
