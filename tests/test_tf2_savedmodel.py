@@ -70,13 +70,17 @@ def test_variable_length_keras_models_pass_against_their_signature(converted, na
     assert {c.reference_method for c in export.checked} == {SIGNATURE}
 
 
-def test_a_fixed_length_signature_is_the_reference_at_its_length_only(converted):
+def test_a_fixed_length_signature_is_the_reference_at_its_length_and_shorter_ones_padded(converted, savedmodels):
+    note = ("the SavedModel's signature 'serving_default' is traced for 6 steps: it is the reference at that length, "
+            "and shorter ones padded to it")
+    assert note in rnnexport.inspect(savedmodels / "stacked_fixed").notes
     export = _checked(converted["stacked_fixed"])
-    assert {c.case.length for c in export.checked} == {6}
-    assert {c.case.length for c in export.cases} == {1, 2, 3, 6, 24}
-    reasons = {c.skipped for c in export.cases if c.skipped}
-    assert reasons == {"the SavedModel's signature 'serving_default' is traced for 6 steps; it is ground truth at "
-                       "that length only"}
+    methods = {c.case.length: c.reference_method for c in export.checked}
+    assert methods == {1: f"{SIGNATURE}, padded from 1 to 6 steps", 2: f"{SIGNATURE}, padded from 2 to 6 steps",
+                       3: f"{SIGNATURE}, padded from 3 to 6 steps", 6: SIGNATURE}
+    assert {(c.case.length, c.skipped) for c in export.skipped} == {
+        (24, "the SavedModel's signature 'serving_default' is traced for 6 steps; it is ground truth at that length "
+             "and shorter ones only")}
 
 
 def test_functions_without_keras_metadata_are_read_from_their_loops(converted, savedmodels):

@@ -23,7 +23,7 @@ def keras_models() -> dict:
         tf.keras.Input((6, 4)),
         layers.GRU(5, return_sequences=True, reset_after=True),
         layers.GRU(4, return_sequences=True, reset_after=False),
-        layers.SimpleRNN(3),
+        layers.SimpleRNN(3, return_sequences=True),
         layers.Dense(3, activation="relu"),
         layers.Dense(1),
     ], name="stacked")

@@ -40,12 +40,14 @@ def fixed_time(signature: Any) -> int | None:
 
 class SignatureReference(Closable):
     """The SavedModel's serving signature. `inputs` and `outputs` pair the export's names (in
-    order) with the signature's; `fixed` is the only length a fixed-length signature serves."""
+    order) with the signature's; `fixed` is the length a fixed-length signature is traced for.
+    With `pads` (a causal model returning every step) a shorter sequence is padded to `fixed`
+    and the first steps of the outputs kept; otherwise only `fixed` steps are served."""
 
     name = "tf2-savedmodel"
 
     def __init__(self, path: Path, signature: str, device: Device, inputs: Sequence[tuple[str, str]],
-                 outputs: Sequence[tuple[str, str]], fixed: int | None) -> None:
+                 outputs: Sequence[tuple[str, str]], fixed: int | None, pads: bool) -> None:
         self.loaded, self.signature = load_signature(path, signature)
         self.signature_name = signature
         self.tf_device = device.tf_name
@@ -53,6 +55,7 @@ class SignatureReference(Closable):
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.fixed = fixed
+        self.pads = pads
         self.specs = signature_specs(self.signature)
 
     def close(self) -> None:
@@ -62,14 +65,22 @@ class SignatureReference(Closable):
         for ours, theirs in self.inputs:
             shape = self.specs[theirs].shape
             array = inputs[ours]
-            if self.fixed is not None and array.ndim >= 2 and array.shape[1] != self.fixed:
+            if self.fixed is not None and array.ndim >= 2 and array.shape[1] != self.fixed and not (
+                    self.pads and array.shape[1] < self.fixed):
+                served = "that length and shorter ones" if self.pads else "that length"
                 return (f"the SavedModel's signature '{self.signature_name}' is traced for {self.fixed} steps; it is "
-                        f"ground truth at that length only")
+                        f"ground truth at {served} only")
             if shape.rank and shape[0] is not None and array.shape[0] != shape[0]:
                 return f"the SavedModel's signature '{self.signature_name}' fixes the batch at {shape[0]}"
         return ""
 
+    def _length(self, inputs: Mapping[str, np.ndarray]) -> int | None:
+        return next((inputs[ours].shape[1] for ours, _ in self.inputs if inputs[ours].ndim >= 2), None)
+
     def method(self, inputs: Mapping[str, np.ndarray]) -> str:
+        length = self._length(inputs)
+        if self.fixed is not None and length is not None and length < self.fixed:
+            return f"source (signature '{self.signature_name}'), padded from {length} to {self.fixed} steps"
         return f"source (signature '{self.signature_name}')"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
@@ -77,11 +88,19 @@ class SignatureReference(Closable):
         if reason:
             raise UnsupportedModelError(reason)
         tf = tensorflow()
-        feed = {theirs: tf.constant(inputs[ours].astype(self.specs[theirs].dtype.as_numpy_dtype))
-                for ours, theirs in self.inputs}
+        length = self._length(inputs)
+        feed = {}
+        for ours, theirs in self.inputs:
+            array = inputs[ours].astype(self.specs[theirs].dtype.as_numpy_dtype)
+            if self.fixed is not None and array.ndim >= 2 and length < self.fixed:
+                padding = np.zeros((array.shape[0], self.fixed - length, *array.shape[2:]), array.dtype)
+                array = np.concatenate([array, padding], axis=1)
+            feed[theirs] = tf.constant(array)
         with tf.device(self.tf_device):
             results = self.signature(**feed)
-        return {ours: np.asarray(results[theirs]) for ours, theirs in self.outputs}
+        # A causal model's first steps do not depend on the padding after them.
+        return {ours: np.asarray(results[theirs])[:, :length] if self.pads else np.asarray(results[theirs])
+                for ours, theirs in self.outputs}
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         raise UnsupportedModelError(f"the SavedModel's signature '{self.signature_name}' returns no recurrent state")

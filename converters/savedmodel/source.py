@@ -129,12 +129,15 @@ class OpenedKerasSavedModel(OpenedKeras):
         theirs_out = sorted(signature.structured_outputs)
         self.input_pairs = _pairs([t.name for t in self.info.inputs], theirs_in, "input", path)
         self.output_pairs = _pairs([t.name for t in self.info.outputs], theirs_out, "output", path)
+        # A causal model returning every step is served shorter sequences padded to the traced length.
+        self.pads = self.info.causal and all(t.time_axis == 1 for t in self.info.outputs)
         notes = self.info.notes
         if self.signature_fixed is not None:
+            served = "that length, and shorter ones padded to it" if self.pads else "that length only"
             notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: it is "
-                      "the reference at that length only",)
+                      f"the reference at {served}",)
         self.info = replace(self.info, kind=loops.KIND, notes=notes)
 
     def reference(self, device: Device) -> SignatureReference:
         return SignatureReference(self.path, self.signature_name, device, self.input_pairs, self.output_pairs,
-                                  self.signature_fixed)
+                                  self.signature_fixed, self.pads)
