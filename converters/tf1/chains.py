@@ -5,6 +5,7 @@ weight values) before they are rolled back up into one loop."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,8 @@ def find_cells(view: GraphView, scope: set[str]) -> list[Cell]:
         while key in keys:
             key += "'"
         keys.add(key)
-        steps = [r.step for r in chain]
+        steps = [replace(r.step, ops=r.step.ops | {o for n in r.step.state_in for o in _slicing(view, n)})
+                 for r in chain]
         if len(steps) > 1:
             last = steps[-1]
             steps[-1] = replace(last, state_out=tuple(_copied_through(view, name) for name in last.state_out))
@@ -52,13 +54,57 @@ def find_cells(view: GraphView, scope: set[str]) -> list[Cell]:
 
 
 def _previous(view: GraphView, name: str) -> str:
-    """The state tensor a step reads, behind identities and sequence_length's copy-through."""
+    """The state tensor a step reads, behind identities, sequence_length's copy-through and the
+    slicing of a concatenated state."""
     tensor = view.tensor(name)
     while True:
-        tensor = view.through(tensor)
+        tensor = _unconcatenated(view, tensor)
         if tensor.op.type not in ("Select", "SelectV2"):
             return tensor.name
         tensor = tensor.op.inputs[2]
+
+
+def _sliced(view: GraphView, tensor: Any) -> tuple[Any, int, int | None] | None:
+    """(the tensor, where along its last axis the slice starts, its width) when `tensor` is a Split
+    or Slice of another along the last axis: a cell with state_is_tuple=False splits c and h out of
+    one state, and MultiRNNCell(state_is_tuple=False) slices each layer's state out of the stack's."""
+    op = tensor.op
+    if op.type == "Split" and view.scalar(op.inputs[0]) in (1, -1):
+        width = tensor.shape[-1] if tensor.shape.rank else None
+        return (op.inputs[1], tensor.value_index * width, width) if width is not None else None
+    if op.type == "Slice":
+        begin, size = view.const(op.inputs[1]), view.const(op.inputs[2])
+        if begin is not None and size is not None and len(begin) == 2 and begin[0] == 0 and size[0] == -1:
+            return op.inputs[0], int(begin[1]), int(size[1])
+    return None
+
+
+def _unconcatenated(view: GraphView, tensor: Any) -> Any:
+    """`tensor` behind identities; a slice of a concatenation, the part concatenated there."""
+    tensor = view.through(tensor)
+    sliced = _sliced(view, tensor)
+    if sliced is None:
+        return tensor
+    whole, start, width = sliced
+    whole = _unconcatenated(view, whole)
+    if whole.op.type == "ConcatV2" and view.scalar(whole.op.inputs[-1]) in (1, -1):
+        offset = 0
+        for part in whole.op.inputs[:-1]:
+            if part.shape.rank is None or part.shape[-1] is None:
+                break
+            if offset == start and part.shape[-1] == width:
+                return _unconcatenated(view, part)
+            offset += part.shape[-1]
+    return tensor
+
+
+def _slicing(view: GraphView, name: str) -> set[str]:
+    """The Split and Slice ops a step's state passes through on its way in (see `_sliced`)."""
+    ops, tensor = set(), view.through(view.tensor(name))
+    while (sliced := _sliced(view, tensor)) is not None:
+        ops.add(tensor.op.name)
+        tensor = view.through(sliced[0])
+    return ops
 
 
 def _copied_through(view: GraphView, name: str) -> str:

@@ -43,6 +43,14 @@ def _ends_inference(view: tf1_graph.GraphView, tensor: Any, training: set[str]) 
     return all(u.name in training or not any(t.dtype.is_floating for t in u.outputs) for u in view.users(tensor))
 
 
+def _collects_state(view: tf1_graph.GraphView, op: Any, training: set[str]) -> bool:
+    """True for a concatenation of tensors inference computes further from: the final state of a
+    cell with state_is_tuple=False ([c, h], whose h the next layer reads), not a result."""
+    return op.type == "ConcatV2" and all(
+        any(u.name != op.name and u.name not in training and u.type not in tf1_graph.PLUMBING for u in view.users(t))
+        for t in op.inputs[:-1] if t.dtype.is_floating)
+
+
 def output_candidates(view: tf1_graph.GraphView) -> list[str]:
     """Float tensors of rank >= 2 (or unknown) that inference ends at and that depend on a placeholder and a
     recurrent cell's kernel MatMul (or an LSTMBlockCell)."""
@@ -55,6 +63,8 @@ def output_candidates(view: tf1_graph.GraphView) -> list[str]:
         if op.name in training or op.type in tf1_graph.PLUMBING - SHAPING or op.type.startswith(RANDOM):
             continue
         # A shape may be unknown (tf.map_fn's results): only a known rank below 2 rules a tensor out.
+        if _collects_state(view, op, training):
+            continue
         found += [t for t in op.outputs if t.dtype.is_floating and (t.shape.rank is None or t.shape.rank >= 2)
                   and _ends_inference(view, t, training)]
     cells = []
