@@ -4,6 +4,8 @@ against the SavedModel itself; SavedModels that read files are refused before an
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import rnnexport
@@ -61,6 +63,26 @@ def test_keras_models_are_rebuilt_from_the_metadata(savedmodels):
     assert [(l.kind, l.direction) for l in bidirectional.layers] == [
         ("Bidirectional(LSTM)", "bidirectional"), ("Dense", None)]
     assert not bidirectional.causal and bidirectional.fixed_length is None
+
+
+def test_metadata_in_the_object_graph_as_tf_keras_2_4_wrote_it_is_read_too(savedmodels, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from rnnexport_converters.savedmodel.contents import saved_metadata_class
+
+    old = tmp_path / "lstm_tf24"
+    shutil.copytree(savedmodels / "lstm", old)
+    saved = saved_metadata_class()()
+    saved.ParseFromString((old / "keras_metadata.pb").read_bytes())
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((old / "saved_model.pb").read_bytes())
+    for node in saved.nodes:
+        proto.meta_graphs[0].object_graph_def.nodes[node.node_id].user_object.metadata = node.metadata
+    (old / "saved_model.pb").write_bytes(proto.SerializeToString())
+    (old / "keras_metadata.pb").unlink()
+    info = rnnexport.inspect(old)
+    assert info.format == "TF2 SavedModel (tf.keras 2.21.0, Keras config in the metadata)"
+    assert [(l.kind, l.units) for l in info.layers] == [("LSTM", 6), ("Dense", None)]
 
 
 @pytest.mark.parametrize("name", ["lstm", "bidirectional"])

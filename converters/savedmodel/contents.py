@@ -43,7 +43,7 @@ def has_loop(path: Path) -> bool:
 
 
 @functools.cache
-def _metadata_class() -> Any:
+def saved_metadata_class() -> Any:
     """The `SavedMetadata` message (tf.keras's `saved_metadata.proto`), built from its fields so
     that reading it needs neither tf-keras nor TensorFlow's private Keras copy."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -113,7 +113,7 @@ class SavedModelContents:
     def _root_metadata(self) -> str | None:
         file = self.path / METADATA_FILE
         if file.is_file():
-            saved = _metadata_class()()
+            saved = saved_metadata_class()()
             try:
                 saved.ParseFromString(file.read_bytes())
             except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
