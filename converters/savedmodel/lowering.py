@@ -1,11 +1,13 @@
 """A TF2 serving function as the TF1 loop graph the TF1 recognition reads.
 
 `convert_variables_to_constants_v2(..., lower_control_flow=True)` freezes the weights and lowers
-each functional `While` into Enter/Merge/Switch/NextIteration/Exit, but keeps two TF2 habits
-that TF1's `dynamic_rnn` graphs do not have, and this module rewrites them in the GraphDef:
+each functional `While` into Enter/Merge/Switch/NextIteration/Exit, but keeps TF2 habits that
+TF1's `dynamic_rnn` graphs do not have, and this module rewrites them in the GraphDef:
 - every value the body captures (a kernel, the unstacked input) is a loop variable passed back
   unchanged each iteration; TF1 reads such values through a constant `Enter`, so the body reads
   them that way here too and the weights are constants again behind identity-like ops;
+- Keras slices its GRU's recurrent kernel and unstacks its biases inside the body; those
+  computations on invariants are moved before the loop and entered, so they read as weights;
 - sequences travel as TensorLists (variants); TF1 uses TensorArrays (a resource handle and a
   float flow). Each list becomes a TensorArray: `TensorListFromTensor` a scatter,
   `TensorListReserve` an empty array, `TensorListGetItem`/`SetItem` a read/write through the
@@ -20,7 +22,8 @@ from rnnexport.errors import UnsupportedModelError
 
 PASS_THROUGH = ("Identity", "Enter", "Switch", "Exit", "Merge", "NextIteration")
 # Pure ops computed from loop invariants (behind identities), moved out of the loop.
-HOISTABLE = {"StridedSlice", "Unpack", "Split", "SplitV", "Slice", "Reshape", "Transpose", "ConcatV2", "Squeeze", "ExpandDims", "Cast"}
+HOISTABLE = {"StridedSlice", "Unpack", "Split", "SplitV", "Slice", "Reshape", "Transpose", "ConcatV2", "Squeeze",
+             "ExpandDims", "Cast"}
 LIST_OPS = {"TensorListFromTensor", "TensorListReserve", "TensorListGetItem", "TensorListSetItem", "TensorListStack"}
 
 
@@ -73,7 +76,8 @@ class _Rewriter:
             enter, following = (self.nodes.get(_source(r)[0]) for r in merge.input)
             switch = next((n for n in self.graph_def.node if n.op == "Switch" and _source(n.input[0])[0] == merge.name),
                           None)
-            if enter is None or enter.op != "Enter" or following is None or following.op != "NextIteration" or not switch:
+            if (enter is None or enter.op != "Enter" or following is None or following.op != "NextIteration"
+                    or switch is None):
                 continue
             reference = following.input[0]
             while self.nodes[_source(reference)[0]].op == "Identity" and _source(reference) != (switch.name, 1):

@@ -134,8 +134,8 @@ class OpenedKerasSavedModel(OpenedKeras):
         notes = self.info.notes
         if self.signature_fixed is not None:
             served = "that length, and shorter ones padded to it" if self.pads else "that length only"
-            notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: it is "
-                      f"the reference at {served}",)
+            notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: "
+                      f"it is the reference at {served}",)
         self.info = replace(self.info, kind=loops.KIND, notes=notes)
 
     def reference(self, device: Device) -> SignatureReference:

@@ -73,7 +73,8 @@ def match(view: GraphView, op: Any, known: Sequence[str]) -> KerasGruResetBefore
     inner = act.inputs[0].op if act.inputs else act
     candidate = [t.op for t in inner.inputs if t.op.type == "MatMul"] if inner.type in ADDS else []
     reset = candidate[0].inputs[0].op if len(candidate) == 1 else None
-    if act.type not in ACTIVATIONS or reset is None or reset.type != "Mul" or view.weight(candidate[0].inputs[1]) is None:
+    if (act.type not in ACTIVATIONS or reset is None or reset.type != "Mul"
+            or view.weight(candidate[0].inputs[1]) is None):
         log.debug("op '%s': the GRU candidate does not multiply (r * h) by a weight, so not reset_after=False", op.name)
         return None
     r = next((t.op for t in reset.inputs if t.op.type == "Sigmoid"), None)
