@@ -17,13 +17,18 @@ LENGTH_GENERIC = {
     "LayerNormalization", "Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
     "GlobalAveragePooling1D", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
     "Concatenate", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity",
+    "Conv2D", "MaxPooling2D", "AveragePooling2D", "SpatialDropout2D", "GlobalMaxPooling2D",
+    "GlobalAveragePooling2D",
 }
+# Layers that move axes around: length-generic unless they fold, move or repeat the time axis,
+# which `timeaxis` reads from the shapes the loaded model was built with.
+RESHAPING = {"Flatten", "Reshape", "Permute", "RepeatVector"}
 # Elementwise Keras ops that functional graphs hold as nodes (Keras 3 adds `NotEqual` for masks).
 ELEMENTWISE_OPS = {
     "NotEqual", "Equal", "Cast", "LogicalAnd", "LogicalOr", "LogicalNot", "Any", "All", "Where",
     "Add", "Subtract", "Multiply", "Divide", "Negative", "Abs", "Square", "Sqrt", "Exp", "Log",
 }
-SUPPORTED = RECURRENT | WRAPPERS | LENGTH_GENERIC
+SUPPORTED = RECURRENT | WRAPPERS | LENGTH_GENERIC | RESHAPING
 # Only meaningful while training; dropped from the rebuilt model so exports carry no dead branches.
 TRAINING_ONLY_KEYS = ("dropout", "recurrent_dropout")
 
@@ -95,8 +100,10 @@ def unsupported_layers(model_config: dict[str, Any], unsafe: bool, custom: Colle
     return problems
 
 
-def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[str, Any]:
-    """A copy whose inputs take any length, whose RNNs run as loops, with no training-only parts."""
+def variable_length(model_config: dict[str, Any], int_inputs: set[str],
+                    reshapes: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """A copy whose inputs take any length, whose RNNs run as loops, with no training-only parts;
+    `reshapes` gives per-step Reshape layers a target shape that leaves the length open."""
     rebuilt = copy.deepcopy(model_config)
     build_shape = rebuilt.get("build_input_shape")
     if isinstance(build_shape, list) and len(build_shape) >= 2:
@@ -114,6 +121,8 @@ def variable_length(model_config: dict[str, Any], int_inputs: set[str]) -> dict[
                     cfg["batch_shape"] = shape
                 if cfg.get("name") in int_inputs:
                     cfg["dtype"] = "int32"
+            if layer.get("class_name") == "Reshape" and cfg.get("name") in (reshapes or {}):
+                cfg["target_shape"] = list(reshapes[cfg["name"]])
             if layer.get("class_name") == "TimeDistributed":
                 layer.update(class_name="VariableTimeDistributed", module=None,
                              registered_name="rnnexport>VariableTimeDistributed")

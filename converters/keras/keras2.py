@@ -6,7 +6,8 @@ What changed, read from the Keras sources of each era (keras-team/keras, tags 2.
   input shape lived only on the first layer (`batch_input_shape`, or `input_dim`/`input_length`
   given to it), which Keras 3 ignores on anything but an `InputLayer`.
 - Every layer could carry `batch_input_shape`, `batch_size` and, on Keras 1's InputLayer,
-  `input_dtype`; tf.keras writes `dtype` as a mixed-precision policy dict.
+  `input_dtype`; tf.keras writes `dtype` as a policy dict, which under `mixed_float16` makes a
+  layer compute in float16 over float32 variables: rebuilt in float32.
 - Initializers, regularizers and constraints were strings, Keras 2 `{class_name, config}` dicts
   or tf.keras dicts with a `module`; only training uses them, so they are dropped whatever their form.
 - GRUs before Keras 2.1.3 have no `reset_after` and computed `reset_after=False`; LSTMs and GRUs
@@ -55,6 +56,7 @@ class Upgraded:
     original_names: dict[str, str] = field(default_factory=dict)
     reset_before: list[str] = field(default_factory=list)
     cudnn: list[str] = field(default_factory=list)
+    mixed_precision: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -122,6 +124,11 @@ def _upgrade_layer(layer: dict[str, Any], upgraded: Upgraded) -> bool:
             cfg[new] = cfg.pop(old)
     if isinstance(cfg.get("dtype"), dict):
         cfg["dtype"] = cfg["dtype"].get("config", {}).get("name", "float32")
+    if isinstance(cfg.get("dtype"), str) and cfg["dtype"].startswith("mixed_"):
+        # A mixed policy computes in half precision over float32 variables; the export computes
+        # in the weights' own precision.
+        upgraded.mixed_precision[keras_config.layer_name(layer)] = cfg["dtype"]
+        cfg["dtype"] = "float32"
     if cls == "InputLayer":
         shape = cfg.pop("batch_input_shape", None)
         if shape is not None:
@@ -232,6 +239,10 @@ def upgrade(model_config: dict[str, Any]) -> Upgraded:
         _rename_references(inner, renamed)
         upgraded.notes.append("layer names with '/' renamed for Keras 3: " + ", ".join(
             f"{old} -> {new}" for new, old in upgraded.original_names.items()))
+    if upgraded.mixed_precision:
+        policies = ", ".join(sorted(set(upgraded.mixed_precision.values())))
+        upgraded.notes.append(f"mixed-precision policy {policies} on {', '.join(upgraded.mixed_precision)}: "
+                              "rebuilt in float32, the precision of the saved weights")
     inner.pop("build_input_shape", None)
     return upgraded
 

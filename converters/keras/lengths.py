@@ -1,19 +1,22 @@
 """The shortest sequence a Keras model can run: valid convolutions and pooling shorten time, and a
-layer left with no step fails. Stacks compose: Conv1D(kernel 5) then MaxPooling1D(2) needs 6 steps."""
+layer left with no step fails. Stacks compose: Conv1D(kernel 5) then MaxPooling1D(2) needs 6 steps.
+Conv2D and 2-D pooling over (time, frequency) count along their first spatial axis, time."""
 
 from __future__ import annotations
 
 from typing import Any
 
-POOLING = ("MaxPooling1D", "AveragePooling1D")
+POOLING = ("MaxPooling1D", "AveragePooling1D", "MaxPooling2D", "AveragePooling2D")
+# Over (time, frequency) inputs, the first spatial axis is time.
+CONVOLUTIONS = ("Conv1D", "Conv2D")
 # Far beyond any kernel stack; a model still failing there cannot run at all.
 LONGEST = 1 << 20
 
 
-def _window(layer: Any) -> tuple[int, int, int] | None:
+def window(layer: Any) -> tuple[int, int, int] | None:
     """(steps one output reads, stride, dilation) of a layer that slides over time, else None."""
     kind = type(layer).__name__
-    if kind == "Conv1D":
+    if kind in CONVOLUTIONS:
         return layer.kernel_size[0], layer.strides[0], layer.dilation_rate[0]
     if kind in POOLING:
         return layer.pool_size[0], layer.strides[0], 1
@@ -21,10 +24,10 @@ def _window(layer: Any) -> tuple[int, int, int] | None:
 
 
 def _out_length(layer: Any, steps: int) -> int:
-    window = _window(layer)
-    if window is None:
+    sliding = window(layer)
+    if sliding is None:
         return steps
-    size, stride, dilation = window
+    size, stride, dilation = sliding
     if layer.padding != "valid":
         return -(-steps // stride)
     span = dilation * (size - 1) + 1
@@ -40,8 +43,8 @@ def _runs(layers: list[Any], steps: int) -> bool:
 
 
 def _reason(layer: Any) -> str:
-    size, stride, dilation = _window(layer)
-    what = "kernel" if type(layer).__name__ == "Conv1D" else "pool"
+    size, stride, dilation = window(layer)
+    what = "kernel" if type(layer).__name__ in CONVOLUTIONS else "pool"
     parts = [f"{what} {size}"] + ([f"dilation {dilation}"] if dilation > 1 else []) + (
         [f"stride {stride}"] if stride > 1 else [])
     return f"{layer.name}: {', '.join(parts)}, {layer.padding} padding"
@@ -69,7 +72,7 @@ def _chains(model: Any) -> list[list[Any]]:
 
 def shortest(model: Any) -> tuple[int, list[str]]:
     """The fewest steps every path through `model` runs with, and the layers that ask for more than one."""
-    chains = [[layer for layer in chain if _window(layer) is not None] for chain in _chains(model)]
+    chains = [[layer for layer in chain if window(layer) is not None] for chain in _chains(model)]
     chains = [chain for chain in chains if chain]
     if not chains:
         return 1, []

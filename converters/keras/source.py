@@ -21,6 +21,7 @@ from rnnexport_converters.keras import custom as keras_custom
 from rnnexport_converters.keras import equivalent as keras_equivalent
 from rnnexport_converters.keras import lengths as keras_lengths
 from rnnexport_converters.keras import legacy as keras_legacy
+from rnnexport_converters.keras import timeaxis as keras_timeaxis
 from rnnexport_converters.keras.equivalent import KerasEquivalent
 from rnnexport_converters.keras.reference import KerasReference
 from rnnexport.device import Device
@@ -203,9 +204,13 @@ def _is_causal(model: Any) -> bool:
         kind = type(layer).__name__
         if kind == "Bidirectional" or getattr(layer, "go_backwards", False):
             return False
-        if kind in ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D"):
+        if kind in ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D",
+                    "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
             return False
         if kind == "Conv1D" and layer.padding != "causal":
+            return False
+        # Over (time, frequency), a window more than one step long reads steps ahead.
+        if kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D") and keras_lengths.window(layer)[0] > 1:
             return False
     return True
 
@@ -265,7 +270,11 @@ class OpenedKeras(OpenedSource):
             notes.append(f"shortest length {min_length} ({'; '.join(limits)}): the sweep starts there")
         if self.int_inputs:
             notes.append("inputs feeding an Embedding take int32 token ids")
+        self.time_axis = keras_timeaxis.walk(self.original)
+        for name, target in self.time_axis.per_step_reshapes.items():
+            notes.append(f"reshape '{name}' reshapes each step: rebuilt with target shape {tuple(target)} for any length")
         problems = tuple(keras_config.unsupported_layers({"config": self.config}, self.options.unsafe, self.custom))
+        problems += tuple(self.time_axis.problems.values())
         outputs = tuple(_output_info(n, t, self.fixed_length) for n, t in zip(self.output_names, self.original.outputs))
         return SourceInfo(self.label, "keras", fmt, tuple(inputs), outputs, layers, self.fixed_length,
                           _is_causal(self.original), tuple(notes), problems, min_length)
@@ -278,7 +287,7 @@ class OpenedKeras(OpenedSource):
 
             from rnnexport_converters.keras import layers  # noqa: F401 - registers the replacement layers
 
-            config = keras_config.variable_length(self.config, self.int_inputs)
+            config = keras_config.variable_length(self.config, self.int_inputs, self.time_axis.per_step_reshapes)
             cls = type(self.original)
             try:
                 with SafeModeScope(not self.options.unsafe), keras_custom.scope(self.custom):
