@@ -1,6 +1,7 @@
 """TF1 constructs published models use beside the common ones (tf1_variants_helper): one cell
 object given to both directions of a bidirectional runner, and cells whose state is one
-concatenated tensor (`state_is_tuple=False`), frozen and checkpointed."""
+concatenated tensor (`state_is_tuple=False`), frozen and checkpointed; a TF1 SavedModel whose signature
+maps a dataset iterator's tensors."""
 
 import pytest
 from conftest import TESTS, checked_exports, run_python
@@ -81,3 +82,20 @@ def test_a_stack_with_one_concatenated_state_is_two_layers(variant_files, tmp_pa
     result = _convert(variant_files, tmp_path, name)
     for _, export, checked in checked_exports(result, 5e-5):
         assert checked == SWEPT and not export.skipped
+
+
+def test_a_savedmodel_fed_by_a_dataset_iterator_takes_its_signature_inputs(variant_files, tmp_path):
+    """The signature maps the iterator's tensors as `inputs` and `lengths` and returns the labels of
+    the unpadded steps (argmax, boolean_mask): the export takes the signature's inputs by their names
+    and returns the per-step scores the labels are computed from."""
+    info = rnnexport.inspect(variant_files / "iterator_savedmodel")
+    assert [(t.name, t.dtype, t.role) for t in info.inputs] == [("inputs", "float32", "data"),
+                                                                ("lengths", "int32", "lengths")]
+    assert [d for _, d in _recurrent(info)] == ["forward", "backward"]
+    assert info.outputs[0].shape == (None, None, 3)
+    assert ("the signature's output 'outputs' is computed by ArgMax -> Reshape -> GatherV2 from the per-step scores "
+            "'Reshape_1:0'; the export returns those scores (their argmax gives the labels)") in info.notes
+    result = _convert(variant_files, tmp_path, "iterator_savedmodel")
+    for _, export, checked in checked_exports(result, 5e-5):
+        assert SWEPT <= checked and not export.skipped
+        assert any(c.case.name.startswith("lengths") for c in export.checked)

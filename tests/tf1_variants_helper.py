@@ -4,7 +4,8 @@ its weights), and cells whose state is one concatenated tensor (`state_is_tuple=
 
 Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the test process:
 
-    write DIR     every fixture into DIR: FROZEN as DIR/NAME.pb, CHECKPOINTED as DIR/NAME/model.ckpt
+    write DIR     every fixture into DIR: FROZEN as DIR/NAME.pb, CHECKPOINTED as DIR/NAME/model.ckpt,
+                  and DIR/iterator_savedmodel, a TF1 SavedModel fed by a dataset iterator
 
 `manifest.json` in DIR lists each one's inputs and output. Every graph's output is `y`.
 """
@@ -95,10 +96,35 @@ def write_one(out: Path, name: str, frozen: bool) -> dict:
     return {"inputs": [t.name for t in inputs], "output": y.name}
 
 
+def iterator_savedmodel(out: Path) -> None:
+    """sertis's SavedModel in small (TF1 builder, no Keras): the sequence and its int64 lengths come
+    from a dataset iterator, which the serving signature maps as `inputs` and `lengths`; one GRUCell
+    serves both directions; the signature returns the argmax labels of the unpadded steps, flat."""
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(7)
+        shapes = (tf.TensorShape([None, None, FEATURES]), tf.TensorShape([None]))
+        data = tf.data.Dataset.from_generator(lambda: iter(()), (tf.float32, tf.int64), shapes)
+        x, lengths = v1.data.make_one_shot_iterator(data).get_next()
+        cell = rnn_cell.GRUCell(UNITS)
+        (forward, backward), _ = v1.nn.bidirectional_dynamic_rnn(cell, cell, x, sequence_length=lengths,
+                                                                 dtype=tf.float32)
+        scores = per_step(tf.concat([forward, backward], axis=2), CLASSES)
+        labels = tf.boolean_mask(tf.argmax(scores, axis=2), tf.sequence_mask(lengths))
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.builder.SavedModelBuilder(str(out / "iterator_savedmodel"))
+            signature = v1.saved_model.signature_def_utils.predict_signature_def(
+                {"inputs": x, "lengths": lengths}, {"outputs": labels})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+
+
 if __name__ == "__main__":
     np.random.seed(0)
     v1.disable_v2_behavior()
     target = Path(sys.argv[2])
     manifest = {f"{name}.pb": write_one(target, name, True) for name in FROZEN}
     manifest.update({name: write_one(target, name, False) for name in CHECKPOINTED})
+    iterator_savedmodel(target)
     (target / "manifest.json").write_text(json.dumps(manifest, indent=1))

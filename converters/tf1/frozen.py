@@ -49,12 +49,15 @@ class FrozenGraph:
 
     kind = "unrolled-graph"
 
-    def __init__(self, path: Path, graph_def: Any, title: str, note: str, outputs: dict[str, str]) -> None:
+    def __init__(self, path: Path, graph_def: Any, title: str, note: str, outputs: dict[str, str],
+                 inputs: dict[str, str] | None = None) -> None:
+        """`outputs`: a signature's outputs, name -> tensor; `inputs`: its inputs, tensor -> name."""
         tf = tensorflow()
         self.path = path
         self.title = title
         self.note = note
         self.signature_outputs = outputs
+        self.signature_inputs = inputs or {}
         self.graph_def = graph_def
         variables = [n.name for n in graph_def.node if n.op in tf1_graph.VARIABLE_OPS]
         if variables:
@@ -104,8 +107,12 @@ class FrozenGraph:
         frozen = convert_variables_to_constants_v2(signature)
         # The frozen function's outputs are the signature's, flattened (dict keys sorted).
         outputs = {key: tensor.name for key, tensor in zip(sorted(signature.structured_outputs), frozen.outputs)}
+        # Its inputs, by keyword, are the frozen function's first inputs in sorted order: what a
+        # deployer feeds, whatever fed them in training (a TF1 graph's dataset iterator, say).
+        args, kwargs = signature.structured_input_signature
+        inputs = {} if args else {tensor.name: key for key, tensor in zip(sorted(kwargs), frozen.inputs)}
         note = f"SavedModel signature '{name}', weights frozen to constants"
-        graph = cls(path, frozen.graph.as_graph_def(), "SavedModel traced at a fixed length", note, outputs)
+        graph = cls(path, frozen.graph.as_graph_def(), "SavedModel traced at a fixed length", note, outputs, inputs)
         del loaded
         return graph
 

@@ -24,7 +24,7 @@ from rnnexport_converters.tf1 import structure as tf1_structure
 from rnnexport_converters.tf1.cells import Cell
 from rnnexport_converters.tf1.chains import find_cells, state_tensors
 from rnnexport_converters.tf1.heads import head_of
-from rnnexport_converters.tf1.outputs import output_candidates
+from rnnexport_converters.tf1.outputs import output_candidates, scores_behind
 from rnnexport_converters.tf1.reference import Tf1Reference
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
@@ -72,6 +72,7 @@ class OpenedTf1(OpenedSource):
         self.label = str(label)
         self.options = options
         self.source = source
+        self.output_note = ""  # how the output differs from what a signature declares
         try:
             self._recognise(source.view, source.path)
         finally:
@@ -130,7 +131,10 @@ class OpenedTf1(OpenedSource):
         self.fixed_batch = shape[1 - self.time_axis] if len(shape) >= 2 else None
         steps = len(self.cells[0].steps)
         self.fixed_length = steps if steps > 1 else shape[self.time_axis]
-        self.names = _sanitise([self.data_input] + ([self.structure.lengths_input] if lengths else []))
+        # A signature's own input names are what its deployers already feed.
+        declared = getattr(self.source, "signature_inputs", {})
+        self.names = {name: _export_name(declared[name]) if name in declared else short for name, short
+                      in _sanitise([self.data_input] + ([self.structure.lengths_input] if lengths else [])).items()}
         self.features = None if embedding is not None else shape[-1]
 
     def _twice(self, gates: Mapping[str, float]) -> list[np.ndarray]:
@@ -182,7 +186,14 @@ class OpenedTf1(OpenedSource):
                                   f"{', '.join(listed[:12]) or 'none found'}") from None
             return name
         if len(candidates) == 1:
-            return candidates[0]
+            scores = scores_behind(view, candidates[0]) if declared else None
+            if scores is None:
+                return candidates[0]
+            key = next(k for k, t in declared.items() if t == candidates[0])
+            self.output_note = (f"the signature's output '{key}' is computed by {' -> '.join(scores[1])} from the "
+                                f"per-step scores '{scores[0]}'; the export returns those scores (their argmax "
+                                "gives the labels)")
+            return scores[0]
         if not candidates:
             raise UnsupportedModelError(f"{self.label}: found no output fed by a recurrent cell; "
                                         "name one with --outputs")
@@ -328,6 +339,7 @@ class OpenedTf1(OpenedSource):
             notes.append(f"the graph fixes the batch at {self.fixed_batch}; the export accepts any batch")
         notes.extend(frontends.notes(self.structure.frontend))
         notes += self.feeds.describe()
+        notes += [self.output_note] if self.output_note else []
         notes.append(self.source.note)
         causal = not self.structure.bidirectional
         title = f"{self.source.title} ({len(cells)} cell{'s' if len(cells) != 1 else ''})"

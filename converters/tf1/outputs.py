@@ -74,3 +74,25 @@ def output_candidates(view: tf1_graph.GraphView) -> list[str]:
                 (o.type == "MatMul" and o.inputs[0].op.type == "ConcatV2") or o.type == "LSTMBlockCell" for o in ops):
             cells.append(tensor.name)
     return cells
+
+
+# Ops that turn per-step scores into what a serving signature returns: labels (ArgMax), cast,
+# reshaped or flattened, the padded steps dropped (boolean_mask: Reshape, then Gather at Where).
+TO_LABELS = {"ArgMax", "Cast", "Identity", "Reshape", "Squeeze", "Gather", "GatherV2"}
+
+
+def scores_behind(view: tf1_graph.GraphView, name: str) -> tuple[str, list[str]] | None:
+    """For a declared output that is not floats (labels of the per-step scores, maybe masked to
+    the unpadded steps), the float scores it is computed from and the ops on the way; else None."""
+    tensor, ops = view.tensor(name), []
+    if tensor.dtype.is_floating:
+        return None
+    while not tensor.dtype.is_floating:
+        if tensor.op.type not in TO_LABELS or not tensor.op.inputs:
+            return None
+        ops.append(tensor.op.type)
+        tensor = tensor.op.inputs[0]
+    if "ArgMax" not in ops or (tensor.shape.rank is not None and tensor.shape.rank < 2):
+        return None
+    return tensor.name, list(reversed(ops))
+
