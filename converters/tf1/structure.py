@@ -233,6 +233,10 @@ def _lookup(tracer: Tracer, op: Any, at: _Position) -> list[Origin]:
         raise UnsupportedModelError(f"op '{op.name}' looks up ids in something that is not a variable")
     tracer.claimed.add(op.name)
     ids = tracer.view.through(op.inputs[1])
+    if ids.op.type == "Cast" and ids.name not in tracer.inputs:
+        # Keras's Embedding casts ids fed as floats (Keras 2 models often take them so).
+        tracer.claimed.add(ids.op.name)
+        ids = tracer.view.through(ids.op.inputs[0])
     if ids.op.type != "Placeholder" and ids.name not in tracer.inputs:
         raise UnsupportedModelError(f"op '{op.name}' looks up ids that do not come from a placeholder")
     return [at.input_origin(ids.name, table)]

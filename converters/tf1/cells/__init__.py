@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rnnexport_converters.tf1.cells import basic_rnn, block_gru, block_lstm, gru, keras_gru, keras_lstm, keras_rnn, lstm
-from rnnexport_converters.tf1.cells import keras_gru_reset_before
 from rnnexport_converters.tf1.cells.base import Cell, CellMatch, Step
 from rnnexport_converters.tf1.cells.patterns import Ambiguous
 from rnnexport_converters.tf1.graph import GraphView
@@ -30,9 +29,9 @@ MATCHERS: dict[str, Matcher] = {
     "LSTMCell": lstm.match,
     "GRUCell": gru.match,
     "BasicRNNCell": basic_rnn.match,
+    # The Keras cells start at a candidate activation; an LSTM's and a GRU's read a gate, so the
+    # SimpleRNN, whose activation reads none, is looked for last.
     "keras LSTM": keras_lstm.match,
-    # Before reset_after=True, which refuses a candidate it does not recognise.
-    "keras GRU reset_after=False": keras_gru_reset_before.match,
     "keras GRU": keras_gru.match,
     "keras SimpleRNN": keras_rnn.match,
 }

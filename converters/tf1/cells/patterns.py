@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport_converters.tf1.cells import traced
 from rnnexport_converters.tf1.graph import ACTIVATIONS, ADDS, GraphView
 from rnnexport.errors import UnsupportedModelError
 
@@ -115,17 +116,19 @@ def kernel_matmul(view: GraphView, op: Any) -> KernelMatMul | None:
 
 
 def terms(view: GraphView, tensor: Any, ops: set[str]) -> tuple[list[Any], list[str]] | None:
-    """The MatMuls by a weight and the weights that are added up to make `tensor`, else None."""
+    """The MatMuls by a weight and the weights that are added up to make `tensor`, else None.
+    Weights may be slices of one (`traced.weight`)."""
     matmuls, biases, todo, seen = [], [], [tensor], set()
     while todo:
         t = todo.pop()
         op = t.op
-        if view.weight(t):
-            biases.append(view.weight(t))
+        bias = traced.weight(view, t, seen)
+        if bias:
+            biases.append(bias)
         elif op.type in ADDS:
             seen.add(op.name)
             todo.extend(op.inputs)
-        elif (op.type == "MatMul" and view.weight(op.inputs[1]) and not op.get_attr("transpose_a")
+        elif (op.type == "MatMul" and traced.weight(view, op.inputs[1], seen) and not op.get_attr("transpose_a")
               and not op.get_attr("transpose_b")):
             seen.add(op.name)
             matmuls.append(op)
@@ -141,16 +144,18 @@ class Ambiguous(Exception):
 
 
 def input_and_recurrent(view: GraphView, matmuls: list[Any], units: int, known: list[str]) -> tuple[Any, Any]:
-    """(input MatMul, recurrent MatMul). The recurrent weight is [units, k * units]; when both
+    """(input MatMul, recurrent MatMul). Inside a loop the recurrent one reads a loop variable
+    (the input is read from a TensorArray). The recurrent weight is [units, k * units]; when both
     are, the one multiplying a zero state (the first step) or a recurrent kernel another step
     revealed is."""
+    looped = [m for m in matmuls if traced.carried(view, m.inputs[0]) is not None]
     square = [m for m in matmuls if m.inputs[1].shape[0] == units]
-    zero = [m for m in matmuls if m.inputs[0].op.type in ("Fill", "ZerosLike", "Const")]
-    values = [view.value(k) for k in known]
-    seen = [m for m in matmuls if view.weight(m.inputs[1]) in known
-            or any(v.shape == m.inputs[1].shape and np.array_equal(v, view.value(view.weight(m.inputs[1])))
-                   for v in values)]
-    for found in (square, zero, seen):
+    zero = [m for m in matmuls if traced.zero(view, m.inputs[0])]
+    values = [traced.value(view, k) for k in known]
+    seen = [m for m in matmuls if traced.weight(view, m.inputs[1]) in known
+            or any(v.shape == m.inputs[1].shape
+                   and np.array_equal(v, traced.value(view, traced.weight(view, m.inputs[1]))) for v in values)]
+    for found in (looped, square, zero, seen):
         if len(found) == 1:
             return (matmuls[1], matmuls[0]) if found[0] is matmuls[0] else (matmuls[0], matmuls[1])
     raise Ambiguous()
