@@ -3,10 +3,13 @@ object given to both directions of a bidirectional runner, and cells whose state
 concatenated tensor (`state_is_tuple=False`), frozen and checkpointed; a TF1 SavedModel whose signature
 maps a dataset iterator's tensors."""
 
+import numpy as np
 import pytest
 from conftest import TESTS, checked_exports, run_python
 
 import rnnexport
+from rnnexport import plugins
+from rnnexport.device import resolve_device
 from rnnexport.options import ConvertOptions
 
 # The default sweep at a model of free length: 1, 2, short, its "own" and well beyond.
@@ -76,9 +79,10 @@ def test_a_concatenated_lstm_state_from_a_placeholder_is_one_cell(variant_files,
 @pytest.mark.parametrize("name", ["concat_state_stack.pb", "concat_state_stack"])
 def test_a_stack_with_one_concatenated_state_is_two_layers(variant_files, tmp_path, name):
     """MultiRNNCell(state_is_tuple=False) under dynamic_rnn: each layer slices its state out of the
-    stack's, the LSTM splits [c, h] out of its slice."""
+    stack's, the LSTM splits [c, h] out of its slice; the stack's initial-state placeholder is fed zeros."""
     info = rnnexport.inspect(variant_files / name)
     assert _recurrent(info) == [("LSTM(units=8, forget_bias=1)", "forward"), ("GRUCell(units=6)", "forward")]
+    assert "'stack_state:0' holds an initial state; fed zeros, where the export's cells start" in info.notes
     result = _convert(variant_files, tmp_path, name)
     for _, export, checked in checked_exports(result, 5e-5):
         assert checked == SWEPT and not export.skipped
@@ -99,3 +103,21 @@ def test_a_savedmodel_fed_by_a_dataset_iterator_takes_its_signature_inputs(varia
     for _, export, checked in checked_exports(result, 5e-5):
         assert SWEPT <= checked and not export.skipped
         assert any(c.case.name.startswith("lengths") for c in export.checked)
+
+
+def test_the_final_states_of_a_concatenated_stack_state_are_its_columns(variant_files):
+    """The loop carries the stack's one [batch, 22] state: the reference gives each layer's states,
+    the LSTM's c and h and the GRU's h (the output's last step), as the export names them."""
+    path = variant_files / "concat_state_stack"
+    reference = plugins.find_source(path).open(path, rnnexport.SourceOptions()).reference(resolve_device("cpu"))
+    try:
+        x = np.random.default_rng(0).standard_normal((2, 5, 5)).astype(np.float32)
+        states = reference.final_state({"x": x})
+        assert {name: value.shape for name, value in states.items()} == {
+            "rnn_0_c_next": (2, 8), "rnn_0_h_next": (2, 8), "rnn_1_h_next": (2, 6)}
+        output = reference.run({"x": x})["y"]
+        assert np.array_equal(states["rnn_1_h_next"], output[:, -1])
+        assert not np.array_equal(states["rnn_0_c_next"], states["rnn_0_h_next"])
+    finally:
+        reference.close()
+

@@ -58,9 +58,10 @@ def concat_state_static(x):
 
 def concat_state_stack(x):
     """MultiRNNCell(state_is_tuple=False) under dynamic_rnn: an LSTM with a concatenated state and a
-    GRU, their states one [batch, 2u + 6] tensor."""
+    GRU, their states one [batch, 2u + 6] tensor, which starts from a placeholder."""
+    state = v1.placeholder(tf.float32, [None, 2 * UNITS + 6], name="stack_state")
     cells = [rnn_cell.BasicLSTMCell(UNITS, state_is_tuple=False), rnn_cell.GRUCell(6)]
-    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.MultiRNNCell(cells, state_is_tuple=False), x, dtype=tf.float32)
+    outputs, _ = v1.nn.dynamic_rnn(rnn_cell.MultiRNNCell(cells, state_is_tuple=False), x, initial_state=state)
     return outputs
 
 

@@ -177,18 +177,14 @@ def _check_repetition(view: GraphView, chain: list[CellMatch]) -> None:
 
 def state_tensors(view: GraphView, cell: Cell) -> tuple[list[str], list[str | None]]:
     """(initial state tensors to feed, final state tensors to fetch) of a cell; a final state that
-    freezing pruned from a loop is None."""
+    freezing pruned from a loop is None. A loop that carries states concatenated (state_is_tuple=
+    False) names the whole concatenation for each; `state_columns` says where each one lies."""
     if not cell.looped:
         return list(cell.steps[0].state_in), list(cell.steps[-1].state_out)
     initials, finals = [], []
     for name in cell.steps[0].state_in:
-        tensor = view.tensor(name)
-        while tensor.op.type == "Identity":
-            tensor = tensor.op.inputs[0]
-        switch = tensor.op
+        switch, _ = _loop_state(view, name)
         merge = switch.inputs[0].op
-        if switch.type != "Switch" or merge.type != "Merge":
-            raise UnsupportedModelError(f"cannot find the loop variable that carries state '{name}'")
         initials.append(view.through(merge.inputs[0]).name)
         # The final state is rarely part of the output's graph: look beyond its scope.
         exits = [u for u in view.consumers.get(switch.outputs[0].name, []) if u.type == "Exit"]
@@ -196,3 +192,29 @@ def state_tensors(view: GraphView, cell: Cell) -> tuple[list[str], list[str | No
             raise UnsupportedModelError(f"state '{name}' leaves its loop more than once")
         finals.append(exits[0].outputs[0].name if exits else None)
     return initials, finals
+
+
+def state_columns(view: GraphView, cell: Cell) -> list[tuple[int, int] | None]:
+    """Where along the last axis each state lies in the tensor `state_tensors` names for it: None
+    for the whole tensor, (start, stop) for one state of a concatenation carried by a loop."""
+    if not cell.looped:
+        return [None] * len(cell.steps[0].state_in)
+    return [_loop_state(view, name)[1] for name in cell.steps[0].state_in]
+
+
+def _loop_state(view: GraphView, name: str) -> tuple[Any, tuple[int, int] | None]:
+    """The loop's Switch that carries the state a step reads as `name`, and the columns of that
+    loop variable the state is sliced from (None: all of it)."""
+    tensor, start, width = view.tensor(name), 0, None
+    while True:
+        while tensor.op.type == "Identity":
+            tensor = tensor.op.inputs[0]
+        sliced = _sliced(view, tensor)
+        if sliced is None:
+            break
+        tensor, offset, inner = sliced
+        start, width = start + offset, inner if width is None else width
+    switch = tensor.op
+    if switch.type != "Switch" or switch.inputs[0].op.type != "Merge":
+        raise UnsupportedModelError(f"cannot find the loop variable that carries state '{name}'")
+    return switch, None if width is None else (start, start + width)

@@ -22,7 +22,7 @@ from rnnexport_converters.tf1 import frontends
 from rnnexport_converters.tf1 import graph as tf1_graph
 from rnnexport_converters.tf1 import structure as tf1_structure
 from rnnexport_converters.tf1.cells import Cell
-from rnnexport_converters.tf1.chains import find_cells, state_tensors
+from rnnexport_converters.tf1.chains import find_cells, state_columns, state_tensors
 from rnnexport_converters.tf1.heads import head_of
 from rnnexport_converters.tf1.outputs import output_candidates, scores_behind
 from rnnexport_converters.tf1.reference import Tf1Reference
@@ -236,12 +236,14 @@ class OpenedTf1(OpenedSource):
         are not zero: a trained initial state, the same for every row."""
         try:
             tensors = [state_tensors(self.source.view, layer.forward)[0] for layer in self.structure.layers]
+            columns = [state_columns(self.source.view, layer.forward) for layer in self.structure.layers]
         except UnsupportedModelError:
             return {}
         values = self.run_graph(self._probe_inputs(), fetch=tuple(t for each in tensors for t in each))[1:]
         initial = {}
         for index, names in enumerate(tensors):
             vectors, values = values[:len(names)], values[len(names):]
+            vectors = [v if where is None else v[..., where[0]:where[1]] for v, where in zip(vectors, columns[index])]
             if not any(np.any(v) for v in vectors):
                 continue
             if any(v.ndim != 2 or not np.array_equal(v, np.broadcast_to(v[:1], v.shape)) for v in vectors):

@@ -11,7 +11,7 @@ import numpy as np
 
 from rnnexport_converters.tf1 import equivalent as tf1_equivalent
 from rnnexport_converters.tf1 import frontends
-from rnnexport_converters.tf1.chains import state_tensors
+from rnnexport_converters.tf1.chains import state_columns, state_tensors
 from rnnexport.device import Device
 from rnnexport.errors import UnsupportedModelError
 from rnnexport.model import next_name, state_name
@@ -45,17 +45,19 @@ class Tf1Reference(Closable):
             self.states = [state_tensors(opened.source.view, cell) for cell in opened.cells]
         except UnsupportedModelError as exc:
             self.no_states = str(exc)
-        # The final-state tensors the graph has, fetched with the output, by the export's state names.
-        self.finals: dict[str, str] = {}
+        # The final-state tensors the graph has, fetched with the output, by the export's state names,
+        # with the columns each state takes of a concatenated one (None: all).
+        self.finals: dict[str, tuple[str, tuple[int, int] | None]] = {}
         by_cell = {id(cell): states for cell, states in zip(opened.cells, self.states)}
         for index, layer in enumerate(opened.structure.layers):
             initials, finals = by_cell.get(id(layer.forward), ([], []))
-            for role, initial, final in zip(layer.forward.match.state_roles, initials, finals):
+            columns = state_columns(opened.source.view, layer.forward) if initials else []
+            for role, initial, final, where in zip(layer.forward.match.state_roles, initials, finals, columns):
                 if final is None:
                     self.no_states = self.no_states or (f"the graph has no final value of state '{initial}' (pruned "
                                                         "when it was frozen?)")
                 else:
-                    self.finals[next_name(state_name(tf1_equivalent.layer_name(index), role))] = final
+                    self.finals[next_name(state_name(tf1_equivalent.layer_name(index), role))] = (final, where)
 
     def close(self) -> None:
         self.session.close()
@@ -113,7 +115,8 @@ class Tf1Reference(Closable):
             raise UnsupportedModelError(f"the graph's final state after {length} steps would include the padding "
                                         f"to {fixed}-step windows")
         _, finals = self._run(inputs)
-        return {name: finals[tensor] for name, tensor in self.finals.items()}
+        return {name: finals[tensor] if where is None else finals[tensor][..., where[0]:where[1]]
+                for name, (tensor, where) in self.finals.items()}
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """The output and the final states, the graph run on as many rows at a time as it takes."""
