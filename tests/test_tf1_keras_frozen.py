@@ -82,6 +82,17 @@ def test_layers_are_read_with_their_gate_activations_and_reset_placement(inspect
     assert {layer.details["runner"] for layer in inspected["unrolled"].layers if layer.recurrent} == {"unroll=True (6 steps)"}
 
 
+def test_keras_2_own_forms_are_read_and_reproduce_the_graph(frozen):
+    """Weights sliced before the loop, the gate product cut by strided slices, Keras 2's zero state:
+    inspect recognises the cells and has already run the equivalent against the graph (to 1e-4)."""
+    directory, manifest = frozen
+    info = rnnexport.inspect(directory / "keras22_written.pb", _source(manifest, "keras22_written"))
+    assert [(layer.name, layer.kind) for layer in info.layers] == [
+        ("lstm_1", f"keras LSTM(units=3, {HARD})"), ("gru_1", f"keras GRU(units=3, {HARD}, reset_after=False)"),
+        ("projection", "matmul")]
+    assert info.exportable and info.fixed_length == 6
+
+
 def test_float_ids_cast_for_the_embedding_become_int_ids_and_the_last_step_is_checked_at_its_length(
         inspected, converted):
     assert [(t.name, t.dtype, t.shape, t.vocab_size) for t in inspected["lstm_lm"].inputs] == [("ids", "int32", (None, None), 20)]

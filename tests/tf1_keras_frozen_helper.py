@@ -8,7 +8,8 @@ Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the te
     write DIR [NAME ...]    write DIR/NAME.pb (all of them, or the named ones) and DIR/manifest.json
 
 Every graph reads `x` [batch, 6, 3] floats (`ids` [batch, 6] token ids fed as floats to an
-Embedding, which casts them, where the name says so) and returns the Dense layer's output `y`.
+Embedding, which casts them, where the name says so) and returns the Dense layer's output `y`;
+`keras22_written` holds the forms of Keras 2.0-2.3 that tf-keras no longer traces (see `keras22`).
 """
 
 import json
@@ -75,14 +76,87 @@ def write(out, names):
             session = v1.keras.backend.get_session()
             output = model.outputs[0].op.name
             frozen = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), [output])
-            feed = model.inputs[0]
-            rng = np.random.default_rng(0)
-            probe = (rng.integers(0, VOCAB, (2, LENGTH)) if MODELS[name][1]
-                     else rng.standard_normal((2, LENGTH, FEATURES))).astype(np.float32)
-            expected = session.run(model.outputs[0], {feed: probe})
         (out / f"{name}.pb").write_bytes(frozen.SerializeToString())
-        manifest[name] = {"input": feed.name, "output": f"{output}:0", "shape": list(expected.shape)}
+        manifest[name] = {"input": model.inputs[0].name, "output": f"{output}:0"}
+    (out / f"{WRITTEN}.pb").write_bytes(keras22().SerializeToString())
+    manifest[WRITTEN] = {"input": "x:0", "output": "y:0"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+# Keras 2.0-2.3's own forms, which tf-keras no longer traces: weights sliced once before the loop,
+# implementation=2's gate product cut by strided slices (z[:, :units]), the initial state
+# tile(expand_dims(sum(zeros_like(x)))), hard_sigmoid by clip_by_value. Written out op by op as
+# keras/backend/tensorflow_backend.py's K.rnn and keras/layers/recurrent.py's cells (2.2.4) emit them.
+WRITTEN = "keras22_written"
+
+
+def _hard_sigmoid(x):
+    return tf.clip_by_value(x * 0.2 + 0.5, 0.0, 1.0)
+
+
+def _k_rnn(step, x, states):
+    """K.rnn: time-major TensorArrays read and written in a while loop, the outputs restacked."""
+    steps = tf.transpose(x, [1, 0, 2])
+    count = tf.shape(steps)[0]
+    inputs = tf.TensorArray(tf.float32, count).unstack(steps)
+
+    def body(time, outputs, *state):
+        output, state = step(inputs.read(time), list(state))
+        return (time + 1, outputs.write(time, output), *state)
+
+    loop = tf.compat.v1.while_loop(lambda time, *_: time < count, body,
+                                   (tf.constant(0), tf.TensorArray(tf.float32, count), *states))
+    return tf.transpose(loop[1].stack(), [1, 0, 2])
+
+
+def _zero_state(x, units):
+    return tf.tile(tf.expand_dims(tf.reduce_sum(tf.zeros_like(x), axis=(1, 2)), -1), [1, units])
+
+
+def keras22():
+    """x [batch, 6, 3] -> LSTM(3, implementation=2) -> GRU(3, implementation=2, reset_after=False)
+    -> per-step MatMul `y`, hard_sigmoid gates, weights as constants."""
+    rng = np.random.default_rng(1)
+    units = 3
+
+    def weights(width):
+        return [tf.constant(rng.standard_normal(shape).astype(np.float32), name=name)
+                for name, shape in (("kernel", (FEATURES, width)), ("recurrent_kernel", (units, width)),
+                                    ("bias", (width,)))]
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, LENGTH, FEATURES], name="x")
+        with tf.name_scope("lstm_1"):
+            kernel, recurrent, bias = weights(4 * units)
+
+            def lstm(inputs, state):
+                h, c = state
+                z = tf.nn.bias_add(tf.matmul(inputs, kernel) + tf.matmul(h, recurrent), bias)
+                i, f, o = (_hard_sigmoid(z[:, g * units:(g + 1) * units]) for g in (0, 1, 3))
+                c = f * c + i * tf.tanh(z[:, 2 * units:3 * units])
+                h = o * tf.tanh(c)
+                return h, [h, c]
+
+            y = _k_rnn(lstm, x, [_zero_state(x, units), _zero_state(x, units)])
+        with tf.name_scope("gru_1"):
+            kernel, recurrent, bias = weights(3 * units)
+            recurrent_zr, recurrent_h = recurrent[:, :2 * units], recurrent[:, 2 * units:]
+
+            def gru(inputs, state):
+                h, = state
+                matrix_x = tf.nn.bias_add(tf.matmul(inputs, kernel), bias)
+                matrix_inner = tf.matmul(h, recurrent_zr)
+                z = _hard_sigmoid(matrix_x[:, :units] + matrix_inner[:, :units])
+                r = _hard_sigmoid(matrix_x[:, units:2 * units] + matrix_inner[:, units:2 * units])
+                hh = tf.tanh(matrix_x[:, 2 * units:] + tf.matmul(r * h, recurrent_h))
+                h = z * h + (1 - z) * hh
+                return h, [h]
+
+            y = _k_rnn(gru, y, [_zero_state(y, units)])
+        dense = tf.constant(rng.standard_normal((units, 2)).astype(np.float32))
+        tf.identity(tf.matmul(tf.reshape(y, [-1, units]), dense), name="y")
+    return graph.as_graph_def()
 
 
 if __name__ == "__main__":
