@@ -25,7 +25,7 @@ from rnnexport_converters.keras import legacy as keras_legacy
 from rnnexport_converters.keras.source import OpenedKeras
 from rnnexport_converters.savedmodel import loops
 from rnnexport_converters.savedmodel.contents import METADATA_FILE, SavedModelContents, has_loop
-from rnnexport_converters.savedmodel.reference import SignatureReference, fixed_time, load_signature
+from rnnexport_converters.savedmodel.reference import SignatureReference, fixed_time, load_signature, probe_inputs
 from rnnexport_converters.tf1.frozen import UnrolledGraphSource
 from rnnexport.device import Device
 from rnnexport.errors import SourceError, UnsupportedModelError
@@ -133,11 +133,13 @@ class OpenedKerasSavedModel(OpenedKeras):
         self.pads = self.info.causal and all(t.time_axis == 1 for t in self.info.outputs)
         notes = self.info.notes
         if self.signature_fixed is not None:
-            served = "that length, and shorter ones padded to it" if self.pads else "that length only"
-            notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: "
-                      f"it is the reference at {served}",)
+            notes += (f"the SavedModel's signature '{signature_name}' is traced for {self.signature_fixed} steps: it "
+                      "is the reference at that length; at the others, the signature frozen and lowered with its "
+                      "time axis freed, once it reproduces the signature at that length (else "
+                      + ("shorter lengths padded to it)" if self.pads else "that length only)"),)
         self.info = replace(self.info, kind=loops.KIND, notes=notes)
 
     def reference(self, device: Device) -> SignatureReference:
+        probe = None if self.signature_fixed is None else probe_inputs(self.info.inputs, self.signature_fixed)
         return SignatureReference(self.path, self.signature_name, device, self.input_pairs, self.output_pairs,
-                                  self.signature_fixed, self.pads)
+                                  self.signature_fixed, self.pads, probe, self.info.min_length)
