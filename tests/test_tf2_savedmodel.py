@@ -1,6 +1,8 @@
 """The TF2 SavedModel source: tf.keras 2.x `model.save(dir)` SavedModels rebuilt from the Keras
 config in their metadata, SavedModels of tf.functions read from their While loops, both checked
-against the SavedModel itself; SavedModels that read files are refused before anything runs."""
+against the SavedModel itself (a signature traced at one length freed to serve the others);
+SavedModels that read files are refused before anything runs. TF2 frozen graphs (`.pb`) get the
+same loop rewrite from the frozen-graph source."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from conftest import TESTS, artifact, export_result, run_python
 
 CONVERTED = ("stacked_fixed", "bidirectional", "module_stack")
 SIGNATURE = "source (signature 'serving_default')"
+FREED = "source (signature 'serving_default' frozen and lowered, its 6 steps freed)"
 LOOP_LAYERS = ["keras GRU(units=5)", "keras GRU(units=4, reset_after=False)", "keras SimpleRNN(units=3)",
                "keras LSTM(units=4)", "matmul + bias"]
 
@@ -91,17 +94,28 @@ def test_a_variable_length_keras_model_passes_against_its_signature(converted):
     assert {c.reference_method for c in export.checked} == {SIGNATURE}
 
 
-def test_a_fixed_length_signature_is_the_reference_at_its_length_and_shorter_ones_padded(converted, savedmodels):
-    note = ("the SavedModel's signature 'serving_default' is traced for 6 steps: it is the reference at that length, "
-            "and shorter ones padded to it")
+def test_a_fixed_length_signature_is_the_reference_at_its_length_and_freed_at_the_others(converted, savedmodels):
+    note = ("the SavedModel's signature 'serving_default' is traced for 6 steps: it is the reference at that length; "
+            "at the others, the signature frozen and lowered with its time axis freed, once it reproduces the "
+            "signature at that length (else shorter lengths padded to it)")
     assert note in rnnexport.inspect(savedmodels / "stacked_fixed").notes
     export = _checked(converted["stacked_fixed"])
     methods = {c.case.length: c.reference_method for c in export.checked}
-    assert methods == {1: f"{SIGNATURE}, padded from 1 to 6 steps", 2: f"{SIGNATURE}, padded from 2 to 6 steps",
-                       3: f"{SIGNATURE}, padded from 3 to 6 steps", 6: SIGNATURE}
+    assert methods == {1: FREED, 2: FREED, 3: FREED, 6: SIGNATURE, 24: FREED}
+    assert not export.skipped
+
+
+def test_a_signature_its_lowered_graph_cannot_free_stays_the_only_reference(savedmodels, tmp_path):
+    """The signature reads only its 6 traced steps: freed, its graph returns 6 steps for 13, so it
+    serves no other length; the signature serves 6 steps and shorter ones padded."""
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(2, 6, 13), batches=(2,)))
+    export = _checked(rnnexport.convert(savedmodels / "bound_signature", tmp_path, ConvertOptions(validation=sweep)))
+    methods = {c.case.length: c.reference_method for c in export.checked}
+    assert methods == {2: f"{SIGNATURE}, padded from 2 to 6 steps", 6: SIGNATURE}
     assert {(c.case.length, c.skipped) for c in export.skipped} == {
-        (24, "the SavedModel's signature 'serving_default' is traced for 6 steps; it is ground truth at that length "
-             "and shorter ones only")}
+        (13, "the SavedModel's signature 'serving_default' is traced for 6 steps; it is ground truth at that length "
+             "and shorter ones only (its lowered graph cannot serve other lengths: at 13 steps its output "
+             f"'{export.checked[0].outputs[0].name}' has shape [3, 6, 3], not [3, 13, ...])")}
 
 
 def test_functions_without_keras_metadata_are_read_from_their_loops(converted, savedmodels):
@@ -149,3 +163,36 @@ def test_a_loop_that_is_no_recurrent_layer_is_described_not_exported(savedmodels
     assert info.format == "TF2 SavedModel of tf.functions (TensorFlow 2.21.0, While loops)"
     assert [(t.name, t.shape) for t in info.outputs] == [("y", (None, None, 3))]
     assert info.layers == () and info.problems == ("no recurrent cell feeds 'Identity:0'",)
+
+
+def test_tf2_frozen_graphs_have_their_loops_rewritten_as_tf1_loops(savedmodels, tmp_path):
+    """convert_variables_to_constants_v2 graphs written as .pb: lowered over TensorLists (with the
+    placeholders lowering leaves unread) or keeping a functional While; both read as TF1 loops."""
+    import tensorflow as tf
+
+    lowered = tf.compat.v1.GraphDef()
+    lowered.ParseFromString((savedmodels / "frozen_lstm_lowered.pb").read_bytes())
+    ops = {n.op for n in lowered.node}
+    assert {"TensorListReserve", "Merge"} <= ops and not ops & {"While", "StatelessWhile"}
+    assert any(n.name.startswith("unused_control_flow_input") for n in lowered.node if n.op == "Placeholder")
+    expected = {"frozen_lstm_lowered": (["keras LSTM(units=4)", "matmul + bias"], (None, None, 2)),
+                "frozen_gru_while": (["keras GRU(units=5)", "matmul + bias + activation"], (None, 2))}
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 7), batches=(2,)))
+    for name, (kinds, shape) in expected.items():
+        path = savedmodels / f"{name}.pb"
+        assert plugins.find_source(path).name == "unrolled-graph"
+        info = rnnexport.inspect(path)
+        assert info.format == "frozen TF2 graph (1 cell)" and [l.kind for l in info.layers] == kinds
+        assert [(t.name, t.shape) for t in info.inputs] == [("x", (None, None, 3))]
+        assert [(t.name, t.shape) for t in info.outputs] == [("Identity", shape)] and info.fixed_length is None
+        export = _checked(rnnexport.convert(path, tmp_path / name, ConvertOptions(validation=sweep)))
+        assert {c.case.length for c in export.checked} == {1, 7} and not export.skipped
+        assert {c.reference_method for c in export.checked} == {"source"}
+
+
+def test_a_tf2_frozen_graph_flattening_its_steps_is_refused_naming_the_reshape(savedmodels):
+    with pytest.raises(UnsupportedModelError, match=(
+            r"frozen_flatten.pb: op '[^']*flatten/Reshape' \(Reshape\) folds the last recurrent layer's 6 steps of 4 "
+            r"features into 24 per row, which op '[^']*/MatMul' \(MatMul\) reads: the graph runs at length 6 only, "
+            "and rnnexport exports models that accept any length")):
+        rnnexport.inspect(savedmodels / "frozen_flatten.pb")

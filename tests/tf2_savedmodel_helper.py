@@ -3,7 +3,10 @@
     write DIR    write TF2 SavedModels as tf.keras 2.x users have them into DIR/<name>/
 
 Keras models go through `model.save(dir)` (with `keras_metadata.pb`); the others through
-`tf.saved_model.save` (no Keras metadata, only functions and variables).
+`tf.saved_model.save` (no Keras metadata, only functions and variables). TF2 frozen graphs
+(`convert_variables_to_constants_v2` of a model's concrete function, as TF2 serving and TFLite
+pipelines write them) go to DIR/<name>.pb, with their loops lowered to TF1 control flow over
+TensorLists or kept as functional While ops.
 """
 
 import sys
@@ -84,6 +87,30 @@ class StatefulCall(tf.keras.Model):
         return self.dense(sequence), final
 
 
+def frozen_models() -> dict:
+    """name -> (model, lower_control_flow) for the TF2 frozen graphs."""
+    inputs = tf.keras.Input((None, 3), name="x")
+    x = layers.LSTM(4, return_sequences=True)(inputs)
+    lstm = tf.keras.Model(inputs, layers.Dense(2)(x))
+    inputs = tf.keras.Input((None, 3), name="x")
+    gru = tf.keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.GRU(5)(inputs)))
+    # A Flatten over every step ties the model to its 6 steps.
+    inputs = tf.keras.Input((6, 3), name="x")
+    x = layers.Flatten()(layers.LSTM(4, return_sequences=True)(inputs))
+    flatten = tf.keras.Model(inputs, layers.Dense(2)(x))
+    return {"frozen_lstm_lowered": (lstm, True), "frozen_gru_while": (gru, False),
+            "frozen_flatten": (flatten, True)}
+
+
+def freeze(out: Path) -> None:
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    for name, (model, lower) in frozen_models().items():
+        function = tf.function(model).get_concrete_function(tf.TensorSpec(model.input.shape, tf.float32, name="x"))
+        frozen = convert_variables_to_constants_v2(function, lower_control_flow=lower)
+        (out / f"{name}.pb").write_bytes(frozen.graph.as_graph_def().SerializeToString())
+
+
 def write(out: Path) -> None:
     tf.keras.utils.set_random_seed(5)
     for name, model in keras_models().items():
@@ -96,6 +123,12 @@ def write(out: Path) -> None:
     model(*[[tf.zeros([1, 2, 3]), tf.zeros([1, 4])]])
     serve = tf.function(lambda x, h: model([x, h]), input_signature=spec)
     model.save(out / "subclassed_state", signatures=serve)
+    # A signature that reads only the steps it was traced for: its graph cannot serve others.
+    inputs = tf.keras.Input((6, 3), name="steps")
+    bound = tf.keras.Model(inputs, layers.GRU(3, return_sequences=True)(inputs))
+    serve = tf.function(lambda steps: bound(steps[:, :6]), input_signature=[tf.TensorSpec([None, 6, 3], name="steps")])
+    bound.save(out / "bound_signature", signatures=serve)
+    freeze(out)
 
 
 if __name__ == "__main__":

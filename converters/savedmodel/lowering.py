@@ -24,6 +24,7 @@ PASS_THROUGH = ("Identity", "Enter", "Switch", "Exit", "Merge", "NextIteration")
 # Pure ops computed from loop invariants (behind identities), moved out of the loop.
 HOISTABLE = {"StridedSlice", "Unpack", "Split", "SplitV", "Slice", "Reshape", "Transpose", "ConcatV2", "Squeeze",
              "ExpandDims", "Cast"}
+LOOP_OPS = {"While", "StatelessWhile"}
 LIST_OPS = {"TensorListFromTensor", "TensorListReserve", "TensorListGetItem", "TensorListSetItem", "TensorListStack"}
 
 
@@ -211,6 +212,7 @@ class _Rewriter:
             array = self._array(node, node.input[1])
             self.handles[node.name] = array
             self._retype(node, "Identity", [f"{array}:1"])
+        self._write_every_step(listed)
         for node in [n for n in listed if n.op in ("TensorListGetItem", "TensorListSetItem")]:
             handle = self.entered_handle(node)
             if node.op == "TensorListGetItem":
@@ -223,6 +225,37 @@ class _Rewriter:
             self._retype(node, "TensorArrayGatherV3", [handle, self._range(node.name, size), node.input[0]],
                          element_shape=self.attr(shape={"unknown_rank": True}))
         self._retype_flows()
+
+    def _int(self, reference: str) -> int | None:
+        from tensorflow.python.framework import tensor_util
+
+        node = self._behind_identities(reference)
+        if node.op != "Const":
+            return None
+        value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+        return int(value) if value.size == 1 and value.dtype.kind in "iu" else None
+
+    def _write_every_step(self, listed: list[Any]) -> None:
+        """A layer returning its last step alone (tf-keras 2.16 and later) writes each step's output
+        at index 0 of a one-element list, over the step before; a TensorArray is written once per
+        index. Such a list becomes an array of every step, written at the step the loop reads its
+        input at, so that its last element is what the overwritten list ends with."""
+        reads = {}
+        for node in [n for n in listed if n.op == "TensorListGetItem"]:
+            list_op, enter = self.origin(node.input[0])
+            if enter is not None and list_op.op == "TensorArrayScatterV3":
+                reads[enter.attr["frame_name"].s] = (node.input[1], list_op)
+        for node in [n for n in listed if n.op == "TensorListSetItem"]:
+            list_op, enter = self.origin(node.input[0])
+            array = self.nodes[self.handles[list_op.name]]
+            if enter is None or self._int(node.input[1]) != 0 or self._int(array.input[0]) != 1:
+                continue
+            index, source = reads.get(enter.attr["frame_name"].s, (None, None))
+            if index is None:
+                raise UnsupportedModelError(f"op '{node.name}' overwrites one element of a TensorList in a loop that "
+                                            "reads no sequence; rnnexport cannot follow it")
+            array.input[0] = f"{source.name}/rnnexport_size"
+            node.input[1] = index
 
     def _retype_flows(self) -> None:
         """The loop plumbing that carried a list carries its TensorArray's float flow now."""
@@ -250,3 +283,56 @@ def lowered(signature: Any) -> tuple[Any, dict[str, str]]:
     rewriter.hoist_invariants()
     rewriter.rewrite_lists()
     return rewriter.graph_def, outputs
+
+
+def _readers(graph_def: Any) -> set[str]:
+    return {_source(r)[0] for n in graph_def.node for r in n.input}
+
+
+def _sinks(graph_def: Any) -> list[str]:
+    """The tensors nothing reads that a frozen function returns: its `Identity` outputs."""
+    read = _readers(graph_def)
+    return [f"{n.name}:0" for n in graph_def.node if n.op == "Identity" and n.name not in read]
+
+
+def _lower_functional(graph_def: Any, sinks: list[str]) -> tuple[Any, list[str]]:
+    """A graph with functional While ops frozen again with its control flow lowered, and the new
+    names of `sinks`."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    read = _readers(graph_def)
+    feeds = [f"{n.name}:0" for n in graph_def.node if n.op == "Placeholder" and n.name in read]
+    # Freezing without lowering marks each loop not to be lowered; the mark is lifted.
+    for node in [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]:
+        if node.op in LOOP_OPS:
+            node.attr["_lower_using_switch_merge"].b = True
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    function = wrapped.prune([wrapped.graph.get_tensor_by_name(t) for t in feeds],
+                             [wrapped.graph.get_tensor_by_name(t) for t in sinks])
+    frozen = convert_variables_to_constants_v2(function, lower_control_flow=True)
+    return frozen.graph.as_graph_def(), [t.name for t in frozen.outputs]
+
+
+def lowered_frozen(graph_def: Any) -> tuple[Any, dict[str, str]] | None:
+    """A frozen TF2 graph (`convert_variables_to_constants_v2` written to a `.pb`) rewritten as
+    `lowered` rewrites a signature, with its outputs (the `Identity` tensors nothing reads, by
+    name); None for a graph with no TF2 loop (no While op, no TensorList)."""
+    ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
+    if not ops & (LOOP_OPS | LIST_OPS):
+        return None
+    sinks = _sinks(graph_def)
+    names = sinks
+    if ops & LOOP_OPS:
+        graph_def, names = _lower_functional(graph_def, sinks)
+    # Lowering leaves a placeholder for every loop input it folded (`unused_control_flow_input`):
+    # nothing reads them, and nothing must be asked to feed them.
+    read = _readers(graph_def)
+    kept = [n for n in graph_def.node if n.op != "Placeholder" or n.name in read]
+    del graph_def.node[:]
+    graph_def.node.extend(kept)
+    rewriter = _Rewriter(graph_def)
+    rewriter.make_invariants_constant()
+    rewriter.hoist_invariants()
+    rewriter.rewrite_lists()
+    return rewriter.graph_def, {sink.split(":")[0]: name for sink, name in zip(sinks, names)}

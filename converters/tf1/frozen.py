@@ -87,6 +87,13 @@ class FrozenGraph:
             raise SourceError(f"{path}: not a TensorFlow GraphDef ({one_line(exc, typed=False)})") from None
         if not graph_def.node:
             raise SourceError(f"{path}: not a TensorFlow GraphDef (no nodes)")
+        from rnnexport_converters.savedmodel.lowering import lowered_frozen
+
+        # A TF2 graph's loop (a While op, or lowered over TensorLists) read as a TF1 loop is.
+        tf2 = lowered_frozen(graph_def)
+        if tf2 is not None:
+            return cls(path, tf2[0], "frozen TF2 graph", f"frozen TF2 graph {path.name}, weights held as constants, "
+                       "its loop rewritten as a TF1 loop over TensorArrays", tf2[1])
         return cls(path, graph_def, "frozen TF1 graph", f"frozen graph {path.name}, weights held as constants", {})
 
     @classmethod

@@ -50,6 +50,8 @@ class _Walk:
         self.tracer = tracer
         self.ops: set[str] = set()
         self.memo: dict[str, _Branch | None] = {}
+        # Projection MatMuls in the order walked: the last is the nearest to the cells.
+        self.matmuls: list[str] = []
 
     def branch(self, tensor: Any) -> _Branch | None:
         """The head between the cells and `tensor`; None where no cell output reaches it."""
@@ -98,6 +100,7 @@ class _Walk:
         if op.type == "MatMul" and view.weight(op.inputs[1]):
             if op.get_attr("transpose_a") or op.get_attr("transpose_b"):
                 raise UnsupportedModelError(f"op '{op.name}': a transposed projection MatMul is not supported")
+            self.matmuls.append(op.name)
             return ("matmul", view.value(view.weight(op.inputs[1]))), [op.inputs[0]]
         carried = self.tracer.carried(op)
         if carried is not None:
@@ -162,4 +165,20 @@ def head_of(view: GraphView, output: Any, tracer: Tracer, last: Layer) -> tuple[
     if not _placeable(order):
         raise UnsupportedModelError(f"the projection after the recurrent layers applies {', '.join(order)}; "
                                     "rnnexport places dense layers there: MatMul, then a bias, then an activation")
+    if order and order[0] == "matmul" and head[0][1].shape[0] != last.output_size:
+        raise UnsupportedModelError(_folded(view, walk, head[0][1].shape[0], last.output_size))
     return head, walk.ops
+
+
+def _folded(view: GraphView, walk: _Walk, rows: int, width: int) -> str:
+    """The refusal of a projection whose kernel does not take one step's features; where a Reshape
+    folds time into the features (a Flatten), it ties the graph to that many steps."""
+    matmul = walk.matmuls[-1]
+    fold = next((n for n in sorted(walk.ops) if view.op(n).type == "Reshape"
+                 and view.op(n).outputs[0].shape.as_list()[-1:] == [rows]), None)
+    if rows % width or fold is None:
+        return (f"op '{matmul}' (MatMul) reads {rows} features per row where the last recurrent layer returns {width} "
+                "per step; rnnexport places dense layers on each step there")
+    return (f"op '{fold}' (Reshape) folds the last recurrent layer's {rows // width} steps of {width} features into "
+            f"{rows} per row, which op '{matmul}' (MatMul) reads: the graph runs at length {rows // width} only, and "
+            "rnnexport exports models that accept any length")
