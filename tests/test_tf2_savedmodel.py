@@ -6,6 +6,7 @@ same loop rewrite from the frozen-graph source."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -188,6 +189,19 @@ def test_tf2_frozen_graphs_have_their_loops_rewritten_as_tf1_loops(savedmodels, 
         export = _checked(rnnexport.convert(path, tmp_path / name, ConvertOptions(validation=sweep)))
         assert {c.case.length for c in export.checked} == {1, 7} and not export.skipped
         assert {c.reference_method for c in export.checked} == {"source"}
+
+
+def test_a_tf2_frozen_graph_traced_at_one_length_is_fed_at_a_free_length(savedmodels, tmp_path):
+    """Keras sizes the zero state by the input itself: the input is freed with the loop's entry."""
+    path = savedmodels / "frozen_lstm_fixed.pb"
+    info = rnnexport.inspect(path)
+    assert info.fixed_length == 6 and [(t.name, t.shape) for t in info.outputs] == [("Identity", (None, 2))]
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 6, 13), batches=(2,)))
+    export = _checked(rnnexport.convert(path, tmp_path, ConvertOptions(validation=sweep)))
+    methods = {c.case.length: c.reference_method for c in export.checked}
+    assert sorted(methods) == [1, 6, 13] and methods[6] == "source" and not export.skipped
+    for length in (1, 13):
+        assert re.fullmatch(r"source, fed at 'Func/[^']*lstm[^']*/input/_0:0' with its 6 steps freed", methods[length])
 
 
 def test_a_tf2_frozen_graph_flattening_its_steps_is_refused_naming_the_reshape(savedmodels):

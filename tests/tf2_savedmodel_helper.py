@@ -94,12 +94,14 @@ def frozen_models() -> dict:
     lstm = tf.keras.Model(inputs, layers.Dense(2)(x))
     inputs = tf.keras.Input((None, 3), name="x")
     gru = tf.keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.GRU(5)(inputs)))
+    inputs = tf.keras.Input((6, 3), name="x")
+    fixed = tf.keras.Model(inputs, layers.Dense(2)(layers.LSTM(4)(inputs)))
     # A Flatten over every step ties the model to its 6 steps.
     inputs = tf.keras.Input((6, 3), name="x")
     x = layers.Flatten()(layers.LSTM(4, return_sequences=True)(inputs))
     flatten = tf.keras.Model(inputs, layers.Dense(2)(x))
     return {"frozen_lstm_lowered": (lstm, True), "frozen_gru_while": (gru, False),
-            "frozen_flatten": (flatten, True)}
+            "frozen_lstm_fixed": (fixed, True), "frozen_flatten": (flatten, True)}
 
 
 def freeze(out: Path) -> None:

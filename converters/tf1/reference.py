@@ -207,10 +207,11 @@ def free_graph(opened: OpenedTf1) -> tuple[Any, str, str] | None:
     entry = value.op.inputs[0]
     if opened.structure.frontend:
         return frontends.free_graph(opened, graph_def, entry)
-    tensor = entry
+    tensor, reshaped = entry, False
     while tensor.name != opened.data_input:
         if tensor.op.type not in ("Reshape", "Identity", "ExpandDims", "Squeeze"):
             return None
+        reshaped = reshaped or tensor.op.type != "Identity"
         tensor = tensor.op.inputs[0]
     shape = view.tensor(opened.data_input).shape.as_list()
     if entry.shape.rank != len(shape) or opened.time_axis != 1 or any(
@@ -230,6 +231,9 @@ def free_graph(opened: OpenedTf1) -> tuple[Any, str, str] | None:
         dims = tf.shape(placeholder)
         actual = tf.stack([dims[1], dims[0], *features])
         mapping = {entry.name: placeholder, **dict.fromkeys(folded, actual)}
+        if not reshaped:
+            # The input itself is freed too where other ops read it (Keras sizes its zero state by it).
+            mapping[opened.data_input] = placeholder
         tf.compat.v1.import_graph_def(graph_def, input_map=mapping, name="")
     session = tf.compat.v1.Session(graph=graph)
     probe = opened._probe_inputs()
