@@ -100,8 +100,8 @@ def test_flatten_of_the_last_step_ties_nothing(written):
 
 def test_flatten_over_every_step_is_refused_naming_the_layer(written, tmp_path):
     path = written / "flatten_every_step.h5"
-    problem = ("layer 'flatten' (Flatten) folds the time axis into the features of its input (None, 6, 5): the "
-               "model runs at length 6 only, and rnnexport exports models that accept any length")
+    problem = ("layer 'flatten' (Flatten) is not supported: it folds the time axis into the features of its input "
+               "(None, 6, 5), so the model runs at length 6 only; rnnexport exports models that accept any length")
     assert rnnexport.inspect(path).problems == (problem,)
     with pytest.raises(UnsupportedModelError) as refused:
         rnnexport.convert(path, tmp_path)
@@ -136,11 +136,42 @@ def _keras3(path, moving):
 
 @pytest.mark.parametrize("moving, problem", [
     ([keras.layers.Reshape((10, 6), name="halves")],
-     "layer 'halves' (Reshape) reshapes the time axis of its input (None, 5, 4, 3): the model runs at length 5 only"),
+     "layer 'halves' (Reshape) is not supported: it reshapes the time axis of its input (None, 5, 4, 3), so the "
+     "model runs at length 5 only"),
     ([keras.layers.Permute((2, 1, 3), name="swap"), keras.layers.Reshape((4, 15), name="per_step")],
-     "layer 'swap' (Permute) moves the time axis (dims (2, 1, 3)) of its input (None, 5, 4, 3): the model runs at "
-     "length 5 only"),
+     "layer 'swap' (Permute) is not supported: it moves the time axis (dims (2, 1, 3)) of its input (None, 5, 4, 3), "
+     "so the model runs at length 5 only"),
 ])
 def test_layers_that_move_time_are_refused(tmp_path, moving, problem):
     info = rnnexport.inspect(_keras3(tmp_path / "moved.keras", moving))
-    assert info.problems == (f"{problem}, and rnnexport exports models that accept any length",)
+    assert info.problems == (f"{problem}; rnnexport exports models that accept any length",)
+
+
+def test_repeat_vector_output_has_as_many_steps_as_it_repeats(tmp_path):
+    """An LSTM autoencoder: any input length is encoded, the decoder always runs the 5 repeated steps."""
+    i = keras.Input((5, 3), name="x")
+    h = keras.layers.RepeatVector(5, name="repeat")(keras.layers.LSTM(4, name="encoder")(i))
+    h = keras.layers.LSTM(4, return_sequences=True, name="decoder")(h)
+    keras.Model(i, keras.layers.TimeDistributed(keras.layers.Dense(3), name="out")(h)).save(tmp_path / "ae.keras")
+    info = rnnexport.inspect(tmp_path / "ae.keras")
+    assert info.exportable and info.fixed_length == 5
+    assert [(t.shape, t.time_axis) for t in info.outputs] == [((None, 5, 3), None)]
+
+
+def test_the_supplied_custom_class_wins_over_one_registered_under_its_name(written):
+    """The rebuilt config names the class `rnnexport_tests>Squeeze`; another class registered under
+    that name in the process since (another test module, a user's notebook) must not be used."""
+
+    class Impostor(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs
+
+    keras.saving.register_keras_serializable(package="rnnexport_tests", name="Squeeze")(Impostor)
+    try:
+        path = written / "conv_same.h5"
+        opened = plugins.find_source(path).open(path, CUSTOM)
+        recorded = np.load(path.with_suffix(".npz"))
+        ours = list(opened.reference(resolve_device("cpu")).run({"spectrum": recorded["x"]}).values())
+        np.testing.assert_allclose(ours[1], recorded["y1"], atol=1e-5)
+    finally:
+        keras.saving.register_keras_serializable(package="rnnexport_tests")(Squeeze)

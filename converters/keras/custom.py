@@ -63,8 +63,17 @@ def check_found(label: str, model_config: dict[str, Any], custom: dict[str, Any]
                 )
 
 
+def by_name(custom: dict[str, Any]) -> dict[str, Any]:
+    """The supplied classes keyed by their plain and their registered names. Configs Keras 3 wrote
+    name a class by its registered name (`package>Name`) too, which Keras looks up first: keyed
+    so, the supplied class wins over any other class registered under that name in the process."""
+    import keras
+
+    return {**{keras.saving.get_registered_name(obj): obj for obj in custom.values()}, **custom}
+
+
 def scope(custom: dict[str, Any]) -> Any:
     """A scope in which Keras deserialises the custom classes by name."""
     import keras
 
-    return keras.saving.custom_object_scope(custom)
+    return keras.saving.custom_object_scope(by_name(custom))

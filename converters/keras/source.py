@@ -128,7 +128,8 @@ def _load_keras3(path: Path, options: SourceOptions, custom: dict[str, Any]) -> 
     import keras
 
     try:
-        return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not options.unsafe)
+        return keras.saving.load_model(path, custom_objects=keras_custom.by_name(custom), compile=False,
+                                       safe_mode=not options.unsafe)
     except Exception as exc:  # noqa: BLE001 - Keras raises anything here
         raise SourceError(f"{path}: Keras cannot load this model: {one_line(exc)}") from None
 
@@ -192,9 +193,9 @@ def _layer_info(layer: Any) -> LayerInfo:
     return LayerInfo(layer.name, kind, details=details)
 
 
-def _output_info(name: str, tensor: Any, fixed_length: int | None) -> TensorInfo:
+def _output_info(name: str, tensor: Any, timed: bool) -> TensorInfo:
     shape = list(tensor.shape)
-    timed = len(shape) >= 3 and (shape[1] is None or shape[1] == fixed_length)
+    timed = timed and len(shape) >= 3
     dims = (None, None, *shape[2:]) if timed else (None, *shape[1:])
     return TensorInfo(name, str(tensor.dtype), dims, 1 if timed else None)
 
@@ -275,7 +276,8 @@ class OpenedKeras(OpenedSource):
             notes.append(f"reshape '{name}' reshapes each step: rebuilt with target shape {tuple(target)} for any length")
         problems = tuple(keras_config.unsupported_layers({"config": self.config}, self.options.unsafe, self.custom))
         problems += tuple(self.time_axis.problems.values())
-        outputs = tuple(_output_info(n, t, self.fixed_length) for n, t in zip(self.output_names, self.original.outputs))
+        outputs = tuple(_output_info(n, t, timed) for n, t, timed in
+                        zip(self.output_names, self.original.outputs, self.time_axis.timed_outputs))
         return SourceInfo(self.label, "keras", fmt, tuple(inputs), outputs, layers, self.fixed_length,
                           _is_causal(self.original), tuple(notes), problems, min_length)
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnexport_converters.keras.config import RECURRENT
+from rnnexport_converters.keras.config import RECURRENT, SUPPORTED
 
 # Layers that leave no time axis, whatever they are given.
 POOLED = {"GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"}
@@ -25,11 +25,13 @@ NORMALISATIONS = {"BatchNormalization", "LayerNormalization"}
 
 @dataclass
 class TimeAxis:
-    """What the walk found: one problem line per layer that ties the model to a length, and the
-    target shapes of Reshape layers that reshape each step, spelled for any length."""
+    """What the walk found: one problem line per layer that ties the model to a length, the
+    target shapes of Reshape layers that reshape each step, spelled for any length, and which
+    model outputs carry the input's time axis (a RepeatVector's copies are as many as it says)."""
 
     problems: dict[str, str] = field(default_factory=dict)
     per_step_reshapes: dict[str, list[int]] = field(default_factory=dict)
+    timed_outputs: list[bool] = field(default_factory=list)
 
 
 def _shape(shape: Any) -> str:
@@ -39,8 +41,8 @@ def _shape(shape: Any) -> str:
 def _ties(layer: Any, shape: Any, what: str) -> str:
     steps = shape[1]
     length = f"the model runs at length {steps} only" if steps is not None else "no length gives it a fixed size"
-    return (f"layer '{layer.name}' ({type(layer).__name__}) {what} of its input {_shape(shape)}: {length}, and "
-            "rnnexport exports models that accept any length")
+    return (f"layer '{layer.name}' ({type(layer).__name__}) is not supported: it {what} of its input "
+            f"{_shape(shape)}, so {length}; rnnexport exports models that accept any length")
 
 
 def _reshape(layer: Any, shape: Any, found: TimeAxis) -> str | None:
@@ -82,12 +84,15 @@ def _first_output(layer: Any, shape: Any, out_shape: Any, found: TimeAxis) -> tu
     if kind == "RepeatVector":
         return True, _ties(layer, shape, "repeats a sequence whose features are the time steps")
     if kind in SPATIAL and getattr(layer, "data_format", "channels_last") == "channels_first":
-        return True, _ties(layer, shape, "reads axis 1 as channels (data_format channels_first), not time,")
+        return True, _ties(layer, shape, "takes axis 1 as channels (data_format channels_first), not as the time axis")
     if kind in NORMALISATIONS and 1 in _normalised_axes(layer, len(shape)):
         return True, _ties(layer, shape, "holds parameters per time step (it normalises over axis 1)")
     if len(out_shape) < 2:
         return False, None
-    # Anything else, custom layers included, keeps time where its output keeps the input's steps.
+    if kind in SUPPORTED:
+        # Per step, or sliding over time (strided windows shorten it, they keep it on axis 1).
+        return True, None
+    # Custom layers and ops keep time where their output keeps the input's steps.
     return out_shape[1] == shape[1], None
 
 
@@ -118,6 +123,5 @@ def walk(model: Any) -> TimeAxis:
                     timed[id(t)] = flag
         return timed[key]
 
-    for output in functional.outputs:
-        visit(output)
+    found.timed_outputs = [visit(output) for output in functional.outputs]
     return found
