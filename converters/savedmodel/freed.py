@@ -51,11 +51,15 @@ class FreedSignature:
             dims = node.attr["shape"].shape.dim
             if node.name in placeholders.values() and len(dims) >= 2 and dims[1].size == fixed:
                 dims[1].size = -1
-        graph = tf.Graph()
-        with graph.as_default(), graph.device(device):
-            tf.compat.v1.import_graph_def(graph_def, name="")
-        self.session = tf.compat.v1.Session(graph=graph)
         self.min_length = min_length
+        graph = tf.Graph()
+        try:
+            with graph.as_default(), graph.device(device):
+                tf.compat.v1.import_graph_def(graph_def, name="")
+        except Exception as exc:  # noqa: BLE001 - a shape freed may contradict what the graph fixes
+            self.why_not = f"its graph does not import with the time axis freed ({one_line(exc)})"
+            return
+        self.session = tf.compat.v1.Session(graph=graph)
 
     def close(self) -> None:
         if self.session is not None:

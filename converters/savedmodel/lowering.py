@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnnexport.errors import UnsupportedModelError
+from rnnexport.errors import UnsupportedModelError, one_line
 
 PASS_THROUGH = ("Identity", "Enter", "Switch", "Exit", "Merge", "NextIteration")
 # Pure ops computed from loop invariants (behind identities), moved out of the loop.
@@ -314,13 +314,22 @@ def _lower_functional(graph_def: Any, sinks: list[str]) -> tuple[Any, list[str]]
     return frozen.graph.as_graph_def(), [t.name for t in frozen.outputs]
 
 
-def lowered_frozen(graph_def: Any) -> tuple[Any, dict[str, str]] | None:
+def lowered_frozen(graph_def: Any, path: Any) -> tuple[Any, dict[str, str]] | None:
     """A frozen TF2 graph (`convert_variables_to_constants_v2` written to a `.pb`) rewritten as
     `lowered` rewrites a signature, with its outputs (the `Identity` tensors nothing reads, by
     name); None for a graph with no TF2 loop (no While op, no TensorList)."""
     ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
     if not ops & (LOOP_OPS | LIST_OPS):
         return None
+    try:
+        return _rewritten(graph_def, ops)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - lowering raises many types on graphs it cannot take
+        raise UnsupportedModelError(f"{path}: its While loops cannot be lowered to TF1 loops: {one_line(exc)}") from None
+
+
+def _rewritten(graph_def: Any, ops: set[str]) -> tuple[Any, dict[str, str]]:
     sinks = _sinks(graph_def)
     names = sinks
     if ops & LOOP_OPS:

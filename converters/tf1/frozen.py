@@ -90,7 +90,7 @@ class FrozenGraph:
         from rnnexport_converters.savedmodel.lowering import lowered_frozen
 
         # A TF2 graph's loop (a While op, or lowered over TensorLists) read as a TF1 loop is.
-        tf2 = lowered_frozen(graph_def)
+        tf2 = lowered_frozen(graph_def, path)
         if tf2 is not None:
             return cls(path, tf2[0], "frozen TF2 graph", f"frozen TF2 graph {path.name}, weights held as constants, "
                        "its loop rewritten as a TF1 loop over TensorArrays", tf2[1])
