@@ -55,7 +55,7 @@ def test_frozen_and_checkpointed_graphs_read_alike(dynamic_files):
 
 
 KEEP_PROB = "'{}' gates dropout; fed 1, which switches it off, and left out of the export"
-FLAG = "'{}' is a training flag; fed False, so its tf.cond branches for training are left out"
+FLAG = "'{}' is a training flag; fed False, so what it turns on for training (dropout, tf.cond branches) is left out"
 
 
 @pytest.mark.parametrize("name, note", [

@@ -43,8 +43,9 @@ class _Noise:
 
 
 def is_gate(tensor: Any) -> bool:
-    """A placeholder that can gate dropout: a float scalar (or of unknown rank, as keep_prob often is)."""
-    return (tensor.op.type in GATES and tensor.dtype.is_floating
+    """A placeholder that can gate dropout: a float scalar (or of unknown rank, as keep_prob often is),
+    or a bool training flag, which models also cast into the rate (`1 - rate * cast(training)`)."""
+    return (tensor.op.type in GATES and (tensor.dtype.is_floating or tensor.dtype.is_bool)
             and (tensor.shape.rank is None or tensor.shape.rank == 0))
 
 

@@ -40,7 +40,7 @@ class Feeds:
     def describe(self) -> list[str]:
         notes = [f"'{name}' gates dropout; fed {value:g}, which switches it off, and left out of the export"
                  for name, value in self.gates.items() if not isinstance(value, bool)]
-        notes += [f"'{name}' is a training flag; fed {value}, so its tf.cond branches for training are left out"
+        notes += [f"'{name}' is a training flag; fed {value}, so what it turns on for training (dropout, tf.cond branches) is left out"
                   for name, value in self.gates.items() if isinstance(value, bool)]
         notes += [f"'{name}' holds an initial state; fed zeros, where the export's cells start" for name in self.states]
         return notes
