@@ -166,13 +166,16 @@ def match(view: GraphView, op: Any, known: Sequence[str]) -> KerasGruMatch | Non
     if reset_after:
         h_side.add(view, patterns.other(product, r_out), 2, units, ops, act)
     else:
-        if patterns.other(product, r_out).name != h_prev.name:
-            raise UnsupportedModelError(f"op '{product.name}' does not apply a GRU's reset gate to its state")
+        if patterns.other(product, r_out).name != h_prev.name or traced.weight(view, reset.inputs[1], ops) is None:
+            raise UnsupportedModelError(f"op '{reset.name}' does not multiply the reset state by a weight")
         ops.add(reset.name)
         h_side.matmuls.append(reset)
     if h_side.biases and not reset_after:
         raise UnsupportedModelError(f"op '{act.name}': a GRU with reset_after=False adds no recurrent bias")
-    ops |= traced.initial_ops(view, [h_prev])
+    state_reads = [m.inputs[0].name for m in h_side.matmuls if m is not reset or reset_after]
+    if len({m.inputs[0].name for m in x_side.matmuls}) != 1 or set(state_reads) != {h_prev.name}:
+        raise UnsupportedModelError(f"op '{act.name}': the GRU's gates do not read one input and one state")
+    ops |= traced.initial_ops([h_prev])
     out = new_h[0].outputs[0]
     step = Step(x_side.matmuls[0].inputs[0].name, (h_prev.name,), (out.name,), out.name, frozenset(ops))
     kernels = tuple(traced.weight(view, m.inputs[1]) for m in x_side.matmuls)

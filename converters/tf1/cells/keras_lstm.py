@@ -60,7 +60,7 @@ def _gated(view: GraphView, product: Any, tensor: Any, ops: set[str]) -> tuple[A
 def _reads_state(view: GraphView, mm: Any, c_prev: Any) -> bool:
     """True when a MatMul reads the LSTM's h: a loop variable, a zero state, or o * act(c_prev)."""
     t = mm.inputs[0]
-    if traced.carried(view, t) is not None or traced.zero(view, t):
+    if traced.carried(view, t) is not None or traced.zero(t):
         return True
     made = view.through(t).op
     return made.type == "Mul" and any(i.op.inputs and view.through(i.op.inputs[0]).name == view.through(c_prev).name
@@ -131,7 +131,7 @@ def match(view: GraphView, op: Any, known: Sequence[str]) -> KerasLstmMatch | No
     if biases and len(biases) != len(products):
         raise UnsupportedModelError(f"op '{act.name}': some of the LSTM's gates add a bias and some do not")
     x_mm, h_mm = sides[0]
-    ops |= traced.initial_ops(view, [c_prev, h_mm.inputs[0]])
+    ops |= traced.initial_ops([c_prev, h_mm.inputs[0]])
     step = Step(x_mm.inputs[0].name, (c_prev.name, h_mm.inputs[0].name), (new_c.outputs[0].name, h.outputs[0].name),
                 h.outputs[0].name, frozenset(ops))
     kernels = tuple(traced.weight(view, x.inputs[1]) for x, _ in sides)

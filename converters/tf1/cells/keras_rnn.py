@@ -44,7 +44,7 @@ def match(view: GraphView, op: Any, known: Sequence[str]) -> KerasRnnMatch | Non
         log.debug("op '%s': the state its MatMul reads is not its own output, so it is no SimpleRNN step", op.name)
         return None
     x_mm, h_mm = patterns.input_and_recurrent(view, terms[0], int(out.shape[-1]), list(known))
-    ops |= traced.initial_ops(view, [h_mm.inputs[0]])
+    ops |= traced.initial_ops([h_mm.inputs[0]])
     step = Step(x_mm.inputs[0].name, (h_mm.inputs[0].name,), (out.name,), out.name, frozenset(ops))
     return KerasRnnMatch(kernel=traced.weight(view, x_mm.inputs[1]), activation=patterns.activation(op), step=step,
                          recurrent_kernel=traced.weight(view, h_mm.inputs[1]), biases=tuple(terms[1]))

@@ -150,7 +150,7 @@ def input_and_recurrent(view: GraphView, matmuls: list[Any], units: int, known: 
     revealed is."""
     looped = [m for m in matmuls if traced.carried(view, m.inputs[0]) is not None]
     square = [m for m in matmuls if m.inputs[1].shape[0] == units]
-    zero = [m for m in matmuls if traced.zero(view, m.inputs[0])]
+    zero = [m for m in matmuls if traced.zero(m.inputs[0])]
     values = [traced.value(view, k) for k in known]
     seen = [m for m in matmuls if traced.weight(view, m.inputs[1]) in known
             or any(v.shape == m.inputs[1].shape

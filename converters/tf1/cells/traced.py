@@ -102,7 +102,7 @@ def carried(view: GraphView, tensor: Any) -> Any | None:
     return view.through(following[0].op.inputs[0]) if following else None
 
 
-def zero(view: GraphView, tensor: Any) -> bool:
+def zero(tensor: Any) -> bool:
     """True for an initial state Keras builds from zeros."""
     return _zeros(tensor) is not None
 
@@ -121,7 +121,7 @@ def _zeros(tensor: Any) -> set[str] | None:
     return ops
 
 
-def initial_ops(view: GraphView, states: Sequence[Any]) -> set[str]:
+def initial_ops(states: Sequence[Any]) -> set[str]:
     """The ops that build the zero initial states a step starts from (behind its loop variables),
     which belong to the cell."""
     found: set[str] = set()
