@@ -62,6 +62,7 @@ FLAG = "'{}' is a training flag; fed False, so what it turns on for training (dr
     ("dropout_keep_prob", KEEP_PROB.format("keep_prob:0")),
     ("dropout_with_default.pb", KEEP_PROB.format("dropout:0")),
     ("training_flag_dropout.pb", FLAG.format("is_training:0")),
+    ("training_flag_keep_prob.pb", FLAG.format("training:0")),
 ])
 def test_dropout_gated_by_a_placeholder_is_left_out(dynamic_files, tmp_path, name, note):
     info = rnnexport.inspect(dynamic_files / name)

@@ -86,6 +86,15 @@ def training_flag_dropout(x):
     return per_step(v1.layers.dropout(outputs, 0.3, training=training), CLASSES, tf.nn.softmax)
 
 
+def training_flag_keep_prob(x):
+    """DropoutWrapper whose keep_prob is computed from a bool training flag, 1 - rate * cast(training)."""
+    training = v1.placeholder(tf.bool, [], name="training")
+    keep_prob = 1.0 - 0.3 * tf.cast(training, tf.float32)
+    cell = rnn_cell.DropoutWrapper(rnn_cell.GRUCell(UNITS), input_keep_prob=keep_prob, output_keep_prob=keep_prob)
+    outputs, _ = v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
+    return per_step(outputs, CLASSES, tf.nn.softmax)
+
+
 def free_lengths_lstm(x, lengths):
     outputs, _ = v1.nn.dynamic_rnn(rnn_cell.LSTMCell(UNITS), x, sequence_length=lengths, dtype=tf.float32)
     return per_step(outputs, CLASSES, tf.nn.softmax)
@@ -151,6 +160,7 @@ FIXTURES = {
     "dropout_with_default": (dropout_with_default, (), False, False),
     "training_flag_dropout": (training_flag_dropout, (), False, False),
     "dropout_rate": (dropout_rate, (), False, False),
+    "training_flag_keep_prob": (training_flag_keep_prob, (), False, False),
     "free_lengths_lstm": (free_lengths_lstm, ("lengths",), False, False),
     "initial_state_tuple": (initial_state_tuple, (), False, False),
     "initial_state_concat": (initial_state_concat, ("lengths",), True, False),
@@ -160,7 +170,7 @@ FIXTURES = {
 }
 FROZEN = ("free_lstm", "free_gru_time_major", "dropout_with_default", "initial_state_tuple", "initial_state_concat",
           "bidirectional_lengths", "fixed_rate_dropout", "training_flag_dropout",
-          "dropout_rate")
+          "dropout_rate", "training_flag_keep_prob")
 CHECKPOINTED = ("free_lstm", "dropout_keep_prob", "free_lengths_lstm", "bidirectional_lengths", "trained_tagger")
 
 
