@@ -210,3 +210,18 @@ def test_a_tf2_frozen_graph_flattening_its_steps_is_refused_naming_the_reshape(s
             r"features into 24 per row, which op '[^']*/MatMul' \(MatMul\) reads: the graph runs at length 6 only, "
             "and rnnexport exports models that accept any length")):
         rnnexport.inspect(savedmodels / "frozen_flatten.pb")
+
+
+def test_a_tf2_frozen_graph_whose_lists_cannot_be_followed_is_refused_naming_the_file(savedmodels, tmp_path):
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString((savedmodels / "frozen_lstm_lowered.pb").read_bytes())
+    node = next(n for n in graph.node if n.op == "TensorListStack")
+    node.op = "TensorListConcatV2"
+    path = tmp_path / "concatenated.pb"
+    path.write_bytes(graph.SerializeToString())
+    with pytest.raises(UnsupportedModelError, match=rf"^{re.escape(str(path))}: op '{re.escape(node.name)}' "
+                                                    r"\(TensorListConcatV2\) handles a TensorList in a way rnnexport "
+                                                    "cannot follow$"):
+        rnnexport.inspect(path)
