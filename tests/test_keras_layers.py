@@ -141,6 +141,9 @@ def _keras3(path, moving):
     ([keras.layers.Permute((2, 1, 3), name="swap"), keras.layers.Reshape((4, 15), name="per_step")],
      "layer 'swap' (Permute) is not supported: it moves the time axis (dims (2, 1, 3)) of its input (None, 5, 4, 3), "
      "so the model runs at length 5 only"),
+    ([keras.layers.BatchNormalization(axis=1, name="bn_time"), keras.layers.Reshape((-1, 12), name="per_step")],
+     "layer 'bn_time' (BatchNormalization) is not supported: it holds parameters per time step (it normalises over "
+     "axis 1) of its input (None, 5, 4, 3), so the model runs at length 5 only"),
 ])
 def test_layers_that_move_time_are_refused(tmp_path, moving, problem):
     info = rnnexport.inspect(_keras3(tmp_path / "moved.keras", moving))

@@ -85,7 +85,8 @@ def _first_output(layer: Any, shape: Any, out_shape: Any, found: TimeAxis) -> tu
         return True, _ties(layer, shape, "repeats a sequence whose features are the time steps")
     if kind in SPATIAL and getattr(layer, "data_format", "channels_last") == "channels_first":
         return True, _ties(layer, shape, "takes axis 1 as channels (data_format channels_first), not as the time axis")
-    if kind in NORMALISATIONS and 1 in _normalised_axes(layer, len(shape)):
+    # Over [batch, T] alone, axis 1 may as well be features: only [batch, T, ...] is judged.
+    if kind in NORMALISATIONS and len(shape) > 2 and 1 in _normalised_axes(layer, len(shape)):
         return True, _ties(layer, shape, "holds parameters per time step (it normalises over axis 1)")
     if len(out_shape) < 2:
         return False, None
