@@ -104,6 +104,8 @@ def _exports_under_test(
             details = ExportDetails(**target.describe(path))
             if stream_runner:
                 details["streaming_states"] = stream_runner.states
+            if opened.info.min_length > 1:
+                details["shortest_length"] = opened.info.min_length
         except NotRunnableError as exc:
             not_runnable = str(exc)
         except Exception as exc:  # noqa: BLE001 - a broken export fails its own check, never the whole run

@@ -44,6 +44,7 @@ class ExportDetails(TypedDict, total=False):
     fused: dict[str, str]
     not_fused: dict[str, str]
     streaming_states: list[str]
+    shortest_length: int
 
 
 class OpenedSource(ABC):

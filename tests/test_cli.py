@@ -230,19 +230,20 @@ def test_export_of_a_different_model_fails_validate(tmp_path):
         assert "output 'lstm': max abs err" in result.output
 
 
-def test_lengths_the_source_cannot_run_are_a_clear_error(tmp_path):
+def test_the_sweep_starts_at_the_shortest_length_the_source_can_run(tmp_path):
     import keras
 
     i = keras.Input((None, 4), name="x")
     x = keras.layers.Conv1D(6, 5, padding="valid", name="conv")(i)
     keras.Model(i, keras.layers.GRU(3, name="gru")(x)).save(tmp_path / "conv.keras")
-    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e")])
-    assert result.exit_code == 2, result.output
-    assert "the source itself cannot run case len=1 batch=1" in result.output
-    assert "--lengths" in result.output
-    ok = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "--force",
-                                  "--lengths", "5,9,200"])
-    assert ok.exit_code == 0, ok.output
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "-v"])
+    assert result.exit_code == 0, result.output
+    assert "the source needs at least 5 steps; the default sweep starts there" in result.output
+    assert "len=5 batch=1" in result.output and "len=1 batch" not in result.output
+    asked = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "--force",
+                                     "--lengths", "1,5", "--to", "onnx"])
+    assert asked.exit_code == 0, asked.output
+    assert "2 case(s) not checked: the source needs at least 5 steps, this case has 1" in asked.output
 
 
 def test_export_with_other_inputs_names_the_mismatch(tmp_path, lstm_file):

@@ -35,6 +35,9 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
         states = ", ".join(sorted(details["streaming_states"]))
         lines.append(f"  {name}: streaming, state {states}; "
                      f"{sum(1 for c in streamed if c)}/{len(streamed)} chunked runs (chunks {chunks or '-'}) match")
+    if "shortest_length" in details:
+        lines.append(f"  {name}: the source needs at least {details['shortest_length']} steps; "
+                     "the default sweep starts there")
     reasons = sorted({c.skipped for c in e.skipped})
     if reasons:
         lines.append(f"  {name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")
