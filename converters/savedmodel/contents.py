@@ -10,7 +10,6 @@ and 2.4 wrote the same JSON into `saved_model.pb`, on the object graph's `user_o
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,6 @@ METADATA_FILE = "keras_metadata.pb"
 SIGNATURE = "serving_default"
 # The identifiers tf.keras gives a saved Functional, subclassed and Sequential model.
 MODEL_IDENTIFIERS = ("_tf_keras_network", "_tf_keras_model", "_tf_keras_sequential")
-# Ops that touch files, run Python or print to a stream a graph chooses: never run on a file
-# from elsewhere. Saving and restoring variables is left to TensorFlow's loader, which runs its
-# own restore ops, not the SavedModel's saver functions (those are skipped by the scan).
-UNSAFE_OPS = frozenset({
-    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc", "PrintV2",
-    "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
-    "ImmutableConst", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
-    "CreateSummaryFileWriter", "WriteSummary", "WriteScalarSummary", "WriteHistogramSummary",
-    "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary", "WriteRawProtoSummary",
-    "TextLineReaderV2", "TFRecordReaderV2", "WholeFileReaderV2", "FixedLengthRecordReaderV2",
-    "TextLineDataset", "TFRecordDataset", "FixedLengthRecordDataset", "DebugIdentityV2",
-})
 LOOP_OPS = ("While", "StatelessWhile")
 
 
@@ -127,42 +114,17 @@ class SavedModelContents:
                 return user.metadata
         return None
 
-    def _called(self, attrs: Any) -> Iterator[str]:
-        """The functions a node's attributes name (a call's `f`, a loop's `body` and `cond`)."""
-        for value in attrs.values():
-            if value.HasField("func"):
-                yield value.func.name
-            elif value.HasField("list"):
-                yield from (f.name for f in value.list.func)
+    def check_safe(self, unsafe: bool) -> None:
+        """Refuse, before anything is loaded, a SavedModel whose loading or serving signature would
+        run an op that reaches files, the network or Python, unless `unsafe`."""
+        if unsafe or not self.signatures:
+            return
+        from rnnexport_converters.tf1 import safety
 
-    def unsafe_ops(self) -> list[str]:
-        """`op (function)` for each file-system, Python or printing op that loading the model or
-        running its signatures could execute; the saver's own functions are not counted."""
-        saver = self.meta_graph.saver_def
-        skipped = {saver.save_tensor_name.split(":")[0], saver.restore_op_name.split(":")[0]}
-        found, todo, seen = [], [], set()
-        for node in self.meta_graph.graph_def.node:
-            if node.name in skipped:
-                continue
-            if node.op in UNSAFE_OPS:
-                found.append(f"{node.op} ({node.name})")
-            todo.extend(self._called(node.attr))
-        while todo:
-            name = todo.pop()
-            if name in seen or name not in self.functions:
-                continue
-            seen.add(name)
-            for node in self.functions[name].node_def:
-                if node.op in UNSAFE_OPS:
-                    found.append(f"{node.op} (in {name})")
-                todo.extend(self._called(node.attr))
-                if node.op in self.functions:
-                    todo.append(node.op)
-        return found
-
-    def check_safe(self) -> None:
-        found = self.unsafe_ops()
+        found = safety.saved_model_unsafe(self.meta_graph, self.signature_name())
         if found:
+            op = found[0]
             raise UnsupportedModelError(
-                f"{self.path}: the SavedModel's functions run {found[0]}, which reads or writes files or runs "
-                "Python; rnnexport does not run such a graph")
+                f"{self.path}: the SavedModel's functions run {op.type} (in {op.function or op.name}), which reads or "
+                "writes files, the network or runs Python; rnnexport does not run such a graph from elsewhere. If you "
+                "trust the file, pass --unsafe (SourceOptions(unsafe=True) in Python)")

@@ -50,7 +50,7 @@ class Tf2SavedModelSource(Source):
         path = source.parent if source.name == "saved_model.pb" else source
         tensorflow()
         contents = SavedModelContents(path)
-        contents.check_safe()
+        contents.check_safe(options.unsafe)
         config, root_class = contents.keras_model_config()
         if config is not None:
             return _open_keras(source, contents, config, options)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport_converters.tf1 import graph as tf1_graph
+from rnnexport_converters.tf1 import safety
 from rnnexport_converters.tf1.architecture import from_options
 from rnnexport_converters.tf1.graphless import Variables
 from rnnexport_converters.tf1.graphless_source import OpenedGraphless
@@ -96,7 +97,20 @@ class Tf1CheckpointSource(Source):
             raise SourceError(f"{prefix}: no meta graph ({prefix.name}.meta is missing), so nothing says how its "
                               "variables connect; name the architecture with --cell (e.g. --cell lstm:64) or "
                               f"--architecture model.json; the checkpoint holds {Variables.read(prefix).listing()}")
-        return OpenedTf1(source, Graph(prefix, meta), options)
+        return OpenedTf1(source, Graph(prefix, meta, options.unsafe), options)
+
+
+def _check_data(prefix: Path, reader: Any) -> None:
+    """Read every value the index lists, so that a missing or truncated `.data` file is named now,
+    not found by the first session that restores."""
+    for name in reader.get_variable_to_shape_map():
+        try:
+            reader.get_tensor(name)
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises OpError, IndexError, ValueError here
+            shards = sorted(p.name for p in prefix.parent.glob(f"{prefix.name}.data-*"))
+            raise SourceError(f"{prefix}: the checkpoint's data cannot be read ({', '.join(shards) or 'no .data file'}: "
+                              f"{one_line(exc, typed=False)}); the .data file is missing, truncated or "
+                              "from another checkpoint") from None
 
 
 class Graph:
@@ -107,7 +121,7 @@ class Graph:
     # Names of the outputs a signature declares (none in a checkpoint): export name -> tensor.
     signature_outputs: dict[str, str] = {}
 
-    def __init__(self, prefix: Path, meta: Path) -> None:
+    def __init__(self, prefix: Path, meta: Path, unsafe: bool = False) -> None:
         tf = tensorflow()
         self.prefix, self.meta = prefix, meta
         self.path = meta
@@ -121,6 +135,12 @@ class Graph:
             raise SourceError(f"{meta}: TensorFlow cannot read this checkpoint: {one_line(exc, typed=False)}") from None
         if self.saver is None:
             raise SourceError(f"{meta}: the meta graph has no variables to restore")
+        # The saver's restore op comes with the graph: it may run only restores of the prefix fed.
+        saver_def = self.saver.saver_def
+        safety.check(meta, self.graph.as_graph_def(), [saver_def.restore_op_name], unsafe,
+                     "restoring its checkpoint", fed=[saver_def.filename_tensor_name],
+                     restore_from=saver_def.filename_tensor_name)
+        _check_data(prefix, reader)
         self.view = tf1_graph.GraphView(self.graph, reader)
 
     def session(self) -> Any:

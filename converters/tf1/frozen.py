@@ -38,7 +38,7 @@ class UnrolledGraphSource(Source):
         if not isinstance(source, Path):
             raise SourceError("the unrolled-graph source reads files, not objects")
         if source.name == "saved_model.pb" or source.is_dir():
-            graph = FrozenGraph.from_saved_model(source.parent if source.is_file() else source)
+            graph = FrozenGraph.from_saved_model(source.parent if source.is_file() else source, options.unsafe)
         else:
             graph = FrozenGraph.from_graph_def(source)
         return OpenedTf1(source, graph, options)
@@ -97,10 +97,14 @@ class FrozenGraph:
         return cls(path, graph_def, "frozen TF1 graph", f"frozen graph {path.name}, weights held as constants", {})
 
     @classmethod
-    def from_saved_model(cls, path: Path) -> FrozenGraph:
+    def from_saved_model(cls, path: Path, unsafe: bool) -> FrozenGraph:
         tf = tensorflow()
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+        from rnnexport_converters.savedmodel.contents import SavedModelContents
+
+        # Loading runs the SavedModel's restore and init ops: judged before anything runs.
+        SavedModelContents(path).check_safe(unsafe)
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for bad SavedModels

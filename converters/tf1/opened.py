@@ -20,6 +20,7 @@ from rnnexport_converters.tf1 import equivalent as tf1_equivalent
 from rnnexport_converters.tf1 import feeds as tf1_feeds
 from rnnexport_converters.tf1 import frontends
 from rnnexport_converters.tf1 import graph as tf1_graph
+from rnnexport_converters.tf1 import safety
 from rnnexport_converters.tf1 import structure as tf1_structure
 from rnnexport_converters.tf1.cells import Cell
 from rnnexport_converters.tf1.chains import find_cells, state_columns, state_tensors
@@ -87,6 +88,9 @@ class OpenedTf1(OpenedSource):
         self.output = self._output(view)
         output = view.tensor(self.output)
         chosen = self._chosen_inputs(view)
+        # Recognition reads computed weights through a session: the graph is judged before.
+        safety.check(path, view.graph.as_graph_def(), [self.output], self.options.unsafe,
+                     f"computing '{self.output}'", fed=chosen)
         scope = tf1_graph.ancestors([output], stop={view.tensor(n).op.name for n in chosen})
         view.scope = scope
         for name in chosen:
