@@ -11,6 +11,8 @@ from rnnexport.errors import ExportError, one_line
 
 METADATA_NAME = "rnnexport"
 RECURRENT_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "WHILE")
+# The fused LiteRT kernel of each cell kind that has one.
+KERNELS = {"lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM", "rnn": "UNIDIRECTIONAL_SEQUENCE_RNN"}
 
 
 def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:

@@ -16,8 +16,10 @@ from rnnexport_converters.tflite.files import read_file
 
 
 class TfliteRunner(Closable):
-    """Runs the file's signature on the LiteRT interpreter (XNNPACK, its default CPU delegate),
-    resizing the inputs per case; batches larger than the file's run in chunks of its batch."""
+    """Runs the file as deployers call it: one interpreter, its `serving_default` signature runner
+    called case after case with no reset in between (a file that keeps state between calls then
+    fails the sweep's repeated case), on LiteRT's default XNNPACK delegate. A file with a fixed
+    batch runs larger batches in chunks of its batch."""
 
     name = "tflite"
 
@@ -36,11 +38,8 @@ class TfliteRunner(Closable):
                 warnings.simplefilter("ignore")
                 self.interpreter = Interpreter(model_path=str(path),
                                                experimental_preserve_all_tensors=preserve_all_tensors)
-            # Only its details: a live SignatureRunner pins the interpreter's buffers, and
-            # LiteRT then refuses to re-allocate them for the next length.
-            signature = self.interpreter.get_signature_runner()
-            inputs, outputs = signature.get_input_details(), signature.get_output_details()
-            del signature
+            self.signature = self.interpreter.get_signature_runner()
+            inputs, outputs = self.signature.get_input_details(), self.signature.get_output_details()
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
             raise ExportError(f"{path}: the LiteRT interpreter cannot load it: {one_line(exc, typed=False)}") from None
         batches = {int(d["shape_signature"][0]) for d in inputs.values()}
@@ -49,15 +48,17 @@ class TfliteRunner(Closable):
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         self.device = "CPU (LiteRT, XNNPACK delegate)"
 
+    def _call(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
+        return {name: np.array(value) for name, value in self.signature(**feed).items()}
+
     def _invoke(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """One call through the interpreter itself, so that its tensors can be read afterwards."""
         interpreter = self.interpreter
         feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
         for name, (index, _) in self.inputs.items():
             interpreter.resize_tensor_input(index, feed[name].shape)
         interpreter.allocate_tensors()
-        # Fused LSTM states are variable tensors that keep the last invoke's final state; every
-        # case is an independent sequence, so start from zeros as the source does.
-        interpreter.reset_all_variables()
         for name, (index, _) in self.inputs.items():
             interpreter.set_tensor(index, feed[name])
         interpreter.invoke()
@@ -79,17 +80,17 @@ class TfliteRunner(Closable):
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         size = next(iter(inputs.values())).shape[0]
         if self.batch is None or size == self.batch:
-            return self._invoke(inputs)
+            return self._call(inputs)
         chunks = []
         for start in range(0, size, self.batch):
             rows = np.arange(start, start + self.batch).clip(max=size - 1)
-            out = self._invoke({name: value[rows] for name, value in inputs.items()})
+            out = self._call({name: value[rows] for name, value in inputs.items()})
             chunks.append({name: value[: size - start] for name, value in out.items()})
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def close(self) -> None:
         # LiteRT frees an interpreter's buffers when the last reference to it goes.
-        self.interpreter = None
+        self.signature = self.interpreter = None
 
 
 class TfliteProbe(Closable):

@@ -1,4 +1,4 @@
-"""Target plugin for TFLite flatbuffers: builtin ops, dynamic time, fixed batch, LiteRT runner."""
+"""Target plugin for TFLite flatbuffers: builtin ops, any batch and length, no state between calls, LiteRT runner."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ QUANTIZATIONS = ("float16", "dynamic-range")
 
 @dataclass(frozen=True)
 class TfliteOptions:
-    """How a TFLite file is written. The converter needs a fixed batch (time stays dynamic)."""
+    """How a TFLite file is written: any batch and any length unless a batch is fixed."""
 
-    batch: int = option(1, "Fixed batch of TFLite exports (time stays dynamic); larger batches run in chunks.",
-                        minimum=1)
+    batch: int | None = option(None, "Fix the batch of TFLite exports (default: any batch); a file with a fixed "
+                               "batch runs larger batches in chunks.", kind=int, minimum=1)
     quantize: str | None = option(None, "Quantize TFLite weights; validated with that quantization's own tolerance.",
                                   kind=str, choices=QUANTIZATIONS)
     select_ops: bool = option(False, "Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex "
@@ -38,7 +38,7 @@ QUANTIZED_TOLERANCE = {
 
 class TfliteTarget(Target):
     name = "tflite"
-    description = "TFLite flatbuffer, builtin ops, fused LSTM kernels, any length at a fixed batch, LiteRT"
+    description = "TFLite flatbuffer, builtin ops, stateless fused kernels and loops, any batch and length, LiteRT"
     suffix = ".tflite"
     streams = True
     Options = TfliteOptions
@@ -78,6 +78,9 @@ class TfliteTarget(Target):
             "quantize": meta.get("quantize"),
             "ops": ops,
             "recurrent_ops": {op: n for op, n in ops.items() if op in RECURRENT_OPS},
+            "stateless": meta.get("stateless", False),
+            "forms": meta.get("forms", {}),
             "fused": meta.get("fused", {}),
             "not_fused": meta.get("not_fused", {}),
+            **({"batch_fixed_because": meta["batch_fixed_because"]} if meta.get("batch_fixed_because") else {}),
         }

@@ -1,10 +1,12 @@
-"""Writing a TFLite export: the RecurrentModel traced at a fixed batch with fusable LSTMs in the
-form the converter fuses, converted with builtin ops, then patched and given rnnexport's metadata."""
+"""Writing a TFLite export: the RecurrentModel traced at any batch with its recurrent layers in the
+forms of `layers`, converted with builtin ops from a SavedModel (the converter keeps the fused-kernel
+stubs only on that path), the stubs replaced by LiteRT's kernels, and rnnexport's metadata added."""
 
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from rnnexport.version import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
-from rnnexport_converters.tflite.files import METADATA_NAME, step_file
-from rnnexport_converters.tflite.fusion import fused_lstm, unfusable
+from rnnexport_converters.tflite.files import KERNELS, METADATA_NAME, step_file
+from rnnexport_converters.tflite.layers import Layers
+from rnnexport_converters.tflite.surgery import replace_stubs
 from rnnexport_converters.tflite.target import TfliteOptions
 
 
@@ -33,62 +36,12 @@ def _blocking_message(log: str, options: TfliteOptions) -> str:
     return f"the TFLite converter failed: {(lines or log.strip().splitlines() or ['unknown error'])[0]}"
 
 
-def _unshare_variable_tensors(model: Any) -> int:
-    """Give every stateful operand (a fused LSTM's state) a tensor of its own.
-
-    The converter merges equal constants, so a fused LSTM's zero state can be the very tensor
-    another op reads as its own zero input (a GRU loop's initial state of the same shape); the
-    LSTM then overwrites that op's input with its final state. Returns how many were split.
-    """
-    import copy
-
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    split = 0
-    for subgraph in model.subgraphs:
-        for index, tensor in enumerate(subgraph.tensors):
-            if not tensor.isVariable:
-                continue
-            users = [(op, slot) for op in subgraph.operators for slot, i in enumerate(op.inputs) if i == index]
-            for op, slot in users[1:]:
-                clone = copy.deepcopy(tensor)
-                buffer = schema.BufferT()
-                buffer.data = copy.deepcopy(model.buffers[tensor.buffer].data)
-                model.buffers.append(buffer)
-                clone.buffer = len(model.buffers) - 1
-                subgraph.tensors.append(clone)
-                op.inputs[slot] = len(subgraph.tensors) - 1
-                split += 1
-    return split
-
-
-def _unclip_fused_lstms(model: Any) -> int:
-    """Turn off the cell clipping the converter gives every fused Keras LSTM.
-
-    The converter sets `cell_clip=10` on each UNIDIRECTIONAL_SEQUENCE_LSTM it makes from a Keras
-    LSTM, which Keras never clips: once a cell state passes 10 (long sequences, forget bias
-    1) the export drifts. 0 means no clipping. Returns how many ops were changed.
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    changed = 0
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            options = op.builtinOptions
-            if isinstance(options, schema.UnidirectionalSequenceLSTMOptionsT) and options.cellClip:
-                options.cellClip = 0.0
-                changed += 1
-    return changed
-
-
 def _finish(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
-    """Split shared state tensors, unclip fused LSTMs, store rnnexport's metadata."""
+    """Store rnnexport's metadata in the flatbuffer."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    _unshare_variable_tensors(model)
-    _unclip_fused_lstms(model)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
@@ -99,9 +52,8 @@ def _finish(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions) -> bytes:
+def _converter(converter: Any, options: TfliteOptions) -> bytes:
     tf = tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model.module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if options.select_ops:
         converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -115,31 +67,73 @@ def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions
         raise ExportError(_blocking_message(str(exc), options), log=str(exc)) from None
 
 
+def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions) -> bytes:
+    return _converter(tensorflow().lite.TFLiteConverter.from_concrete_functions(functions, model.module), options)
+
+
+def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions) -> bytes:
+    """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs."""
+    tf = tensorflow()
+    holder = tf.Module()
+    holder.model_variables = list(model.module.variables)
+    with tempfile.TemporaryDirectory(prefix="rnnexport-tflite-") as tmp:
+        tf.saved_model.save(holder, tmp, signatures={"serving_default": function.get_concrete_function()})
+        return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
+
+
+def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, dict[str, Any]]:
+    """The full-sequence flatbuffer and what its metadata says about each recurrent layer.
+
+    At any batch unless `--batch` fixes one. A layer the forms of `layers` were not given (the
+    source kept it) runs as the source's own loop, whose tensor lists the converter can only
+    lower at a fixed batch: then the batch is fixed at 1 and the metadata says why."""
+    layers = Layers()
+    function, kept = model.trace_with(layers, options.batch)
+    batch, fixed_because = options.batch, ""
+    try:
+        flatbuffer = _convert_saved(function, model, options)
+    except ExportError:
+        if options.batch is not None or not kept:
+            raise
+        layers = Layers()
+        function, kept = model.trace_with(layers, 1)
+        batch, fixed_because = 1, "the source keeps its own loop for " + ", ".join(sorted(kept))
+        flatbuffer = _convert_saved(function, model, options)
+    fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
+    not_fused = {**{name: reason for name, reason in layers.reasons.items() if name not in fused}, **kept}
+    for recurrence in model.recurrences:
+        if recurrence.name not in fused and recurrence.name not in not_fused:
+            not_fused[recurrence.name] = "not replaced while tracing"
+    meta = {
+        "batch": batch,
+        "batch_fixed_because": fixed_because,
+        "stateless": True,
+        "fused": fused,
+        "forms": {name: ("loop" if name in layers.reasons else "fused") for name in layers.forms},
+        "not_fused": not_fused,
+    }
+    return replace_stubs(flatbuffer, layers.stubs), meta
+
+
 def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: bool) -> None:
     """Write `model` to `path` (and its streaming file beside it when asked)."""
     if model.trace_with is None:
-        raise ExportError(f"{model.info.path}: this source cannot be traced at a fixed batch for TFLite")
-    # The converter needs static TensorList element shapes and initial states: fix the batch.
-    function, kept = model.trace_with(fused_lstm, options.batch)
-    not_fused = {r.name: kept.get(r.name) or unfusable(r) for r in model.recurrences
-                 if kept.get(r.name) or unfusable(r)}
+        raise ExportError(f"{model.info.path}: this source cannot be traced for TFLite")
+    flatbuffer, layers = _sequence_file(model, options)
     meta = {
         "version": __version__,
         "source": model.info.path,
         "source_kind": model.info.kind,
-        "batch": options.batch,
         "quantize": options.quantize,
         "select_ops": options.select_ops,
     }
-    path.write_bytes(_finish(_convert([function.get_concrete_function()], model, options), {
-        **meta,
-        "fused": {r.name: "UNIDIRECTIONAL_SEQUENCE_LSTM" for r in model.recurrences if r.name not in not_fused},
-        "not_fused": not_fused,
-    }))
+    path.write_bytes(_finish(flatbuffer, {**meta, **layers}))
     if streaming:
         entry_points = model.streaming()
+        step_batch = options.batch or 1
         # The converter names each signature after its function: `step` and `initial_state`.
-        functions = [entry_points.trace_step(options.batch).get_concrete_function(),
+        functions = [entry_points.trace_step(step_batch).get_concrete_function(),
                      entry_points.initial_state.get_concrete_function()]
         streamed = _convert(functions, model, options)
-        step_file(path).write_bytes(_finish(streamed, {**meta, "states": [s.name for s in entry_points.states]}))
+        step_file(path).write_bytes(_finish(streamed, {**meta, "batch": step_batch,
+                                                       "states": [s.name for s in entry_points.states]}))

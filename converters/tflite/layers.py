@@ -1,0 +1,247 @@
+"""Recurrent layers in the forms TFLite runs fast, at any batch, with no state kept between calls.
+
+Two forms, chosen per layer by `form`:
+
+- **loop**: the input projection of every step is one matrix product over the whole sequence,
+  then a `WHILE` loop of builtin ops runs only the recurrent part. Nothing in it is a variable
+  tensor, so every call starts from the initial state, and no shape in it is fixed. It computes
+  everything a Keras or TF1 layer may ask for: masks with Keras's semantics (holes included),
+  initial states, `go_backwards`, returned states, peepholes, clipping and projection. A
+  returned sequence is written step by step into a buffer the loop carries, which LiteRT copies
+  on every step: fine for short sequences, quadratic for long ones.
+- **fused**: a stub that the converter keeps as one custom op, which `surgery` replaces with
+  LiteRT's `UNIDIRECTIONAL_SEQUENCE_LSTM` or `UNIDIRECTIONAL_SEQUENCE_RNN` kernel. Those write
+  the whole sequence in one pass, so they are the form for returned sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rnnexport.model import DirectionWeights, LayerCall, Recurrence
+from rnnexport.tf import tensorflow
+
+STUB_PREFIX = "RnnexportRecurrence"
+# The activations LiteRT's fused sequence kernels compute (their `fused_activation_function`);
+# their gates are always the logistic sigmoid.
+FUSED_ACTIVATIONS = ("tanh", "relu", "linear")
+
+
+@dataclass(frozen=True)
+class Stub:
+    """One fused kernel to put in place of custom op `name`: the weights of one direction of
+    `recurrence`, run forwards over the custom op's first input."""
+
+    name: str
+    recurrence: Recurrence
+    weights: DirectionWeights
+
+
+def _activation(name: str) -> Any:
+    tf = tensorflow()
+    return {
+        "tanh": tf.tanh,
+        "sigmoid": tf.sigmoid,
+        "relu": tf.nn.relu,
+        "linear": lambda x: x,
+        "hard_sigmoid": lambda x: tf.nn.relu6(x + 3.0) / 6.0,
+        "hard_sigmoid_keras2": lambda x: tf.clip_by_value(0.2 * x + 0.5, 0.0, 1.0),
+    }[name]
+
+
+def fusable(recurrence: Recurrence, call: LayerCall) -> str:
+    """Why this layer is not given a fused kernel (empty: it is)."""
+    if recurrence.cell == "gru":
+        return "LiteRT has no fused GRU kernel"
+    if not recurrence.return_sequences:
+        return "only its last step is used: the loop form is faster than the fused kernel there"
+    if recurrence.return_state:
+        return "it returns its final states, which the fused kernel does not"
+    if call.mask is not None:
+        return "its input is masked, which the fused kernel does not model"
+    if call.initial_state is not None:
+        return "it is given an initial state"
+    if recurrence.go_backwards:
+        return "go_backwards=True"
+    if recurrence.activation not in FUSED_ACTIVATIONS:
+        return f"the fused kernel has no {recurrence.activation} activation"
+    if recurrence.cell == "lstm" and recurrence.recurrent_activation != "sigmoid":
+        return f"the fused kernel's gates are sigmoid, not {recurrence.recurrent_activation}"
+    if any(w.peepholes is not None or w.projection is not None for w in recurrence.directions) or recurrence.cell_clip:
+        return "peepholes, projection or clipping run in the loop form"
+    return ""
+
+
+class Layers:
+    """The replacement a TFLite export is traced with; remembers which stubs it emitted and why
+    each layer got the form it did."""
+
+    def __init__(self) -> None:
+        self.stubs: dict[str, Stub] = {}
+        self.forms: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+
+    def __call__(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+        reason = fusable(recurrence, call)
+        self.forms[recurrence.name] = "loop" if reason else "fused"
+        if reason:
+            self.reasons[recurrence.name] = reason
+            return loop_layer(recurrence, inputs, call)
+        return self._fused(recurrence, inputs)
+
+    def _stub(self, recurrence: Recurrence, weights: DirectionWeights, inputs: Any) -> Any:
+        tf = tensorflow()
+        name = f"{STUB_PREFIX}{len(self.stubs)}"
+        self.stubs[name] = Stub(name, recurrence, weights)
+        units = recurrence.units
+        signature = f'name: "{name}" attr {{key: "tfl_fusable_op" value {{ b: true }} }}'
+
+        # The body only gives the converter the result's shape and keeps the batch size as an
+        # operand: the fused kernel's zero state is filled to [batch, units] from it.
+        @tf.function(experimental_implements=signature)
+        def stub(x: Any, state_shape: Any) -> Any:
+            shape = tf.concat([tf.shape(x)[:2], state_shape[1:]], axis=0)
+            return tf.zeros(shape, x.dtype)
+
+        return stub(inputs, tf.stack([tf.shape(inputs)[0], units]))
+
+    def _fused(self, recurrence: Recurrence, inputs: Any) -> Any:
+        tf = tensorflow()
+        forward = self._stub(recurrence, recurrence.directions[0], inputs)
+        if not recurrence.bidirectional:
+            return forward
+        backward = tf.reverse(self._stub(recurrence, recurrence.directions[1], tf.reverse(inputs, [1])), [1])
+        return _merge(recurrence.merge_mode, forward, backward)
+
+
+def _merge(mode: str | None, forward: Any, backward: Any) -> Any:
+    tf = tensorflow()
+    if mode == "concat":
+        return tf.concat([forward, backward], axis=-1)
+    if mode == "sum":
+        return forward + backward
+    if mode == "mul":
+        return forward * backward
+    if mode == "ave":
+        return (forward + backward) / 2.0
+    return [forward, backward]
+
+
+def _cell(recurrence: Recurrence, weights: DirectionWeights) -> Any:
+    """One step of the recurrence from the projected input: (x_t, h, c) -> (h, c)."""
+    tf = tensorflow()
+    act = _activation(recurrence.activation)
+    gate = _activation(recurrence.recurrent_activation)
+    recurrent = tf.constant(weights.recurrent_kernel)
+    units = recurrence.units
+    if recurrence.cell == "rnn":
+        return lambda x, h, c: (act(x + tf.matmul(h, recurrent)), c)
+    if recurrence.cell == "gru" and recurrence.reset_after:
+        recurrent_bias = tf.constant(weights.recurrent_bias)
+
+        def gru(x: Any, h: Any, c: Any) -> Any:
+            xz, xr, xh = tf.split(x, 3, axis=1)
+            hz, hr, hh = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, axis=1)
+            z, r = gate(xz + hz), gate(xr + hr)
+            return z * h + (1.0 - z) * act(xh + r * hh), c
+
+        return gru
+    if recurrence.cell == "gru":
+        gates_kernel, candidate_kernel = tf.constant(weights.recurrent_kernel[:, : 2 * units]), tf.constant(
+            weights.recurrent_kernel[:, 2 * units:])
+
+        def gru_v1(x: Any, h: Any, c: Any) -> Any:
+            xz, xr, xh = tf.split(x, 3, axis=1)
+            hz, hr = tf.split(tf.matmul(h, gates_kernel), 2, axis=1)
+            z, r = gate(xz + hz), gate(xr + hr)
+            return z * h + (1.0 - z) * act(xh + tf.matmul(r * h, candidate_kernel)), c
+
+        return gru_v1
+    peepholes, projection = weights.peepholes, weights.projection
+    cell_clip, proj_clip = recurrence.cell_clip, recurrence.proj_clip
+
+    def lstm(x: Any, h: Any, c: Any) -> Any:
+        i, f, g, o = tf.split(x + tf.matmul(h, recurrent), 4, axis=1)
+        if peepholes is not None:
+            i, f = i + peepholes[0] * c, f + peepholes[1] * c
+        c = gate(f) * c + gate(i) * act(g)
+        if cell_clip:
+            c = tf.clip_by_value(c, -cell_clip, cell_clip)
+        if peepholes is not None:
+            o = o + peepholes[2] * c
+        h = gate(o) * act(c)
+        if projection is not None:
+            h = tf.matmul(h, tf.constant(projection))
+            if proj_clip:
+                h = tf.clip_by_value(h, -proj_clip, proj_clip)
+        return h, c
+
+    return lstm
+
+
+def _direction(recurrence: Recurrence, weights: DirectionWeights, inputs: Any, mask: Any, initial: Any,
+               backwards: bool, zero_masked_output: bool) -> tuple[Any, Any, Any]:
+    """One direction as a loop: (sequence [batch, time, out] or None, h, c)."""
+    tf = tensorflow()
+    from tensorflow.compiler.tf2xla.ops.gen_xla_ops import xla_dynamic_update_slice
+
+    step = _cell(recurrence, weights)
+    need_sequence = recurrence.return_sequences
+    batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    projected = tf.matmul(inputs, tf.constant(weights.kernel)) + tf.constant(weights.input_bias)
+    projected = tf.transpose(projected, [1, 0, 2])
+    steps = None if mask is None else tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+    if backwards:
+        projected = tf.reverse(projected, [0])
+        steps = None if steps is None else tf.reverse(steps, [0])
+    out_size = weights.recurrent_kernel.shape[0]
+    h = tf.zeros(tf.stack([batch, out_size]), inputs.dtype)
+    c = tf.zeros(tf.stack([batch, recurrence.units]), inputs.dtype)
+    if initial is not None:
+        h = initial[0] + h
+        if recurrence.cell == "lstm":
+            c = initial[1] + c
+    sequence = tf.zeros(tf.stack([length if need_sequence else 0, batch, out_size]), inputs.dtype)
+
+    def body(t: Any, h: Any, c: Any, sequence: Any) -> Any:
+        new_h, new_c = step(tf.gather(projected, t), h, c)
+        out = new_h
+        if steps is not None:
+            keep = tf.gather(steps, t)[:, None]
+            out = tf.where(keep, new_h, tf.zeros_like(new_h) if zero_masked_output else h)
+            new_h, new_c = tf.where(keep, new_h, h), tf.where(keep, new_c, c)
+        if need_sequence:
+            sequence = xla_dynamic_update_slice(sequence, out[None], tf.stack([t, 0, 0]))
+        return t + 1, new_h, new_c, sequence
+
+    _, h, c, sequence = tf.while_loop(lambda t, *_: t < length, body, [tf.constant(0), h, c, sequence])
+    return (tf.transpose(sequence, [1, 0, 2]) if need_sequence else None), h, c
+
+
+def loop_layer(recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+    """The layer's outputs, as Keras returns them, from loops with hoisted input projections."""
+    tf = tensorflow()
+    mask, initial = call.mask, call.initial_state
+    # At a masked step a Keras layer returns its previous output, except that Bidirectional
+    # makes both its layers return zeros there when they return sequences.
+    zero_masked = recurrence.bidirectional and recurrence.return_sequences
+    states = 2 if recurrence.cell == "lstm" else 1
+    backwards = recurrence.go_backwards
+    results = []
+    for index, weights in enumerate(recurrence.directions):
+        given = None if initial is None else tuple(initial[index * states:(index + 1) * states])
+        results.append(_direction(recurrence, weights, inputs, mask, given, backwards or index == 1, zero_masked))
+    outputs = []
+    for index, (sequence, h, _) in enumerate(results):
+        if not recurrence.return_sequences:
+            outputs.append(h)
+        else:
+            # A Bidirectional layer turns its backward sequence back into input order.
+            outputs.append(tf.reverse(sequence, [1]) if index == 1 else sequence)
+    merged = outputs[0] if len(outputs) == 1 else _merge(recurrence.merge_mode, *outputs)
+    if not recurrence.return_state:
+        return merged
+    finals = [state for _, h, c in results for state in ((h, c) if states == 2 else (h,))]
+    return [*(merged if isinstance(merged, list) else [merged]), *finals]
+
