@@ -110,12 +110,21 @@ class DirectionWeights:
 
     Gate order along the last axis: LSTM i, f, c, o; GRU z, r, h; simple RNN one block.
     `recurrent_bias` is zero except for GRUs with `reset_after=True`.
+
+    LSTMs only, as TF1's `LSTMCell` computes them (None: the cell has none):
+    `peepholes` [3, units], rows i, f, o (`w_i_diag`, `w_f_diag`, `w_o_diag`): the input and
+    forget gates add `peepholes[0] * c_prev` and `peepholes[1] * c_prev` before their activation,
+    the output gate adds `peepholes[2] * c` with the new cell state `c`.
+    `projection` [units, num_proj]: the output and the recurrent state `h` are
+    `(o * tanh(c)) @ projection`, so `recurrent_kernel` is [num_proj, 4 * units].
     """
 
     kernel: np.ndarray
     recurrent_kernel: np.ndarray
     input_bias: np.ndarray
     recurrent_bias: np.ndarray
+    peepholes: np.ndarray | None = None
+    projection: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,12 @@ class Recurrence:
     """A recurrent layer as targets see it: cell kind, direction, activations and weights.
 
     `directions` holds the forward weights, then the backward ones for bidirectional layers.
-    `unfusable` says why a target cannot emit this layer as one fused op (empty: it can).
+    `go_backwards` (one direction only): the layer reads the sequence from its last step to its
+    first and returns its outputs in that reversed order, as Keras's `go_backwards=True` does.
+    `cell_clip` (LSTMs, TF1 `LSTMCell`): the new cell state is clipped to [-cell_clip, cell_clip]
+    before the output gate reads it; `proj_clip` clips the projected output the same way.
+    `unfusable` says why no target can emit this layer as one fused op (empty: some target may;
+    each target still checks what its own fused op can compute).
     """
 
     name: str
@@ -136,6 +150,9 @@ class Recurrence:
     return_state: bool = False
     merge_mode: str | None = None
     reset_after: bool = False
+    go_backwards: bool = False
+    cell_clip: float | None = None
+    proj_clip: float | None = None
     unfusable: str = ""
 
     @property
@@ -143,9 +160,26 @@ class Recurrence:
         return len(self.directions) == 2
 
 
-# Given a recurrence and its input tensor [batch, time, features], return what the layer returns,
-# or None to keep the layer's own computation.
-Replacement = Callable[[Recurrence, Any], Any]
+@dataclass(frozen=True)
+class LayerCall:
+    """How a recurrent layer is called at one place in the traced graph, besides its input.
+
+    `mask` is the bool [batch, time] mask Keras gives the layer (None: none); `lengths` is the
+    int32 [batch] count of each row's leading unmasked steps, computed in the graph from `mask`
+    (it equals the mask only when the mask has no holes: a False followed by a True in a row).
+    `initial_state` holds the tensors the layer starts from, in Keras's order (LSTM h, c; a
+    bidirectional layer the forward states, then the backward ones); None: zeros.
+    """
+
+    lengths: Any = None
+    mask: Any = None
+    initial_state: tuple[Any, ...] | None = None
+
+
+# Given a recurrence, its input tensor [batch, time, features] and how it is called, return what
+# the layer returns; or a `str` saying why the layer keeps its own computation (recorded as the
+# reason, by layer name); or None to keep it with no reason of the replacement's own.
+Replacement = Callable[[Recurrence, Any, LayerCall], Any]
 
 
 # A step entry point returns the state after its chunk under the state's name with this suffix.
@@ -209,8 +243,8 @@ class RecurrentModel:
 
     `trace_with(replacement, batch)` traces the same function, at a fixed batch if given, with
     each recurrent layer computed by `replacement` instead where the layer can be and the
-    replacement returns outputs (None keeps the layer). It returns the `tf.function` and, per
-    layer the source kept, the reason. Targets use it to emit fused recurrent ops.
+    replacement returns outputs (a `str` or None keeps the layer). It returns the `tf.function`
+    and, per layer the source kept, the reason. Targets use it to emit fused recurrent ops.
 
     `streaming()` builds the step entry points of a causal model (once; later calls return the
     same); it is None when the model cannot stream, and `not_streamable` says why, naming the layer.

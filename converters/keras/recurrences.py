@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.model import DirectionWeights, Recurrence, Replacement
+from rnnexport.model import DirectionWeights, LayerCall, Recurrence, Replacement
+from rnnexport.tf import tensorflow
 
 CELLS = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "SimpleRNN": ("rnn", 1)}
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -68,12 +69,10 @@ def describe(layer: Any) -> Recurrence:
         forward, backward = layers
         if type(forward) is not type(backward) or forward.get_config()["units"] != backward.units:
             reasons.append("its backward layer differs from its forward layer")
-        if layer.merge_mode not in MERGE_MODES:
-            reasons.append(f"merge_mode={layer.merge_mode} returns the directions separately")
-        if layer.return_state:
-            reasons.append("a bidirectional layer with return_state")
-    elif first.go_backwards:
-        reasons.append("go_backwards=True returns the outputs in reverse order")
+        if layer.merge_mode not in (*MERGE_MODES, None):
+            reasons.append(f"merge_mode={layer.merge_mode} is not one Keras defines")
+        if forward.go_backwards or not backward.go_backwards:
+            reasons.append("its directions do not read the sequence forwards, then backwards")
     return Recurrence(
         name=layer.name,
         cell=cell,
@@ -85,31 +84,45 @@ def describe(layer: Any) -> Recurrence:
         return_state=bool(getattr(layer, "return_state", False)),
         merge_mode=layer.merge_mode if bidirectional else None,
         reset_after=bool(getattr(first.cell, "reset_after", False)),
+        go_backwards=bool(first.go_backwards) and not bidirectional,
         unfusable="; ".join(reasons),
     )
+
+
+def leading_lengths(mask: Any) -> Any:
+    """Per row of a bool [batch, time] mask, the count of its leading True steps (int32 [batch])."""
+    tf = tensorflow()
+    masked_so_far = tf.cumsum(tf.cast(tf.logical_not(mask), tf.int32), axis=1)
+    return tf.reduce_sum(tf.cast(tf.equal(masked_so_far, 0), tf.int32), axis=1)
+
+
+def layer_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> LayerCall:
+    """The `LayerCall` of a Keras RNN or Bidirectional `call(sequences, initial_state, mask, ...)`."""
+    mask = kwargs.get("mask")
+    given = kwargs.get("initial_state", args[0] if args else None)
+    if given is not None and not isinstance(given, (list, tuple)):
+        given = [given]
+    return LayerCall(lengths=None if mask is None else leading_lengths(mask), mask=mask,
+                     initial_state=None if given is None else tuple(given))
 
 
 @contextlib.contextmanager
 def replaced(layers: Iterable[Any], replacement: Replacement, left: dict[str, str]) -> Iterator[None]:
     """While tracing, compute each layer with `replacement` where it can be; record in `left`
-    why the others keep their own computation."""
+    why the others keep their own computation (the recurrence's `unfusable`, or the reason the
+    replacement returned)."""
     patched = []
     for layer in layers:
         recurrence = describe(layer)
         original = layer.call
 
         def call(inputs: Any, *args: Any, _rec: Recurrence = recurrence, _orig: Any = original, **kwargs: Any) -> Any:
-            reason = _rec.unfusable
-            if not reason and kwargs.get("mask") is not None:
-                reason = ("its input is masked: a fused op only models trailing padding, the loop keeps "
-                          "Keras's masking exactly")
-            if not reason and (args or kwargs.get("initial_state") is not None):
-                reason = "it is given an initial state"
-            if reason:
-                left[_rec.name] = reason
+            outputs = _rec.unfusable or replacement(_rec, inputs, layer_call(args, kwargs))
+            if isinstance(outputs, str):
+                left[_rec.name] = outputs
+            if outputs is None or isinstance(outputs, str):
                 return _orig(inputs, *args, **kwargs)
-            outputs = replacement(_rec, inputs)
-            return _orig(inputs, *args, **kwargs) if outputs is None else outputs
+            return outputs
 
         # An instance attribute shadows the class's call for this tracing only.
         layer.call = call

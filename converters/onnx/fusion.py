@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.model import Recurrence
+from rnnexport.model import LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 STUB_PREFIX = "RnnexportFused"
@@ -81,6 +81,20 @@ def output_widths(recurrence: Recurrence) -> list[int]:
     return [width] + [units] * states
 
 
+def _not_yet_fused(recurrence: Recurrence, call: LayerCall) -> str:
+    if call.mask is not None:
+        return "its input is masked: a fused op only models trailing padding, the loop keeps Keras's masking exactly"
+    if call.initial_state is not None:
+        return "it is given an initial state"
+    if recurrence.go_backwards:
+        return "go_backwards=True returns the outputs in reverse order"
+    if recurrence.bidirectional and recurrence.merge_mode is None:
+        return "merge_mode=None returns the directions separately"
+    if recurrence.bidirectional and recurrence.return_state:
+        return "a bidirectional layer with return_state"
+    return ""
+
+
 class FusedOps:
     """Collects stubs while a RecurrentModel is traced; converts them during tf2onnx's pass."""
 
@@ -91,7 +105,10 @@ class FusedOps:
     def fused(self) -> dict[str, str]:
         return {r.name: OP_TYPES[r.cell] for r in self.stubs.values()}
 
-    def stub(self, recurrence: Recurrence, inputs: Any) -> Any:
+    def stub(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+        reason = _not_yet_fused(recurrence, call)
+        if reason:
+            return reason
         tf = tensorflow()
         tag = f"{STUB_PREFIX}{len(self.stubs)}"
         self.stubs[tag] = recurrence

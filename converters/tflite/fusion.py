@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from rnnexport.model import DirectionWeights, Recurrence
+from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 
@@ -61,10 +61,18 @@ def _direction(weights: DirectionWeights, inputs: Any, units: int) -> tuple[Any,
     return last, sequence
 
 
-def fused_lstm(recurrence: Recurrence, inputs: Any) -> Any:
-    """The layer's outputs from fused LSTM functions, or None to keep the layer as it is."""
+def fused_lstm(recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+    """The layer's outputs from fused LSTM functions, or why the layer keeps its own loop."""
     if unfusable(recurrence):
         return None
+    if call.mask is not None:
+        return "its input is masked; the fused LSTM here models no mask"
+    if call.initial_state is not None:
+        return "it is given an initial state; the fused LSTM here starts from zeros"
+    if recurrence.go_backwards:
+        return "go_backwards=True; the fused LSTM here reads forwards"
+    if recurrence.bidirectional and recurrence.merge_mode is None:
+        return "merge_mode=None returns the directions separately; the fused LSTM here merges them"
     tf = tensorflow()
     forward_last, forward_sequence = _direction(recurrence.directions[0], inputs, recurrence.units)
     if not recurrence.bidirectional:
