@@ -5,28 +5,32 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
-import uuid
+import signal
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rnnexport import plugins, tolerance
+from rnnexport.console import native_logs_off, native_stderr_silenced
 from rnnexport.device import Device, resolve_device
-from rnnexport.errors import NotRunnableError, OutputExistsError, UnsupportedModelError, UserError, one_line
+from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
-from rnnexport.plan import SourceLike, as_source, label as _label, plan_exports
+from rnnexport.plan import PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
 from rnnexport.plugins import ExportDetails, OpenedSource, Target
 from rnnexport.reports import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
 
 # progress(message, done, total): total == 0 announces a stage, otherwise counts cases.
 Progress = Callable[[str, int, int], None]
+# Room left on the disk per export beyond its weights: the graph, signatures and metadata.
+SPACE_MARGIN = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,8 @@ def inspect(source: SourceLike, options: SourceOptions = SourceOptions()) -> Sou
     >>> rnnexport.inspect("samples/gru_fixed.keras").fixed_length
     50
     """
-    return _open(as_source(source), options).info
-
-
-def _install(built: Path, dest: Path, force: bool) -> None:
-    """Move a complete export into place; an existing one is removed only after that succeeds."""
-    old = None
-    if dest.exists():
-        if not force:
-            raise OutputExistsError(f"{dest}: already exists; pass --force to overwrite")
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-        dest.rename(old)
-    built.rename(dest)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    with native_stderr_silenced(native_logs_off()):
+        return _open(as_source(source), options).info
 
 
 def _broken(exc: Exception) -> str:
@@ -159,6 +151,54 @@ def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
     return ParityReport(device=device.label, seed=options.sweep.seed, versions=versions(), environment=environment())
 
 
+@dataclass
+class _Ready:
+    """A source read and checked, with what its exports and its sweep need."""
+
+    planned: PlannedSource
+    opened: OpenedSource
+    model: Any
+
+
+def _ready(planned: PlannedSource, options: ConvertOptions, validate: bool) -> _Ready:
+    """Everything about one source that can fail before an export is written: reading it, its
+    model, its streaming entry points, and the cases its sweep will run."""
+    label = planned.label
+    opened = _open(planned.source, options.source)
+    if not opened.info.exportable:
+        raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
+    model = opened.recurrent_model()
+    if options.export.streaming and model.streaming is None:
+        raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
+    if validate:
+        info, sweep = opened.info, options.validation.sweep
+        cases = build_cases(info.inputs, info.fixed_length, sweep, info.min_length)
+        if options.export.streaming:
+            build_stream_cases(info.inputs, info.fixed_length, sweep)
+        if all(c.length is not None and c.length < info.min_length for c in cases):
+            lengths = ", ".join(str(length) for length in sorted({c.length for c in cases}))
+            raise UserError(f"{label}: the source needs at least {info.min_length} steps, so no case of the sweep "
+                            f"(length {lengths}) could be checked; ask for longer lengths")
+    return _Ready(planned, opened, model)
+
+
+def _nbytes(variable: Any) -> int:
+    dtype = getattr(variable.dtype, "as_numpy_dtype", variable.dtype)
+    return int(np.prod(variable.shape)) * np.dtype(dtype).itemsize
+
+
+def _check_space(directory: Path, ready: Sequence[_Ready], streaming: bool) -> None:
+    """Refuse when the disk holding `directory` has less room than the exports' weights take, in
+    each format (twice over when streaming, which writes two entry points), with a margin."""
+    weights = sum(_nbytes(v) for r in ready for v in r.model.module.variables)
+    needed = sum(len(r.planned.exports) for r in ready) * (weights * (2 if streaming else 1) + SPACE_MARGIN)
+    existing = next(p for p in [directory, *directory.parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserError(f"{directory}: {free / 2**20:.1f} MiB free on this disk, the exports need about "
+                        f"{needed / 2**20:.1f} MiB")
+
+
 def convert(
     sources: SourceLike | Sequence[SourceLike],
     out: str | Path,
@@ -167,47 +207,90 @@ def convert(
 ) -> ConvertResult:
     """Export each source to each target under `out`, then run the parity sweep on every file.
 
+    Everything that can be checked without exporting (the sources, the options, the `data`
+    arrays and lengths of the sweep, the destinations and the free space) is checked before the
+    first byte is written. `out` ending in a target's suffix names the one export of one source.
+
     >>> result = rnnexport.convert("samples/lstm_variable.keras", "exports")
     >>> [a.path.name for a in result.artifacts], result.report.passed
     (['lstm_variable.savedmodel'], True)
     """
+    with native_stderr_silenced(native_logs_off()):
+        return _convert(sources, out, options, progress)
+
+
+def _convert(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions,
+             progress: Progress | None) -> ConvertResult:
     plan = plan_exports(sources, out, options)
-    out, streaming = Path(out), options.export.streaming
+    streaming = options.export.streaming
     tolerance.check_targets(options.validation.tolerance, (t.name for t in plugins.targets()))
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None
     result = ConvertResult(report=_new_report(device, options.validation) if device else None)
-    out.mkdir(parents=True, exist_ok=True)
+    ready = []
     for planned in plan:
-        label = planned.label
         if progress:
-            progress(f"reading {label}", 0, 0)
-        opened = _open(planned.source, options.source)
-        if not opened.info.exportable:
-            raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
-        model = opened.recurrent_model()
-        if streaming and model.streaming is None:
-            raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
-        for export in planned.exports:
-            target, dest = export.target, export.path
-            if progress:
-                progress(f"exporting {label} to {target.name}", 0, 0)
-            with tempfile.TemporaryDirectory(dir=out, prefix=".rnnexport-") as tmp:
-                built = Path(tmp) / dest.name
-                target.export(model, built, export.options, streaming)
-                for each in target.files(built, streaming):
-                    _install(each, dest.with_name(each.name), options.force)
-                    result.artifacts.append(Artifact(label, target.name, dest.with_name(each.name)))
-        if device is not None:
-            if progress:
-                progress(f"validating {label}", 0, 0)
-            dests = [(export.target, export.path) for export in planned.exports]
-            checked = _validate_opened(opened, label, dests, device, options.validation, progress)
-            for (target, dest), export in zip(dests, checked):
-                target.record_parity(dest, export.summary())
-            result.report.exports += checked
+            progress(f"reading {planned.label}", 0, 0)
+        ready.append(_ready(planned, options, device is not None))
+    _check_space(plan.directory, ready, streaming)
+    try:
+        with Writing(plan.directory) as writing:
+            # Every export is built before the first is installed: one the target cannot write
+            # leaves none behind.
+            with writing.temporary() as tmp:
+                built = [_build(each, Path(tmp) / str(i), options, progress) for i, each in enumerate(ready)]
+                for each, files in zip(ready, built):
+                    for target, each_file, dest in files:
+                        writing.install(each_file, dest, options.force)
+                        result.artifacts.append(Artifact(each.planned.label, target.name, dest))
+            if device is not None:
+                for each in ready:
+                    _validate_written(each, device, options.validation, result, progress)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
+                          tuple(a.path for a in result.artifacts)) from None
     return result
+
+
+def _naming(exc: UserError, where: str) -> UserError:
+    """`exc` with its message prefixed by what it is about, unless it names that already."""
+    text = str(exc)
+    if not text.startswith(where.split(" to ")[0]):
+        exc.args = (f"{where}: {text}", *exc.args[1:])
+        exc.cli_message = f"{where}: {exc.cli_message}"
+    return exc
+
+
+def _build(ready: _Ready, tmp: Path, options: ConvertOptions, progress: Progress | None
+           ) -> list[tuple[Target, Path, Path]]:
+    """Write each export of a source under `tmp`: (target, file built, its destination)."""
+    label, streaming = ready.planned.label, options.export.streaming
+    built = []
+    for export in ready.planned.exports:
+        target, dest = export.target, export.path
+        if progress:
+            progress(f"exporting {label} to {target.name}", 0, 0)
+        where = tmp / target.name
+        where.mkdir(parents=True)
+        try:
+            target.export(ready.model, where / dest.name, export.options, streaming)
+        except UserError as exc:
+            raise _naming(exc, f"{label} to {target.name}") from None
+        built += [(target, each, dest.with_name(each.name)) for each in target.files(where / dest.name, streaming)]
+    return built
+
+
+def _validate_written(ready: _Ready, device: Device, options: ValidateOptions, result: ConvertResult,
+                      progress: Progress | None) -> None:
+    label = ready.planned.label
+    if progress:
+        progress(f"validating {label}", 0, 0)
+    dests = [(export.target, export.path) for export in ready.planned.exports]
+    checked = _validate_opened(ready.opened, label, dests, device, options, progress)
+    for (target, dest), export in zip(dests, checked):
+        target.record_parity(dest, export.summary())
+    result.report.exports += checked
 
 
 def validate(
@@ -223,6 +306,12 @@ def validate(
     >>> report.passed, report.failures()
     (True, [])
     """
+    with native_stderr_silenced(native_logs_off()):
+        return _validate(source, exports, options, source_options, progress)
+
+
+def _validate(source: SourceLike, exports: Sequence[str | Path], options: ValidateOptions,
+              source_options: SourceOptions, progress: Progress | None) -> ParityReport:
     source = as_source(source)
     paths = [Path(p) for p in exports]
     tolerance.check_targets(options.tolerance, (t.name for t in plugins.targets()))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from rnnexport.cli_options import (
 )
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
-from rnnexport.errors import UserError, one_line
+from rnnexport.errors import Interrupted, UserError, one_line
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -36,32 +38,57 @@ class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Say what an interrupted run left complete; the exit code a shell gives a signal's death."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    completed = [str(path) for path in getattr(exc, "completed", ())]
+    done = (f"complete: {', '.join(completed)}; nothing else was left under an export's name" if completed
+            else "no export was complete, none was left under its name")
+    click.echo(f"Interrupted by {signal.Signals(signum).name}: {done}; no report was written", err=True)
+    # Graphs cut short mid-trace make TensorFlow log unused TensorArrays at exit: noise after the verdict.
+    logging.getLogger("tensorflow").disabled = True
+    return 128 + signum
+
+
 def _run(fn: Callable[..., int]) -> Callable[..., None]:
     """Turn the library's typed errors into one-line messages and exit codes."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         debug = click.get_current_context().find_root().params.get("debug", False)
-        with native_stderr_silenced(not debug):
-            try:
-                code = fn(*args, **kwargs)
-            except UserError as exc:
-                if debug:
-                    traceback.print_exc()
-                    if getattr(exc, "log", ""):
-                        click.echo(exc.log, err=True)
-                raise BadInput(str(exc)) from None
-            except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug in rnnexport: one line unless --debug
-                if debug:
-                    traceback.print_exc()
-                click.echo(
-                    f"Error: internal error: {one_line(exc)}"
-                    " (run with --debug for the traceback, and please report it)",
-                    err=True,
-                )
-                sys.exit(EXIT_INTERNAL)
+        # SIGTERM unwinds like Ctrl-C: temporary directories removed, the output directory unlocked.
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        try:
+            with native_stderr_silenced(not debug):
+                try:
+                    code = fn(*args, **kwargs)
+                except UserError as exc:
+                    if debug:
+                        traceback.print_exc()
+                        if getattr(exc, "log", ""):
+                            click.echo(exc.log, err=True)
+                    raise BadInput(exc.cli_message) from None
+                except KeyboardInterrupt as exc:
+                    if debug:
+                        traceback.print_exc()
+                    code = _interrupted(exc)
+                except (click.ClickException, click.exceptions.Exit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug in rnnexport: one line unless --debug
+                    if debug:
+                        traceback.print_exc()
+                    click.echo(
+                        f"Error: internal error: {one_line(exc)}"
+                        " (run with --debug for the traceback, and please report it)",
+                        err=True,
+                    )
+                    code = EXIT_INTERNAL
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         sys.exit(code)
 
     return wrapper
@@ -73,14 +100,28 @@ def _config(params: dict[str, Any]) -> Config:
     return config.load(params["config"], Path.cwd()) or Config(path=Path("pyproject.toml"))
 
 
-def _emit(report: Any, params: dict[str, Any], config: Config) -> int:
-    writers = {"json": (params["report"], report.write_json), "junit": (params["junit"], report.write_junit),
-               "markdown": (params["markdown"], report.write_markdown), "html": (params["html"], report.write_html)}
+REPORTS = {"json": "report", "junit": "junit", "markdown": "markdown", "html": "html"}
+
+
+def _report_paths(params: dict[str, Any], config: Config) -> dict[str, Path]:
+    """Where each report goes, checked writable before any conversion or sweep runs."""
+    from rnnexport.plan import check_writable
     from rnnexport.settings import report_paths
 
-    paths = report_paths({kind: given for kind, (given, _) in writers.items()}, config)
+    paths = report_paths({kind: params[option] for kind, option in REPORTS.items()}, config)
     for kind, path in paths.items():
-        writers[kind][1](path)
+        check_writable(Path(path), f"{kind} report")
+    return paths
+
+
+def _emit(report: Any, params: dict[str, Any], config: Config, paths: dict[str, Path]) -> int:
+    writers = {"json": report.write_json, "junit": report.write_junit, "markdown": report.write_markdown,
+               "html": report.write_html}
+    for kind, path in paths.items():
+        try:
+            writers[kind](path)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write the {kind} report ({exc.strerror or one_line(exc)})") from None
     if params["as_json"]:
         click.echo(report.to_json())
     elif not params["quiet"]:
@@ -104,7 +145,8 @@ def cli(debug: bool) -> None:
       rnnexport convert model.h5 --to savedmodel --out exports/
       rnnexport validate model.h5 exports/model.savedmodel --report parity.json
 
-    Exit codes: 0 every parity check passed, 1 a parity check failed, 2 bad usage or input.
+    Exit codes: 0 every parity check passed, 1 a parity check failed, 2 bad usage or input,
+    3 an internal error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
 
@@ -173,8 +215,9 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--to", "targets", multiple=True, default=("savedmodel",), show_default=True, metavar="TARGET",
               help="Target format (repeatable), or 'all'. See `rnnexport plugins`.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the exports, written as <source stem><target suffix> [config: out].")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Directory for the exports, written as <source stem><target suffix> [config: out]; or, with one "
+                   "source and one target, the export's own path (exports/m.onnx).")
 @click.option("--force", is_flag=True, help="Overwrite existing exports.")
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Run the parity sweep.")
 @target_option_flags
@@ -208,13 +251,14 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
         raise click.UsageError("give --out, or `out` in the config file")
     given = given_settings(params, targets=targets if is_given("targets") else None, out=out)
     export = ExportOptions(target_options=target_values(params), streaming=streaming)
+    paths = _report_paths(params, config)
     converted = convert_models(models, given, config, export, force, validate, progress=_progress(params))
     if not (params["quiet"] or params["as_json"]):
         for artifact in converted.artifacts:
             click.echo(f"wrote {artifact.path}")
     if converted.report is None:
         return 0
-    return _emit(converted.report, params, config)
+    return _emit(converted.report, params, config, paths)
 
 
 @cli.command()
@@ -241,8 +285,9 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
     models = [ModelEntry(source=paths[0], exports=paths[1:])] if paths else list(config.models)
     if not models:
         raise click.UsageError("give SOURCE and EXPORTS, or a config file that lists [[tool.rnnexport.models]]")
+    paths = _report_paths(params, config)
     report = validate_models(models, given_settings(params), config, progress=_progress(params))
-    return _emit(report, params, config)
+    return _emit(report, params, config, paths)
 
 
 def main() -> None:

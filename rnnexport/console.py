@@ -38,6 +38,12 @@ def native_stderr_silenced(enabled: bool) -> Iterator[None]:
         sys.stderr = python_stderr
 
 
+def native_logs_off() -> bool:
+    """Whether the Python API keeps TensorFlow's native logs off the terminal: yes, unless the
+    caller asked for them with TF_CPP_MIN_LOG_LEVEL=0."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"
+
+
 def _writes_to_fd2(stream: TextIO) -> bool:
     try:
         return stream.fileno() == 2

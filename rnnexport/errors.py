@@ -9,7 +9,14 @@ class RnnexportError(Exception):
 
 
 class UserError(RnnexportError):
-    """The input or the request cannot be served; the message says what to change."""
+    """The input or the request cannot be served; the message says what to change.
+
+    `cli_message` says it in the command line's terms where they differ (`--force` for
+    `force=True`)."""
+
+    def __init__(self, message: str, cli_message: str = "") -> None:
+        super().__init__(message)
+        self.cli_message = cli_message or message
 
 
 class SourceError(UserError):
@@ -22,6 +29,15 @@ class UnsupportedModelError(UserError):
 
 class OutputExistsError(UserError):
     """An export would overwrite an existing file or directory."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path}: already exists; pass force=True to overwrite",
+                         f"{path}: already exists; pass --force to overwrite")
+        self.path = path
+
+
+class OutputBusyError(UserError):
+    """Another run is writing to the same output directory."""
 
 
 class ExportError(UserError):
@@ -43,6 +59,16 @@ class DeviceError(UserError):
 
 class PluginError(UserError):
     """No plugin matches the request, or the plugin that matches failed to load."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGINT, SIGTERM) before it finished. `completed` lists the
+    exports installed in full before it; nothing else was left under their names."""
+
+    def __init__(self, signum: int = 2, completed: tuple[object, ...] = ()) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.completed = completed
 
 
 class InternalError(RnnexportError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rnnexport import api, settings
 from rnnexport.config import Config, ModelEntry
-from rnnexport.errors import UserError
+from rnnexport.errors import Interrupted, UserError
 from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
 from rnnexport.plan import export_paths, plan_exports
 from rnnexport.reports import ParityReport
@@ -49,7 +49,10 @@ def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
     plan_exports([m.source for m in models], out, calls[0][0])
     result = api.ConvertResult()
     for options, group in calls:
-        converted = api.convert([m.source for m in group], out, options, progress=progress)
+        try:
+            converted = api.convert([m.source for m in group], out, options, progress=progress)
+        except Interrupted as exc:
+            raise Interrupted(exc.signum, (*(a.path for a in result.artifacts), *exc.completed)) from None
         result.artifacts += converted.artifacts
         result.report = _combine(result.report, converted.report)
     return result

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rnnexport.errors import UserError
+from rnnexport.errors import UserError, one_line
 from rnnexport.model import TensorInfo
 from rnnexport.options import SweepOptions
 
@@ -115,10 +116,13 @@ def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, option
 
 def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single .npy array, not an .npz archive of arrays keyed by input name")
+        with loaded as npz:
             stored = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({one_line(exc, typed=False)})") from None
     names = [spec.name for spec in inputs]
     if len(inputs) == 1 and len(stored) == 1:
         stored = {names[0]: next(iter(stored.values()))}
@@ -137,10 +141,23 @@ def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
                 raise UserError(
                     f"{path}: array '{spec.name}' has size {array.shape[axis]} on axis {axis}, the model expects {size}"
                 )
+        _check_values(path, spec, array)
         arrays[spec.name] = array.astype(spec.dtype)
     first = arrays[names[0]]
     length = first.shape[1] if inputs[0].time_axis == 1 else None
     return Case(f"data {path.name}", "data", first.shape[0], length, arrays)
+
+
+def _check_values(path: Path, spec: TensorInfo, array: np.ndarray) -> None:
+    """Refuse values the input cannot take: another kind of number (float token ids), strings,
+    token ids outside the vocabulary."""
+    if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+        what = "token ids" if spec.vocab_size is not None else f"{spec.dtype} values"
+        raise UserError(f"{path}: array '{spec.name}' holds {array.dtype} values, the model expects {what} "
+                        f"({spec.dtype})")
+    if spec.vocab_size is not None and array.size and (array.min() < 0 or array.max() >= spec.vocab_size):
+        raise UserError(f"{path}: array '{spec.name}' holds token ids from {array.min()} to {array.max()}, the "
+                        f"model's vocabulary has ids 0 to {spec.vocab_size - 1}")
 
 
 def build_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, options: SweepOptions,

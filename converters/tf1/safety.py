@@ -106,9 +106,9 @@ def unsafe(graph_def: Any, fetches: Iterable[str], fed: Iterable[str] = (), rest
     for op in executed(graph_def, fetches, fed, calls):
         if not unsafe_type(op.type):
             continue
-        if op.type in RESTORE_OPS and not op.function and allowed_prefix is not None:
-            if _reads_from(nodes, nodes[op.name].input[0], allowed_prefix):
-                continue
+        if (op.type in RESTORE_OPS and not op.function and allowed_prefix is not None
+                and _reads_from(nodes, nodes[op.name].input[0], allowed_prefix)):
+            continue
         found.append(op)
     return found
 
