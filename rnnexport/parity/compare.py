@@ -67,6 +67,17 @@ def _aligned(value: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _same_nonfinite_cleared(reference: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays with the elements that are NaN in both, or the same infinity, set to 0: a layer
+    that reproduces its source's NaN matches there; the first layer whose NaN or Inf the other
+    side lacks is where the drift starts."""
+    with np.errstate(invalid="ignore"):
+        same = (np.isnan(reference) & np.isnan(value)) | (np.isinf(reference) & (reference == value))
+    if not same.any():
+        return reference, value
+    return np.where(same, 0, reference), np.where(same, 0, value)
+
+
 def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mapping[str, np.ndarray],
                    tolerance: Tolerance) -> tuple[LayerDrift, ...]:
     """Each layer's output against the export's intermediate tensor closest to it. A layer matches
@@ -84,8 +95,9 @@ def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mappi
             aligned = _aligned(value, reference)
             if aligned is None:
                 continue
-            comparison = compare_output(name, reference, aligned, tolerance, time_axis)
-            error = comparison.max_abs if comparison.max_abs is not None and np.isfinite(comparison.max_abs) else np.inf
+            comparison = compare_output(name, *_same_nonfinite_cleared(reference, aligned), tolerance, time_axis)
+            nonfinite = comparison.nonfinite_reference + comparison.nonfinite_export
+            error = comparison.max_abs if comparison.max_abs is not None and not nonfinite else np.inf
             rank = (not comparison.passed, error)
             if best is None or rank < best[0]:
                 best = (rank, comparison, tensor)
@@ -93,6 +105,8 @@ def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mappi
             found.append(LayerDrift(name, kind, None))
         else:
             _, comparison, tensor = best
-            found.append(LayerDrift(name, kind, comparison.passed, comparison.max_abs, comparison.first_bad_step,
-                                    tensor))
+            # Where NaN or Inf is on one side only, the finite elements' error says nothing.
+            nonfinite = comparison.nonfinite_reference + comparison.nonfinite_export
+            found.append(LayerDrift(name, kind, comparison.passed, None if nonfinite else comparison.max_abs,
+                                    comparison.first_bad_step, tensor))
     return tuple(found)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, failing, num
+from rnnexport.reports.text import cases, error, failing
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
@@ -102,7 +102,7 @@ def render(report: ParityReport) -> str:
     esc = _esc
     rows = "".join(
         f"<tr><td>{esc(Path(e.source).name)}</td><td>{esc(e.target)}</td><td><code>{esc(Path(e.path).name)}</code></td>"
-        f"<td>{cases(e)}</td><td>{num(e.max_abs)}</td><td>{e.tolerance}</td>"
+        f"<td>{cases(e)}</td><td>{error(e)}</td><td>{e.tolerance}</td>"
         f"<td class={e.status.split()[0]}>{e.status}</td></tr>"
         for e in report.exports
     )

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import num
+from rnnexport.reports.text import output_error
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
@@ -45,7 +45,7 @@ def _suite(root: ET.Element, e: ExportResult) -> dict[str, int]:
             ET.SubElement(case, "failure", message=lines[0]).text = "\n".join(lines)
             counts["failures"] += 1
         else:
-            errors = ", ".join(f"{o.name} {num(o.max_abs)}" for o in c.outputs)
+            errors = ", ".join(f"{o.name} {output_error(o)}" for o in c.outputs)
             ET.SubElement(case, "system-out").text = f"{c.reference_method}: max abs err {errors}"
     suite.attrib.update({k: str(v) for k, v in counts.items()})
     return counts

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, failing, num
+from rnnexport.reports.text import cases, error, failing
 
 if TYPE_CHECKING:
     from rnnexport.reports.report import ParityReport
@@ -17,7 +17,7 @@ def render(report: ParityReport) -> str:
              "| source | target | export | cases | max abs err | tolerance | result |",
              "|---|---|---|---|---|---|---|"]
     for e in report.exports:
-        lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {cases(e)} | {num(e.max_abs)} "
+        lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {cases(e)} | {error(e)} "
                      f"| {e.tolerance} | {'✅' if e else '❌'} {e.status} |")
     drifting = [e for e in report.exports if not e]
     if drifting:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, num
+from rnnexport.reports.text import cases, error, num, output_error
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
@@ -44,7 +44,7 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
     if verbose:
         lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
         for c in e.cases:
-            errs = ", ".join(f"{o.name} {num(o.max_abs)}" for o in c.outputs)
+            errs = ", ".join(f"{o.name} {output_error(o)}" for o in c.outputs)
             mark = "skip" if c.skipped else "ok  " if c else "FAIL"
             lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs or c.skipped}")
     if e.drift is not None:
@@ -59,7 +59,7 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
 
 def render(report: ParityReport, verbose: bool = False) -> str:
     header = ("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
-    rows = [(Path(e.source).name, e.target, e.device, cases(e), num(e.max_abs), num(e.max_rel), str(e.tolerance),
+    rows = [(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), str(e.tolerance),
              e.status) for e in report.exports]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
