@@ -42,13 +42,15 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def _interrupted(exc: KeyboardInterrupt) -> int:
+def _interrupted(exc: KeyboardInterrupt, command: str) -> int:
     """Say what an interrupted run left complete; the exit code a shell gives a signal's death."""
     signum = getattr(exc, "signum", signal.SIGINT)
     completed = [str(path) for path in getattr(exc, "completed", ())]
-    done = (f"complete: {', '.join(completed)}; nothing else was left under an export's name" if completed
-            else "no export was complete, none was left under its name")
-    click.echo(f"Interrupted by {signal.Signals(signum).name}: {done}; no report was written", err=True)
+    done = ""
+    if command == "convert":
+        done = (f"complete: {', '.join(completed)}; nothing else was left under an export's name; " if completed
+                else "no export was complete, none was left under its name; ")
+    click.echo(f"Interrupted by {signal.Signals(signum).name}: {done}no report was written", err=True)
     # Graphs cut short mid-trace make TensorFlow log unused TensorArrays at exit: noise after the verdict.
     logging.getLogger("tensorflow").disabled = True
     return 128 + signum
@@ -75,7 +77,7 @@ def _run(fn: Callable[..., int]) -> Callable[..., None]:
                 except KeyboardInterrupt as exc:
                     if debug:
                         traceback.print_exc()
-                    code = _interrupted(exc)
+                    code = _interrupted(exc, fn.__name__)
                 except (click.ClickException, click.exceptions.Exit):
                     raise
                 except Exception as exc:  # noqa: BLE001 - a bug in rnnexport: one line unless --debug
