@@ -84,20 +84,20 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions)
 def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, dict[str, Any]]:
     """The full-sequence flatbuffer and what its metadata says about each recurrent layer.
 
-    At any batch unless `--batch` fixes one. A layer the forms of `layers` were not given (the
-    source kept it) runs as the source's own loop, whose tensor lists the converter can only
-    lower at a fixed batch: then the batch is fixed at 1 and the metadata says why."""
+    At any batch unless `--batch` fixes one. Where the converter cannot convert the model at any
+    batch (a layer the source keeps as its own loop, a TimeDistributed layer: their tensor lists
+    are only lowered at a fixed batch), the batch is fixed at 1 and the metadata says why."""
     layers = Layers()
     function, kept = model.trace_with(layers, options.batch)
     batch, fixed_because = options.batch, ""
     try:
         flatbuffer = _convert_saved(function, model, options)
-    except ExportError:
-        if options.batch is not None or not kept:
+    except ExportError as exc:
+        if options.batch is not None:
             raise
         layers = Layers()
         function, kept = model.trace_with(layers, 1)
-        batch, fixed_because = 1, "the source keeps its own loop for " + ", ".join(sorted(kept))
+        batch, fixed_because = 1, str(exc)
         flatbuffer = _convert_saved(function, model, options)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
     not_fused = {**{name: reason for name, reason in layers.reasons.items() if name not in fused}, **kept}

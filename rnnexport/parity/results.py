@@ -78,7 +78,11 @@ class CaseResult:
     def failures(self) -> list[str]:
         if self.error:
             return [f"{self.case.name}: {self.error}"]
-        return [f"{self.case.name}: output '{o.name}': {o.reason}" for o in self.outputs if not o]
+        # The first case again, right after itself on the same runner: only state kept from the
+        # earlier call can make it fail when the first run passed.
+        why = ("the export keeps state between calls (the same input gave another answer the second "
+               "time); ") if self.case.kind == "again" else ""
+        return [f"{self.case.name}: {why}output '{o.name}': {o.reason}" for o in self.outputs if not o]
 
     def to_dict(self) -> dict[str, Any]:
         return {

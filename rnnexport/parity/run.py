@@ -4,6 +4,7 @@ a value. Comparing is a separate step (`rnnexport.parity.check`), as Polygraphy 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from rnnexport.sweep import Case
 ProgressFn = Callable[[str, int, int], None]
 
 RUN_FAILED = "the export failed to run: "
+# The kind of the case that repeats the first one right after it.
+AGAIN = "again"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,11 +176,16 @@ def run(
     inputs: Sequence[TensorInfo] = (),
     progress: ProgressFn | None = None,
 ) -> RunResults:
-    """Run every case once on the reference and on every export that takes it. `stream_cases` run
-    only when some export streams."""
+    """Run every case once on the reference and on every export that takes it, one after the other
+    on one runner per export with nothing reset in between, as a deployer calls it. The first case
+    runs twice in a row (the second time as kind `again`): a runtime re-allocates, and so resets,
+    only when a shape changes, so an export that keeps state between calls fails there.
+    `stream_cases` run only when some export streams."""
     if not any(e.stream_runner is not None for e in exports):
         stream_cases = ()
     every = [*cases, *stream_cases]
+    if cases:
+        every.insert(1, dataclasses.replace(cases[0], name=f"{cases[0].name}, again", kind=AGAIN))
     expected: list[Expected] = []
     produced: list[list[Produced | None]] = [[] for _ in exports]
     seconds = [0.0 for _ in exports]
