@@ -253,12 +253,12 @@ def _convert(sources: SourceLike | Sequence[SourceLike], out: str | Path, option
     return result
 
 
-def _naming(exc: UserError, where: str) -> UserError:
-    """`exc` with its message prefixed by what it is about, unless it names that already."""
-    text = str(exc)
-    if not text.startswith(where.split(" to ")[0]):
-        exc.args = (f"{where}: {text}", *exc.args[1:])
-        exc.cli_message = f"{where}: {exc.cli_message}"
+def _naming(exc: UserError, label: str, target: str) -> UserError:
+    """`exc` of a target's export, its message prefixed by the source and the target unless it
+    names the source already: every refusal names the file."""
+    if not str(exc).startswith(label):
+        exc.args = (f"{label} to {target}: {exc}", *exc.args[1:])
+        exc.cli_message = f"{label} to {target}: {exc.cli_message}"
     return exc
 
 
@@ -276,7 +276,7 @@ def _build(ready: _Ready, tmp: Path, options: ConvertOptions, progress: Progress
         try:
             target.export(ready.model, where / dest.name, export.options, streaming)
         except UserError as exc:
-            raise _naming(exc, f"{label} to {target.name}") from None
+            raise _naming(exc, label, target.name) from None
         built += [(target, each, dest.with_name(each.name)) for each in target.files(where / dest.name, streaming)]
     return built
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,9 @@ def _run(fn: Callable[..., int]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         debug = click.get_current_context().find_root().params.get("debug", False)
         # SIGTERM unwinds like Ctrl-C: temporary directories removed, the output directory unlocked.
-        previous = signal.signal(signal.SIGTERM, _terminated)
+        # (Only the main thread may set handlers; an embedding program's other threads keep theirs.)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
         try:
             with native_stderr_silenced(not debug):
                 try:
@@ -90,7 +93,8 @@ def _run(fn: Callable[..., int]) -> Callable[..., None]:
                     )
                     code = EXIT_INTERNAL
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(code)
 
     return wrapper
