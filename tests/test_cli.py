@@ -145,7 +145,7 @@ def test_json_report_and_device(tmp_path, lstm_file):
         (export,) = report["exports"]
         assert export["device"] == "CPU (TensorFlow)"
         assert export["reference_device"] == "CPU (TensorFlow eager)"
-        assert [(c["length"], c["batch"]) for c in export["cases"]] == [(1, 2), (9, 2), (300, 2)]
+        assert [(c["length"], c["batch"]) for c in export["cases"]] == [(1, 2), (1, 2), (9, 2), (300, 2)]
 
 
 def test_tolerance_overrides(tmp_path, lstm_file):
@@ -163,8 +163,9 @@ def test_user_data_from_npz(tmp_path, lstm_file):
     result = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "e"), "--json",
                                       "--data", str(tmp_path / "data.npz")])
     assert result.exit_code == 0, result.output
-    (case,) = json.loads(result.output)["exports"][0]["cases"]
+    case, again = json.loads(result.output)["exports"][0]["cases"]
     assert (case["kind"], case["batch"], case["length"]) == ("data", 4, 55)
+    assert (again["kind"], again["batch"], again["length"], again["passed"]) == ("again", 4, 55, True)
     np.savez(tmp_path / "narrow.npz", x=x[..., :3])
     narrow = CliRunner().invoke(cli, ["convert", str(lstm_file), "--out", str(tmp_path / "g"), "--data",
                                       str(tmp_path / "narrow.npz")])
@@ -243,7 +244,7 @@ def test_the_sweep_starts_at_the_shortest_length_the_source_can_run(tmp_path):
     asked = CliRunner().invoke(cli, ["convert", str(tmp_path / "conv.keras"), "--out", str(tmp_path / "e"), "--force",
                                      "--lengths", "1,5", "--to", "onnx"])
     assert asked.exit_code == 0, asked.output
-    assert "2 case(s) not checked: the source needs at least 5 steps, this case has 1" in asked.output
+    assert "3 case(s) not checked: the source needs at least 5 steps, this case has 1" in asked.output
 
 
 def test_export_with_other_inputs_names_the_mismatch(tmp_path, lstm_file):
@@ -268,16 +269,16 @@ def test_junit_report_has_a_case_per_export_and_case(tmp_path):
                                  str(tmp_path / "b.onnx"), "--lengths", "1,9", "--junit", str(junit), "-q"])
     assert result.exit_code == 1, result.output
     root = ET.parse(junit).getroot()
-    assert root.tag == "testsuites" and root.attrib["tests"] == "8" and root.attrib["failures"] == "4"
+    assert root.tag == "testsuites" and root.attrib["tests"] == "10" and root.attrib["failures"] == "5"
     good, bad = root.findall("testsuite")
     assert good.attrib["name"] == "a.keras -> savedmodel a.savedmodel" and good.attrib["failures"] == "0"
     assert [c.attrib["name"] for c in good.findall("testcase")] == [
-        "len=1 batch=1", "len=1 batch=3", "len=9 batch=1", "len=9 batch=3"]
+        "len=1 batch=1", "len=1 batch=1, again", "len=1 batch=3", "len=9 batch=1", "len=9 batch=3"]
     assert all(c.find("failure") is None and "max abs err lstm" in c.find("system-out").text
                for c in good.findall("testcase"))
     properties = {p.attrib["name"]: p.attrib["value"] for p in good.find("properties")}
     assert properties["device"] == "CPU (TensorFlow)" and properties["tolerance"] == "atol 1e-05 rtol 1e-05"
-    assert bad.attrib["failures"] == "4"
+    assert bad.attrib["failures"] == "5"
     failures = [c.find("failure") for c in bad.findall("testcase")]
     assert all(f is not None and "output 'lstm': max abs err" in f.attrib["message"] for f in failures)
     assert all(c.attrib["classname"] == "rnnexport.onnx.a.keras" for c in bad.findall("testcase"))

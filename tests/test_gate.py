@@ -122,7 +122,7 @@ html = "reports/parity.html"
     assert report["passed"] and report["seed"] == 3
     onnx, tflite = report["exports"]
     assert (onnx["target"], tflite["target"]) == ("onnx", "tflite")
-    assert [(c["length"], c["batch"]) for c in onnx["cases"]] == [(1, 2), (5, 2)]
+    assert [(c["length"], c["batch"]) for c in onnx["cases"]] == [(1, 2), (1, 2), (5, 2)]
     assert onnx["tolerance"] == {"atol": 4e-5, "rtol": 1e-5}
     assert tflite["tolerance"] == {"atol": 2e-5, "rtol": 3e-5}
 
@@ -156,7 +156,7 @@ exports = ["{two_layers / 'two.onnx'}"]
     result = CliRunner().invoke(cli, ["validate", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     (export,) = _valid(json.loads(result.output))["exports"]
-    assert [(c["length"], c["batch"]) for c in export["cases"]] == [(7, 1)]
+    assert [(c["length"], c["batch"]) for c in export["cases"]] == [(7, 1), (7, 1)]
 
 
 def test_config_models_read_differently_are_checked_together_before_writing(two_layers, tmp_path):

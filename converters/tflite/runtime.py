@@ -7,6 +7,7 @@ import functools
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,11 @@ class TfliteRunner(Closable):
                 warnings.simplefilter("ignore")
                 self.interpreter = Interpreter(model_path=str(path),
                                                experimental_preserve_all_tensors=preserve_all_tensors)
-            self.signature = self.interpreter.get_signature_runner()
-            inputs, outputs = self.signature.get_input_details(), self.signature.get_output_details()
+            # Only its details here: a live signature runner pins the interpreter's buffers, which
+            # the probe's own resizing needs free.
+            signature = self.interpreter.get_signature_runner()
+            inputs, outputs = signature.get_input_details(), signature.get_output_details()
+            del signature
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text
             raise ExportError(f"{path}: the LiteRT interpreter cannot load it: {one_line(exc, typed=False)}") from None
         batches = {int(d["shape_signature"][0]) for d in inputs.values()}
@@ -47,6 +51,10 @@ class TfliteRunner(Closable):
         self.inputs = {name: (d["index"], d["dtype"]) for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         self.device = "CPU (LiteRT, XNNPACK delegate)"
+
+    @functools.cached_property
+    def signature(self) -> Any:
+        return self.interpreter.get_signature_runner()
 
     def _call(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
@@ -90,7 +98,8 @@ class TfliteRunner(Closable):
 
     def close(self) -> None:
         # LiteRT frees an interpreter's buffers when the last reference to it goes.
-        self.signature = self.interpreter = None
+        self.__dict__.pop("signature", None)
+        self.interpreter = None
 
 
 class TfliteProbe(Closable):
