@@ -134,6 +134,8 @@ class Recurrence:
     `directions` holds the forward weights, then the backward ones for bidirectional layers.
     `go_backwards` (one direction only): the layer reads the sequence from its last step to its
     first and returns its outputs in that reversed order, as Keras's `go_backwards=True` does.
+    `zero_output_for_mask`: a masked step outputs zeros; otherwise (Keras's default for a layer
+    on its own; a Bidirectional sets it when returning sequences) it repeats the last output.
     `cell_clip` (LSTMs, TF1 `LSTMCell`): the new cell state is clipped to [-cell_clip, cell_clip]
     before the output gate reads it; `proj_clip` clips the projected output the same way.
     `unfusable` says why no target can emit this layer as one fused op (empty: some target may;
@@ -151,6 +153,7 @@ class Recurrence:
     merge_mode: str | None = None
     reset_after: bool = False
     go_backwards: bool = False
+    zero_output_for_mask: bool = False
     cell_clip: float | None = None
     proj_clip: float | None = None
     unfusable: str = ""
@@ -167,13 +170,18 @@ class LayerCall:
     `mask` is the bool [batch, time] mask Keras gives the layer (None: none); `lengths` is the
     int32 [batch] count of each row's leading unmasked steps, computed in the graph from `mask`
     (it equals the mask only when the mask has no holes: a False followed by a True in a row).
-    `initial_state` holds the tensors the layer starts from, in Keras's order (LSTM h, c; a
-    bidirectional layer the forward states, then the backward ones); None: zeros.
+    `initial_state` holds the tensors the layer starts from, in Keras's order (LSTM h, c, also
+    for a cell that keeps them as c, h; a bidirectional layer the forward states, then the
+    backward ones); None: zeros. A replacement returns the layer's states in that order too,
+    after its output (after both outputs for a bidirectional layer with `merge_mode=None`).
+    `own()` computes the layer as the source does, outputs in that same order: a replacement
+    that only serves some inputs (a mask without holes) may choose between the two at run time.
     """
 
     lengths: Any = None
     mask: Any = None
     initial_state: tuple[Any, ...] | None = None
+    own: Callable[[], Any] | None = None
 
 
 # Given a recurrence, its input tensor [batch, time, features] and how it is called, return what
@@ -224,13 +232,16 @@ class Streaming:
     `initial_state(batch)` returns the state before the first chunk, keyed by state name.
     `step(*inputs, *states)` runs one chunk of any length, one step included, and returns the
     outputs keyed by output name plus the states after the chunk keyed by their `next_name`.
-    `trace_step(batch)` traces `step` again at a fixed batch (TFLite needs one).
+    `trace_step(batch)` traces `step` again at a fixed batch (TFLite needs one);
+    `trace_step_with(replacement, batch)` traces it with the recurrent layers replaced, as
+    `RecurrentModel.trace_with` does, and returns it with the reasons of the layers kept.
     """
 
     states: tuple[StateInfo, ...]
     initial_state: Any
     step: Any
     trace_step: Callable[[int | None], Any]
+    trace_step_with: Callable[[Replacement | None, int | None], tuple[Any, dict[str, str]]] | None = None
 
 
 @dataclass(frozen=True)

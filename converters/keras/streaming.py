@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.model import StateInfo, Streaming, TensorInfo, state_name
+from rnnexport.model import Replacement, StateInfo, Streaming, TensorInfo, state_name
+from rnnexport_converters.keras import recurrences as keras_recurrences
 from rnnexport.tf import tensorflow
 
 # Layers that compute each time step from that step alone (given the `axis` check below).
@@ -199,6 +200,14 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
     tf = tensorflow()
     states = states_of(model)
 
+    def trace_step_with(replacement: Replacement | None, batch: int | None) -> tuple[Any, dict[str, str]]:
+        left: dict[str, str] = {}
+        if replacement is None:
+            return trace_step(batch), left
+        layers = [layer for layer in recurrent_layers(model) if keras_recurrences.is_recurrent(layer)]
+        with keras_recurrences.replaced(layers, replacement, left):
+            return trace_step(batch), left
+
     def trace_step(batch: int | None) -> Any:
         specs = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype, name=spec.name) for spec in inputs]
         specs += [tf.TensorSpec((batch, s.size), s.dtype, name=s.name) for s in states]
@@ -228,4 +237,4 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
     init.get_concrete_function()
     module.initial_state = init
     module.step = trace_step(None)
-    return Streaming(states, module.initial_state, module.step, trace_step)
+    return Streaming(states, module.initial_state, module.step, trace_step, trace_step_with)
