@@ -346,7 +346,13 @@ def test_signals_kill_and_concurrent_runs(files, tmp_path):
     killed = runs["kill"].pid
     assert [p.name.startswith(f".rnnexport-{killed}-") for p in outs["kill"].iterdir()
             if p.name.startswith(".rnnexport-")] == [True]
-    # Two runs on the directory the killed run left: one writes, the other is refused.
+    # A run killed while replacing exports with --force: one moved aside before its replacement
+    # arrived (put back), one after (removed).
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (outs["kill"] / f".rnnexport-{gone.pid}-old-kept.onnx").write_bytes(b"kept")
+    (outs["kill"] / f".rnnexport-{gone.pid}-old-previous.onnx").write_bytes(b"replaced")
+    # Two runs on the directory the killed runs left: one writes, the other is refused.
     pair = [_convert(outs["kill"], files / "lstm.keras"), _convert(outs["kill"], files / "lstm.keras")]
     results = [(p, *p.communicate(timeout=400)) for p in pair]
     codes = sorted(p.returncode for p, _, _ in results)
@@ -354,7 +360,8 @@ def test_signals_kill_and_concurrent_runs(files, tmp_path):
     refused = next(err for p, _, err in results if p.returncode == 2)
     _one_line_naming(refused, str(outs["kill"]))
     assert "another rnnexport run" in refused or "already exists" in refused
-    assert sorted(p.name for p in outs["kill"].iterdir()) == ["lstm.savedmodel", "previous.onnx"]
+    assert sorted(p.name for p in outs["kill"].iterdir()) == ["kept.onnx", "lstm.savedmodel", "previous.onnx"]
+    assert (outs["kill"] / "kept.onnx").read_bytes() == b"kept"
     assert _snapshot(outs["kill"])["previous.onnx"] == before["previous.onnx"]
     # The Python API keeps TensorFlow's native logs to itself.
     _, stderr = api.communicate(timeout=240)
