@@ -9,7 +9,7 @@ step's summaries, a saver's save function). A checkpoint's own restore is legiti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,11 @@ def _reads_from(nodes: Mapping[str, Any], name: str, prefix: str) -> bool:
     return op == prefix
 
 
-def refuse(path: Path | str, found: Sequence[Found], what: str) -> None:
-    """Raise, naming the first op found, unless there is none."""
+def check(path: Path | str, graph_def: Any, fetches: Iterable[str], options_unsafe: bool, what: str,
+          fed: Iterable[str] = (), restore_from: str = "") -> None:
+    """Refuse a graph whose run of `fetches` would execute an unsafe op, naming the first one,
+    unless `--unsafe`."""
+    found = [] if options_unsafe else unsafe(graph_def, fetches, fed, restore_from)
     if not found:
         return
     others = f" (and {len(found) - 1} more such op(s))" if len(found) > 1 else ""
@@ -130,13 +133,6 @@ def refuse(path: Path | str, found: Sequence[Found], what: str) -> None:
         f"{path}: {what} runs op {found[0].describe()}{others}, which can reach the file system, the network or "
         "Python; rnnexport does not run such a graph from elsewhere. If you trust the file, pass --unsafe "
         "(SourceOptions(unsafe=True) in Python)")
-
-
-def check(path: Path | str, graph_def: Any, fetches: Iterable[str], options_unsafe: bool, what: str,
-          fed: Iterable[str] = (), restore_from: str = "") -> None:
-    """Refuse a graph whose run of `fetches` would execute an unsafe op, unless `--unsafe`."""
-    if not options_unsafe:
-        refuse(path, unsafe(graph_def, fetches, fed, restore_from), what)
 
 
 # Children of a restored resource whose functions TensorFlow's loader calls while loading.
