@@ -44,13 +44,39 @@ def poisoned_checkpoint(source: Path, out: Path, victim: Path, where: str) -> Pa
     return out
 
 
-def poisoned_frozen(source: Path, out: Path, victim: Path, where: str) -> Path:
-    """A copy of frozen graph `source` that writes `victim` when `where` (`output`, `branch`) runs."""
+def _side_effect_nodes(op: str, victim: Path) -> list:
+    """The nodes of one op reaching outside the graph, built by TensorFlow itself, all named under
+    'exfiltrate' (the op itself is 'exfiltrate')."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.name_scope("exfiltrate_inputs"):
+        if op == "ReadFile":
+            tf.io.read_file(str(victim), name="exfiltrate")
+        elif op == "MatchingFiles":
+            tf.io.matching_files(str(victim.parent / "*"), name="exfiltrate")
+        elif op == "PrintV2":
+            tf.raw_ops.PrintV2(input="pwned", output_stream=f"file://{victim}", name="exfiltrate")
+        elif op == "PyFunc":
+            tf.compat.v1.py_func(lambda: victim.write_text("pwned"), [], [], name="exfiltrate")
+    nodes = list(graph.as_graph_def().node)
+    for node in nodes:
+        node.name = node.name.removeprefix("exfiltrate_inputs/")
+        node.input[:] = [i.replace("exfiltrate_inputs/", "") for i in node.input]
+    return nodes
+
+
+def poisoned_frozen(source: Path, out: Path, victim: Path, where: str, op: str = "WriteFile") -> Path:
+    """A copy of frozen graph `source` whose op `op` (WriteFile writes `victim`, the others read
+    files, print to it or run Python) runs when `where` (`output`, `branch`) runs."""
     from tensorflow.core.framework import graph_pb2
 
     graph_def = graph_pb2.GraphDef()
     graph_def.ParseFromString(source.read_bytes())
-    _write_file_nodes(graph_def, victim, "exfiltrate")
+    if op == "WriteFile":
+        _write_file_nodes(graph_def, victim, "exfiltrate")
+    else:
+        graph_def.node.extend(_side_effect_nodes(op, victim))
     if where == "output":
         _depend(graph_def, "y", "exfiltrate")
     out.write_bytes(graph_def.SerializeToString())

@@ -31,6 +31,8 @@ from rnnexport.errors import OutputExistsError
 
 SAMPLES = ROOT / "samples"
 LEFTOVERS = (".rnnexport-", ".rnnexport.lock")
+# Ops that reach files or Python, grafted into a frozen graph's output besides WriteFile.
+SIDE_EFFECTS = ("ReadFile", "MatchingFiles", "PrintV2", "PyFunc")
 
 
 def _keras_files(out: Path) -> None:
@@ -99,6 +101,8 @@ def files(tmp_path_factory) -> Path:
     for where in ("output", "branch"):
         poison.poisoned_frozen(SAMPLES / "unrolled_lstm.pb", out / f"frozen_{where}.pb", victims / f"frozen_{where}",
                                where)
+    for op in SIDE_EFFECTS:
+        poison.poisoned_frozen(SAMPLES / "unrolled_lstm.pb", out / f"frozen_{op}.pb", victims / op, "output", op)
     exports = out / "exports"
     rnnexport.convert(out / "lstm.keras", exports, rnnexport.ConvertOptions(validate=False))
     poison.poisoned_savedmodel(exports / "lstm.savedmodel", out / "savedmodel_output", victims / "savedmodel")
@@ -209,6 +213,8 @@ REFUSED = [
     ("checkpoint whose restore writes a file", ["convert", "{f}/ckpt_restore"], "'exfiltrate' (WriteFile)"),
     ("frozen graph whose output writes a file", ["convert", "{f}/frozen_output.pb"], "'exfiltrate' (WriteFile)"),
     ("SavedModel whose signature writes a file", ["convert", "{f}/savedmodel_output"], "WriteFile"),
+    *((f"frozen graph whose output runs {op}", ["convert", f"{{f}}/frozen_{op}.pb"], f"'exfiltrate' ({op})")
+      for op in SIDE_EFFECTS),
 ]
 
 
