@@ -26,9 +26,9 @@ FUSED = {
     "stacked": {"LSTM": 1, "GRU": 1, "RNN": 1},
     "last_step": {"LSTM": 1},
     "return_state": {"LSTM": 1},
-    "masking": {"Loop": 1},
+    "masking": {"LSTM": 1, "Loop": 1},
     "embedding": {"GRU": 1},
-    "embedding_mask_zero": {"Loop": 1},
+    "embedding_mask_zero": {"LSTM": 1, "Loop": 1},
     "time_distributed": {"RNN": 1},
     "fixed_length": {"GRU": 1},
     "unrolled": {"LSTM": 1, "RNN": 1},
@@ -56,16 +56,19 @@ def test_recurrent_layers_become_fused_ops_and_pass_parity(converted_kinds, kind
     assert export.passed, export.failures()
     assert export.device == "CPU (onnxruntime CPUExecutionProvider)"
     assert export.details["recurrent_ops"] == FUSED[kind]
+    # A Loop only where a masked layer's If runs the layer's own loop for masks with holes.
     all_ops = {n.op_type for n in onnx.load(str(artifact(result, "onnx"))).graph.node}
-    assert ("Loop" in all_ops) == ("Loop" in FUSED[kind])
+    assert "Loop" not in all_ops
+    assert ("If" in all_ops) == ("Loop" in FUSED[kind])
     fixed = rnnexport.inspect(path).fixed_length
     assert max(c.case.length for c in export.cases) >= 4 * (fixed or 32)
 
 
-def test_masked_layers_keep_a_loop_and_say_why(converted_kinds):
+def test_masked_layers_are_fused_with_their_loop_for_masks_with_holes(converted_kinds):
     export = export_result(converted_kinds["masking"][2], "onnx")
-    assert export.details["not_fused"] == {
-        "lstm": "its input is masked: a fused op only models trailing padding, the loop keeps Keras's masking exactly"}
+    assert export.details["not_fused"] == {}
+    assert export.details["fused"] == {
+        "lstm": "LSTM with sequence_lens; the layer's Loop where a mask has holes (an If chooses)"}
     padded = [c for c in export.cases if c.case.kind == "padded"]
     assert padded and all(padded)
 
@@ -100,7 +103,7 @@ def test_file_is_valid_with_named_dynamic_dims_and_metadata(converted_kinds):
     assert meta["rnnexport.version"] == rnnexport.__version__
     assert json.loads(meta["rnnexport.fused"]) == {"gru": "GRU"}
     parity = json.loads(meta["rnnexport.parity"])
-    assert parity["passed"] is True and parity["cases"] == 10 and parity["lengths"] == [1, 2, 7, 32, 128]
+    assert parity["passed"] is True and parity["cases"] == 11 and parity["lengths"] == [1, 2, 7, 32, 128]
 
 
 def test_one_session_serves_every_length_and_batch(converted_kinds):

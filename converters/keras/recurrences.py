@@ -89,7 +89,7 @@ def describe(layer: Any) -> Recurrence:
         reasons.append("its activation has no ONNX equivalent")
     if bidirectional:
         forward, backward = layers
-        if type(forward) is not type(backward) or forward.get_config()["units"] != backward.units:
+        if type(forward.cell) is not type(backward.cell) or forward.cell.units != backward.cell.units:
             reasons.append("its backward layer differs from its forward layer")
         if layer.merge_mode not in (*MERGE_MODES, None):
             reasons.append(f"merge_mode={layer.merge_mode} is not one Keras defines")
@@ -158,9 +158,11 @@ def replaced(layers: Iterable[Any], replacement: Replacement, left: dict[str, st
     for layer in layers:
         original = layer.call
         reverse_states = states_reversed(layer)
+        # Weights are read here: inside the trace they are symbolic.
+        described = describe(layer)
 
         def call(inputs: Any, *args: Any, _layer: Any = layer, _orig: Any = original, _reverse: bool = reverse_states,
-                 _described: Recurrence = describe(layer), **kwargs: Any) -> Any:
+                 _described: Recurrence = described, **kwargs: Any) -> Any:
             recurrence = dataclasses.replace(_described, return_state=bool(getattr(_layer, "return_state", False)))
 
             def own() -> Any:

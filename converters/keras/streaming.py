@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from rnnexport_converters.keras import recurrences as keras_recurrences
 
 from rnnexport.model import Replacement, StateInfo, Streaming, TensorInfo, state_name
-from rnnexport_converters.keras import recurrences as keras_recurrences
 from rnnexport.tf import tensorflow
 
 # Layers that compute each time step from that step alone (given the `axis` check below).

@@ -27,11 +27,16 @@ def set_metadata(proto: Any, values: Mapping[str, str]) -> None:
 
 
 def recurrent_ops(proto: Any) -> dict[str, int]:
-    """Recurrent op types in the main graph (a loop that was not fused shows up as Loop)."""
+    """Recurrent op types in the graph and the branches of its `If` ops (a loop that was not
+    fused shows up as Loop; a masked layer as its fused op and the Loop run for masks with holes)."""
     counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        if node.op_type in RECURRENT_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    graphs = [proto.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            if node.op_type in RECURRENT_OPS:
+                counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            if node.op_type == "If":
+                graphs += [a.g for a in node.attribute if a.name in ("then_branch", "else_branch")]
     return counts
 
 

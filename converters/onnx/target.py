@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.device import Device
-from rnnexport.errors import ExportError
+from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.target_options import option
 from rnnexport.plugins import ExportDetails, Target
@@ -22,6 +22,17 @@ class OnnxOptions:
     """How an ONNX file is written."""
 
     opset: int = option(17, "ONNX opset version.", minimum=13, maximum=18)
+    optimize_for: str = option("batch=1", "The shape the file should run fastest at, as batch=N: each recurrent "
+                               "layer is written in the form (fused op or Loop of MatMuls) measured fastest there.")
+
+    @property
+    def batch(self) -> int:
+        """The batch of `optimize_for`."""
+        key, _, value = self.optimize_for.partition("=")
+        if key.strip() != "batch" or not value.strip().isdigit() or int(value) < 1:
+            raise UserError(f"target 'onnx' option 'optimize_for': expected batch=N with N >= 1, "
+                            f"got {self.optimize_for!r}")
+        return int(value)
 
 
 class OnnxTarget(Target):

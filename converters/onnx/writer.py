@@ -10,13 +10,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rnnexport.version import __version__
+from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
+from rnnexport_converters.onnx.forms import faster_as_loop, to_loop
+from rnnexport_converters.onnx.fusion import FusedOps
+from rnnexport_converters.onnx.target import OnnxOptions
+
 from rnnexport.errors import ExportError, one_line
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.tf import tensorflow
-from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
-from rnnexport_converters.onnx.fusion import FusedOps
-from rnnexport_converters.onnx.target import OnnxOptions
+from rnnexport.version import __version__
 
 
 def _declare_io_shapes(proto: Any, specs: Iterable[TensorInfo]) -> None:
@@ -68,6 +70,19 @@ def _save(proto: Any, path: Path, model: RecurrentModel, meta: Mapping[str, str]
     onnx.save(proto, str(path))
 
 
+def _fastest_forms(proto: Any, fusion: FusedOps, batch: int) -> dict[str, str]:
+    """Rewrite each fused op that runs faster as a Loop at `batch`; return why, by layer."""
+    nodes = {n.name: n for n in proto.graph.node}
+    rewritten = {}
+    for layer, name in fusion.nodes.items():
+        node = nodes.get(name)
+        reason = faster_as_loop(node, batch) if node is not None else ""
+        if reason:
+            to_loop(proto, node)
+            rewritten[layer] = reason
+    return rewritten
+
+
 def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bool) -> None:
     """Write `model` to `path` (and its streaming files beside it when asked)."""
     tensorflow()
@@ -77,20 +92,33 @@ def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bo
     fusion = FusedOps()
     function, not_fused = model.sequence, {}
     if model.trace_with is not None:
-        function, not_fused = model.trace_with(fusion.stub, None)
+        function, not_fused = model.trace_with(fusion, None)
     for recurrence in model.recurrences:
         if recurrence.name not in fusion.fused and recurrence.name not in not_fused:
             not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
     proto = _to_onnx(function, options, fusion.handlers())
+    fused = fusion.fused
+    for layer, reason in _fastest_forms(proto, fusion, options.batch).items():
+        del fused[layer]
+        not_fused[layer] = reason
     _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
-    _save(proto, path, model, {META + "fused": json.dumps(fusion.fused), META + "not_fused": json.dumps(not_fused)})
+    _save(proto, path, model, {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused)})
     if streaming:
         entry_points = model.streaming()
         step_path, initial_path = streaming_files(path)
         states = json.dumps([s.name for s in entry_points.states])
-        step = _to_onnx(entry_points.step, options)
+        step_fusion, step_function, step_left = FusedOps(), entry_points.step, {}
+        if entry_points.trace_step_with is not None:
+            step_function, step_left = entry_points.trace_step_with(step_fusion, None)
+        step = _to_onnx(step_function, options, step_fusion.handlers())
+        step_fused = step_fusion.fused
+        for layer, reason in _fastest_forms(step, step_fusion, options.batch).items():
+            del step_fused[layer]
+            step_left[layer] = reason
         _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(entry_points.states)))
-        _save(step, step_path, model, {META + "entry_point": "step", META + "states": states})
+        _save(step, step_path, model, {META + "entry_point": "step", META + "states": states,
+                                       META + "fused": json.dumps(step_fused),
+                                       META + "not_fused": json.dumps(step_left)})
         initial = _to_onnx(entry_points.initial_state, options)
         _declare_io_shapes(initial, _state_specs(entry_points.states))
         _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states})
