@@ -22,7 +22,7 @@ from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
-from rnnexport.plan import PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
+from rnnexport.plan import Plan, PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
 from rnnexport.plugins import ExportDetails, OpenedSource, Target
 from rnnexport.reports import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
@@ -216,41 +216,59 @@ def convert(
     (['lstm_variable.savedmodel'], True)
     """
     with native_stderr_silenced(native_logs_off()):
-        return _convert(sources, out, options, progress)
+        return prepare(sources, out, options, progress).write(progress)
 
 
-def _convert(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions,
-             progress: Progress | None) -> ConvertResult:
+@dataclass
+class Prepared:
+    """A conversion whose sources are read and checked, nothing written yet: `write` writes it.
+    Several conversions prepared before the first is written fail together, before any byte."""
+
+    plan: Plan
+    options: ConvertOptions
+    device: Device | None
+    ready: list[_Ready]
+
+    def write(self, progress: Progress | None = None) -> ConvertResult:
+        """Build every export, install them, then validate them; interrupted, raise `Interrupted`
+        naming the exports installed."""
+        options, device = self.options, self.device
+        result = ConvertResult(report=_new_report(device, options.validation) if device else None)
+        try:
+            with Writing(self.plan.directory) as writing:
+                # Every export is built before the first is installed: one the target cannot
+                # write leaves none behind.
+                with writing.temporary() as tmp:
+                    built = [_build(each, Path(tmp) / str(i), options, progress) for i, each in enumerate(self.ready)]
+                    for each, files in zip(self.ready, built):
+                        for target, each_file, dest in files:
+                            writing.install(each_file, dest, options.force)
+                            result.artifacts.append(Artifact(each.planned.label, target.name, dest))
+                if device is not None:
+                    for each in self.ready:
+                        _validate_written(each, device, options.validation, result, progress)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(getattr(exc, "signum", signal.SIGINT),
+                              tuple(a.path for a in result.artifacts)) from None
+        return result
+
+
+def prepare(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions = ConvertOptions(),
+            progress: Progress | None = None) -> Prepared:
+    """Read and check everything `convert` needs before it writes: the plan, every source and
+    its model, the sweep's cases, the free space."""
     plan = plan_exports(sources, out, options)
-    streaming = options.export.streaming
     tolerance.check_targets(options.validation.tolerance, (t.name for t in plugins.targets()))
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None
-    result = ConvertResult(report=_new_report(device, options.validation) if device else None)
     ready = []
     for planned in plan:
         if progress:
             progress(f"reading {planned.label}", 0, 0)
         ready.append(_ready(planned, options, device is not None))
-    _check_space(plan.directory, ready, streaming)
-    try:
-        with Writing(plan.directory) as writing:
-            # Every export is built before the first is installed: one the target cannot write
-            # leaves none behind.
-            with writing.temporary() as tmp:
-                built = [_build(each, Path(tmp) / str(i), options, progress) for i, each in enumerate(ready)]
-                for each, files in zip(ready, built):
-                    for target, each_file, dest in files:
-                        writing.install(each_file, dest, options.force)
-                        result.artifacts.append(Artifact(each.planned.label, target.name, dest))
-            if device is not None:
-                for each in ready:
-                    _validate_written(each, device, options.validation, result, progress)
-    except KeyboardInterrupt as exc:
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
-                          tuple(a.path for a in result.artifacts)) from None
-    return result
+    _check_space(plan.directory, ready, options.export.streaming)
+    return Prepared(plan, options, device, ready)
 
 
 def _naming(exc: UserError, label: str, target: str) -> UserError:

@@ -34,8 +34,9 @@ def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
     """Convert every model to the targets and `out` the command line or the config file names.
 
     Models read with the same settings convert in one call, whatever their order; models read
-    with different settings in separate calls, after every destination of every model has been
-    checked, so that nothing is written when one of them would fail."""
+    with different settings in separate calls, every one of them prepared (sources read, data
+    and destinations checked) before the first writes, so that nothing is written when one of
+    them would fail."""
     out = given.out or config.out
     if out is None:
         raise UserError("give --out, or `out` in the config file")
@@ -47,10 +48,11 @@ def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
                              validation=settings.validate_options(given, config, data)), group)
              for (source, data), group in groups.items()]
     plan_exports([m.source for m in models], out, calls[0][0])
+    prepared = [api.prepare([m.source for m in group], out, options, progress) for options, group in calls]
     result = api.ConvertResult()
-    for options, group in calls:
+    for each in prepared:
         try:
-            converted = api.convert([m.source for m in group], out, options, progress=progress)
+            converted = each.write(progress)
         except Interrupted as exc:
             raise Interrupted(exc.signum, (*(a.path for a in result.artifacts), *exc.completed)) from None
         result.artifacts += converted.artifacts

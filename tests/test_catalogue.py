@@ -87,6 +87,10 @@ def _damaged(out: Path) -> None:
     (out / "not_npz.npz").write_bytes(rng.bytes(256))
     (out / "regular_file").write_text("a file where a directory is expected\n")
     (out / "broken.toml").write_text("[tool.rnnexport\nmodels = \n")
+    # Two models read with different settings (convert in separate calls); the second's data is bad.
+    (out / "two_groups.toml").write_text(
+        f'[tool.rnnexport]\nlengths = [3]\nmodels = ["{out / "lstm.keras"}", '
+        f'{{ source = "{out / "tokens.keras"}", data = "{out / "float_ids.npz"}" }}]\n')
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +211,8 @@ REFUSED = [
     ("lengths not numbers", ["convert", "{f}/lstm.keras", "--lengths", "a,b"], "--lengths"),
     ("unknown target option value", ["convert", "{f}/lstm.keras", "--to", "tflite", "--quantize", "int3"], "int3"),
     ("broken config file", ["convert", "--config", "{f}/broken.toml"], "broken.toml"),
+    ("config whose second model's data is bad", ["convert", "--config", "{f}/two_groups.toml", "--out", "{out}"],
+     "float_ids.npz"),
     ("Lambda layer without --unsafe", ["convert", "{f}/lambda.keras"], "lambda.keras: layer 'double'"),
     ("custom class Keras cannot find", ["convert", "{f}/custom.keras"], "custom.keras: layer 'scale'"),
     ("checkpoint whose output writes a file", ["convert", "{f}/ckpt_output"], "'exfiltrate' (WriteFile)"),
