@@ -371,3 +371,24 @@ def test_optimize_for_a_batch_writes_the_form_measured_fastest_there(tmp_path):
     assert batched.details["fused"] == {"lstm": "LSTM"}
     assert batched.details["not_fused"]["rnn"].startswith(
         "a Loop of MatMuls runs faster than onnxruntime's fused RNN kernel at batch 16")
+
+
+def test_optimize_for_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from rnnexport.cli import cli
+
+    keras.utils.set_random_seed(10)
+    i = keras.Input((None, 3), name="x")
+    path = tmp_path / "rnn.keras"
+    keras.Model(i, L.SimpleRNN(4, return_sequences=True, name="rnn")(i)).save(path)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["convert", str(path), "--to", "onnx", "--optimize-for", "batch=64", "--lengths", "3",
+                               "--out", str(tmp_path / "out"), "--json"])
+    assert done.exit_code == 0, done.output
+    details = json.loads(done.output)["exports"][0]["details"]
+    assert details["recurrent_ops"] == {"Loop": 1} and "at batch 64" in details["not_fused"]["rnn"]
+    bad = runner.invoke(cli, ["convert", str(path), "--to", "onnx", "--optimize-for", "64", "--out",
+                              str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    assert "target 'onnx' option 'optimize_for': expected batch=N with N >= 1, got '64'" in bad.output

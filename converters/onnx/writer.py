@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,38 +83,42 @@ def _fastest_forms(proto: Any, fusion: FusedOps, batch: int) -> dict[str, str]:
     return rewritten
 
 
+def _fused(trace: Callable[[FusedOps], tuple[Any, dict[str, str]]],
+           options: OnnxOptions) -> tuple[Any, dict[str, str], dict[str, str]]:
+    """The ONNX proto of a function traced with fused-op stubs, each recurrent layer in its
+    fastest form; the fused layers' ops and the other layers' reasons, by layer."""
+    fusion = FusedOps()
+    function, not_fused = trace(fusion)
+    proto = _to_onnx(function, options, fusion.handlers())
+    fused = fusion.fused
+    for layer, reason in _fastest_forms(proto, fusion, options.batch).items():
+        del fused[layer]
+        not_fused[layer] = reason
+    return proto, fused, not_fused
+
+
 def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bool) -> None:
     """Write `model` to `path` (and its streaming files beside it when asked)."""
     tensorflow()
     # tf2onnx logs every op it cannot map before failing; the one-line error below says it all.
     quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
     logging.getLogger("tf2onnx").setLevel(logging.CRITICAL if quiet else logging.INFO)
-    fusion = FusedOps()
-    function, not_fused = model.sequence, {}
-    if model.trace_with is not None:
-        function, not_fused = model.trace_with(fusion, None)
+    trace_with = model.trace_with
+    proto, fused, not_fused = _fused(
+        lambda fusion: trace_with(fusion, None) if trace_with is not None else (model.sequence, {}), options)
     for recurrence in model.recurrences:
-        if recurrence.name not in fusion.fused and recurrence.name not in not_fused:
+        if recurrence.name not in fused and recurrence.name not in not_fused:
             not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
-    proto = _to_onnx(function, options, fusion.handlers())
-    fused = fusion.fused
-    for layer, reason in _fastest_forms(proto, fusion, options.batch).items():
-        del fused[layer]
-        not_fused[layer] = reason
     _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
     _save(proto, path, model, {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused)})
     if streaming:
         entry_points = model.streaming()
         step_path, initial_path = streaming_files(path)
         states = json.dumps([s.name for s in entry_points.states])
-        step_fusion, step_function, step_left = FusedOps(), entry_points.step, {}
-        if entry_points.trace_step_with is not None:
-            step_function, step_left = entry_points.trace_step_with(step_fusion, None)
-        step = _to_onnx(step_function, options, step_fusion.handlers())
-        step_fused = step_fusion.fused
-        for layer, reason in _fastest_forms(step, step_fusion, options.batch).items():
-            del step_fused[layer]
-            step_left[layer] = reason
+        trace_step_with = entry_points.trace_step_with
+        step, step_fused, step_left = _fused(
+            lambda fusion: trace_step_with(fusion, None) if trace_step_with is not None else (entry_points.step, {}),
+            options)
         _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(entry_points.states)))
         _save(step, step_path, model, {META + "entry_point": "step", META + "states": states,
                                        META + "fused": json.dumps(step_fused),
