@@ -2,6 +2,7 @@
 MatMuls, the form rnnexport chooses for each batch, and the TensorFlow source.
 
     .venv/bin/python benchmarks/onnx_forms.py [--repeats 5] [--units 256] [--features 128]
+        [--kinds lstm,simple_rnn] [--batches 1,16,64] [--lengths 100,1000] [--no-tf]
 
 Each kind (256 units over 128 features) is exported by rnnexport once per `--optimize-for`
 batch (parity checked at short lengths); the loop form is the fused file with each fused op
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--features", type=int, default=128)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
     parser.add_argument("--no-tf", action="store_true", help="leave the TensorFlow column out")
     args = parser.parse_args()
 
@@ -120,11 +123,11 @@ def main() -> None:
         # rnnexport's default (batch=1) file holds every layer fused.
         fused_path, _ = export(model, out / kind, 1)
         loop_path = loop_form(fused_path)
-        for batch in BATCHES:
+        for batch in map(int, args.batches.split(",")):
             chosen_path, details = export(model, out / kind, batch) if batch != 1 else (fused_path, None)
             form = "loop" if details and set(details["recurrent_ops"]) == {"Loop"} else "fused"
             sessions = {"fused": session(fused_path), "loop": session(loop_path), "chosen": session(chosen_path)}
-            for length in LENGTHS:
+            for length in map(int, args.lengths.split(",")):
                 x = np.random.default_rng(length).standard_normal((batch, length, args.features)).astype(np.float32)
                 repeats = max(3, args.repeats // (3 if length * batch >= 16000 else 1))
                 runs = {name: (lambda s=s, x=x: s.run(None, {"features": x})) for name, s in sessions.items()}

@@ -21,6 +21,7 @@ from rnnexport import ConvertOptions, SourceOptions, SweepOptions, ValidateOptio
 from rnnexport.options import ExportOptions
 
 L = keras.layers
+TRAINED_STATE = ("rnnexport_converters.keras.layers:TrainedState",)
 MASKED = "with sequence_lens; the layer's Loop where a mask has holes (an If chooses)"
 
 
@@ -204,7 +205,7 @@ def test_a_trained_initial_state_is_the_fused_ops_initial_state(tmp_path):
     for layer in ("h0", "c0", "g0"):
         state = model.get_layer(layer)
         state.value.assign(np.linspace(-0.9, 0.9, state.size).astype(np.float32))
-    export, path = _convert(model, tmp_path, custom_objects=("rnnexport_converters.keras.layers:TrainedState",))
+    export, path = _convert(model, tmp_path, custom_objects=TRAINED_STATE)
     assert export.details["recurrent_ops"] == {"LSTM": 1, "GRU": 1}
     (lstm,) = _nodes(path, "LSTM")
     (gru,) = _nodes(path, "GRU")
