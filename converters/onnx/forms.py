@@ -22,7 +22,7 @@ LOOPABLE = ("LSTM", "GRU", "RNN")
 # The smallest batch from which a Loop of MatMuls ran faster than onnxruntime's fused kernel, per
 # op type, measured side by side by benchmarks/onnx_forms.py (README, "ONNX export"); an op type
 # not listed was fastest fused at every batch measured.
-LOOP_FROM_BATCH: dict[str, int] = {"RNN": 16}
+LOOP_FROM_BATCH: dict[str, int] = {"RNN": 2}
 
 
 def faster_as_loop(node: Any, batch: int) -> str:
