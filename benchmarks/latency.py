@@ -1,11 +1,14 @@
-"""Median latency of a 256-unit LSTM over 128 features: TensorFlow source versus exports.
+"""Median latency of every recurrent layer kind: the TensorFlow source, ONNX Runtime on the ONNX
+export and LiteRT on the TFLite export, side by side in one run, with the LiteRT / ONNX ratio.
 
-TFLite files have a fixed batch (1 here), so the TFLite column is filled at batch 1 only.
+    .venv/bin/python benchmarks/latency.py [--repeats 9] [--kinds lstm,gru] [--lengths 100,1000]
+                                           [--batches 1,16] [--units 256] [--features 128]
 
-    .venv/bin/python benchmarks/latency.py [--repeats 15]
-
-Exports with rnnexport (parity checked at the benchmarked shapes), then times each runtime on
-the same inputs after a warm-up call, on this machine's CPU.
+Each model (one layer of 256 units over 128 features returning its sequence, unless the kind says
+`last`) is exported with rnnexport and its parity checked at the benchmarked shapes, then every
+runtime is timed on the same inputs after a warm-up call. ONNX Runtime and LiteRT run on one
+thread each (on this shared 2-core machine more threads give noisier, not faster, numbers);
+TensorFlow uses its defaults. Absolute times drift with the machine's load: read the ratios.
 """
 
 from __future__ import annotations
@@ -21,8 +24,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-LENGTHS = (16, 128, 1024)
-BATCHES = (1, 32)
+KINDS = ("lstm", "lstm-last", "gru", "gru-v1", "gru-last", "simple-rnn", "bi-lstm", "bi-gru")
+
+
+def layer(kind: str, units: int):
+    from keras import layers
+
+    sequences = not kind.endswith("-last")
+    if kind.startswith("lstm"):
+        return layers.LSTM(units, return_sequences=sequences)
+    if kind == "gru-v1":
+        return layers.GRU(units, return_sequences=True, reset_after=False)
+    if kind.startswith("gru"):
+        return layers.GRU(units, return_sequences=sequences)
+    if kind == "simple-rnn":
+        return layers.SimpleRNN(units, return_sequences=True)
+    inner = layers.LSTM if kind == "bi-lstm" else layers.GRU
+    # Half the units per direction: the same output width as the one-direction kinds.
+    return layers.Bidirectional(inner(units // 2, return_sequences=True))
 
 
 def median_ms(run, repeats: int) -> float:
@@ -37,52 +56,61 @@ def median_ms(run, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    parser.add_argument("--lengths", default="100,1000")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--units", type=int, default=256)
+    parser.add_argument("--features", type=int, default=128)
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown kinds {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    lengths = tuple(int(v) for v in args.lengths.split(","))
+    batches = tuple(int(v) for v in args.batches.split(","))
 
     import keras
     import onnxruntime as ort
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
 
     import rnnexport
-    from rnnexport_converters.tflite.runtime import TfliteRunner
     from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, 128), name="features")
-    model = keras.Model(inputs, keras.layers.LSTM(256, return_sequences=True, name="lstm")(inputs), name="lstm256")
     out = Path(tempfile.mkdtemp(prefix="rnnexport-bench-"))
-    options = ConvertOptions(targets=("savedmodel", "onnx", "tflite"), validation=ValidateOptions(
-        sweep=SweepOptions(lengths=LENGTHS, batches=BATCHES)))
-    result = rnnexport.convert(model, out, options)
-    paths = {a.target: a.path for a in result.artifacts}
-    errors = {e.target: e.max_abs for e in result.report.exports}
-
-    source = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
-    details = {e.target: e.details for e in result.report.exports}
-    tflite = TfliteRunner(paths["tflite"])
-
-    print(f"LSTM(256) over 128 features, CPU x{os.cpu_count()}, median of {args.repeats} runs, milliseconds")
-    print("parity max abs err over this sweep: "
-          + ", ".join(f"{target} {error:.2e}" for target, error in errors.items())
-          + f" ({'PASS' if result.report.passed else 'FAIL'})")
-    print(f"recurrent ops: ONNX {details['onnx']['recurrent_ops']}, TFLite {details['tflite']['recurrent_ops']}")
-    header = (f"{'batch':>5} {'length':>6} {'TF source':>10} {'ONNX (ORT)':>11} {'TF / ONNX':>10}"
-              f" {'TFLite':>9} {'TF / TFLite':>12}")
+    print(f"{args.units} units over {args.features} features, CPU x{os.cpu_count()}, median of {args.repeats} "
+          "runs, milliseconds; ORT and LiteRT on one thread each")
+    header = (f"{'kind':<11} {'batch':>5} {'length':>6} {'TF':>8} {'ORT':>8} {'LiteRT':>8} {'LiteRT/ORT':>10}"
+              f"  TFLite recurrent ops")
     print(header)
-    print("-" * len(header))
-    for batch in BATCHES:
-        for length in LENGTHS:
-            x = np.random.default_rng(length).standard_normal((batch, length, 128)).astype(np.float32)
-            repeats = max(3, args.repeats // (4 if length * batch >= 8192 else 1))
-            tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
-            onnx_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
-            row = f"{batch:>5} {length:>6} {tf_ms:>10.2f} {onnx_ms:>11.2f} {tf_ms / onnx_ms:>9.1f}x"
-            if batch == 1:
-                tflite_ms = median_ms(lambda x=x: tflite.run({"features": x}), repeats)
-                row += f" {tflite_ms:>9.2f} {tf_ms / tflite_ms:>11.1f}x"
-            print(row)
+    print("-" * (len(header) + 10))
+    for kind in kinds:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((None, args.features), name="features")
+        model = keras.Model(inputs, layer(kind, args.units)(inputs), name=kind.replace("-", "_"))
+        options = ConvertOptions(targets=("onnx", "tflite"), validation=ValidateOptions(
+            sweep=SweepOptions(lengths=(1, 17, max(lengths)), batches=(1, 3))))
+        result = rnnexport.convert(model, out, options)
+        if not result.report.passed:
+            raise SystemExit(f"{kind}: an export fails parity: {result.report.exports}")
+        paths = {a.target: a.path for a in result.artifacts}
+        ops = next(e.details["recurrent_ops"] for e in result.report.exports if e.target == "tflite")
+        source = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        settings = ort.SessionOptions()
+        settings.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(paths["onnx"]), settings, providers=["CPUExecutionProvider"])
+        signature = Interpreter(model_path=str(paths["tflite"]), num_threads=1).get_signature_runner()
+        for batch in batches:
+            for length in lengths:
+                x = np.random.default_rng(length).standard_normal((batch, length, args.features)).astype(np.float32)
+                repeats = max(3, args.repeats // (3 if length * batch >= 8000 else 1))
+                tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
+                ort_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
+                lite_ms = median_ms(lambda x=x: signature(features=x), repeats)
+                ops_text = ", ".join(f"{op} x{n}" for op, n in ops.items())
+                print(f"{kind:<11} {batch:>5} {length:>6} {tf_ms:>8.2f} {ort_ms:>8.2f} {lite_ms:>8.2f} "
+                      f"{lite_ms / ort_ms:>9.2f}x  {ops_text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.device import Device
-from rnnexport.errors import ExportError, one_line
+from rnnexport.errors import ExportError, SourceError, UnsupportedModelError, one_line
 from rnnexport.runner import Arrays, Closable, split_state, state_names
 from rnnexport.tf import tensorflow
 
@@ -19,6 +19,15 @@ STEP, INITIAL_STATE = "step", "initial_state"
 
 
 def load(path: Path) -> Any:
+    """The loaded SavedModel export, once its loading and serving are known not to run an op that
+    reaches files, the network or Python: an export under test is as untrusted as a source."""
+    from rnnexport_converters.savedmodel.contents import SavedModelContents
+
+    if (path / "saved_model.pb").is_file():
+        try:
+            SavedModelContents(path).check_safe(False)
+        except (SourceError, UnsupportedModelError) as exc:
+            raise ExportError(str(exc)) from None
     tf = tensorflow()
     try:
         return tf.saved_model.load(str(path))

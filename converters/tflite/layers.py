@@ -23,6 +23,8 @@ from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 STUB_PREFIX = "RnnexportRecurrence"
+# Steps per chunk of a returned sequence computed in two passes (see `_sequence`).
+CHUNK = 16
 # The activations LiteRT's fused sequence kernels compute (their `fused_activation_function`);
 # their gates are always the logistic sigmoid.
 FUSED_ACTIVATIONS = ("tanh", "relu", "linear")
@@ -180,52 +182,107 @@ def _cell(recurrence: Recurrence, weights: DirectionWeights) -> Any:
     return lstm
 
 
-def _direction(recurrence: Recurrence, weights: DirectionWeights, inputs: Any, mask: Any, initial: Any,
-               backwards: bool, zero_masked_output: bool) -> tuple[Any, Any, Any]:
-    """One direction as a loop: (sequence [batch, time, out] or None, h, c)."""
+def _masked_step(step: Any, zero_masked_output: bool) -> Any:
+    """`step` that leaves the state as it was where `keep` is False, and returns there the previous
+    output (or zeros) as a masked Keras layer does: (x, h, c, keep) -> (out, h, c)."""
+    tf = tensorflow()
+
+    def masked(x: Any, h: Any, c: Any, keep: Any) -> Any:
+        new_h, new_c = step(x, h, c)
+        if keep is None:
+            return new_h, new_h, new_c
+        keep = keep[:, None]
+        out = tf.where(keep, new_h, tf.zeros_like(new_h) if zero_masked_output else h)
+        return out, tf.where(keep, new_h, h), tf.where(keep, new_c, c)
+
+    return masked
+
+
+def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any]:
+    """The state after the whole sequence, from a loop that carries nothing else."""
+    tf = tensorflow()
+
+    def body(t: Any, h: Any, c: Any) -> Any:
+        _, h, c = step(tf.gather(projected, t), h, c, None if steps is None else tf.gather(steps, t))
+        return t + 1, h, c
+
+    _, h, c = tf.while_loop(lambda t, *_: t < tf.shape(projected)[0], body, [tf.constant(0), h, c])
+    return h, c
+
+
+def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
+    """Every step's output [time, batch, out] and the final state, in two passes.
+
+    A loop that carries the outputs costs a copy of all of them per step in LiteRT, so the
+    sequence is cut into chunks of CHUNK steps: the first pass runs the recurrence carrying only
+    the state, keeping the state at the start of each chunk (a loop over chunks around a loop
+    over their steps); the second runs every chunk at once from those states, the chunks side by
+    side in the batch, CHUNK steps written out one after the other. The second pass repeats the
+    first's arithmetic on the same values, so both give the same outputs."""
     tf = tensorflow()
     from tensorflow.compiler.tf2xla.ops.gen_xla_ops import xla_dynamic_update_slice
 
-    step = _cell(recurrence, weights)
-    need_sequence = recurrence.return_sequences
-    batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    length, batch, width = tf.shape(projected)[0], tf.shape(h)[0], projected.shape[-1]
+    chunks = (length + CHUNK - 1) // CHUNK
+    padding = chunks * CHUNK - length
+    # Steps past the end are masked: the state carries through them unchanged.
+    valid = tf.ones(tf.stack([length, batch]), tf.bool) if steps is None else steps
+    valid = tf.reshape(tf.pad(valid, [[0, padding], [0, 0]]), tf.stack([chunks, CHUNK, batch]))
+    chunked = tf.reshape(tf.pad(projected, [[0, padding], [0, 0], [0, 0]]), tf.stack([chunks, CHUNK, batch, width]))
+
+    def chunk_body(j: Any, h: Any, c: Any, starts_h: Any, starts_c: Any) -> Any:
+        starts_h = xla_dynamic_update_slice(starts_h, h[None], tf.stack([j, 0, 0]))
+        starts_c = xla_dynamic_update_slice(starts_c, c[None], tf.stack([j, 0, 0]))
+        h, c = _last_step(step, tf.gather(chunked, j), tf.gather(valid, j), h, c)
+        return j + 1, h, c, starts_h, starts_c
+
+    starts_h = tf.zeros(tf.concat([[chunks], tf.shape(h)], 0), h.dtype)
+    starts_c = tf.zeros(tf.concat([[chunks], tf.shape(c)], 0), c.dtype)
+    _, h, c, starts_h, starts_c = tf.while_loop(
+        lambda j, *_: j < chunks, chunk_body, [tf.constant(0), h, c, starts_h, starts_c])
+    rows = chunks * batch
+    state_h = tf.reshape(starts_h, tf.stack([rows, h.shape[-1]]))
+    state_c = tf.reshape(starts_c, tf.stack([rows, c.shape[-1]]))
+    outputs = []
+    for k in range(CHUNK):
+        x = tf.reshape(chunked[:, k], tf.stack([rows, width]))
+        out, state_h, state_c = step(x, state_h, state_c, tf.reshape(valid[:, k], [rows]))
+        outputs.append(out)
+    # [CHUNK, chunks * batch, out] -> [chunks * CHUNK, batch, out], the padding cut off.
+    stacked = tf.reshape(tf.stack(outputs), tf.stack([CHUNK, chunks, batch, h.shape[-1]]))
+    sequence = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), tf.stack([chunks * CHUNK, batch, h.shape[-1]]))
+    return sequence[:length], h, c
+
+
+def _direction(recurrence: Recurrence, weights: DirectionWeights, inputs: Any, mask: Any, initial: Any,
+               backwards: bool, zero_masked_output: bool) -> tuple[Any, Any, Any]:
+    """One direction as loops: (sequence [batch, time, out] or None, h, c)."""
+    tf = tensorflow()
+    step = _masked_step(_cell(recurrence, weights), zero_masked_output)
+    batch = tf.shape(inputs)[0]
     projected = tf.matmul(inputs, tf.constant(weights.kernel)) + tf.constant(weights.input_bias)
     projected = tf.transpose(projected, [1, 0, 2])
     steps = None if mask is None else tf.transpose(tf.cast(mask, tf.bool), [1, 0])
     if backwards:
         projected = tf.reverse(projected, [0])
         steps = None if steps is None else tf.reverse(steps, [0])
-    out_size = weights.recurrent_kernel.shape[0]
-    h = tf.zeros(tf.stack([batch, out_size]), inputs.dtype)
+    h = tf.zeros(tf.stack([batch, weights.recurrent_kernel.shape[0]]), inputs.dtype)
     c = tf.zeros(tf.stack([batch, recurrence.units]), inputs.dtype)
     if initial is not None:
         h = initial[0] + h
         if recurrence.cell == "lstm":
             c = initial[1] + c
-    sequence = tf.zeros(tf.stack([length if need_sequence else 0, batch, out_size]), inputs.dtype)
-
-    def body(t: Any, h: Any, c: Any, sequence: Any) -> Any:
-        new_h, new_c = step(tf.gather(projected, t), h, c)
-        out = new_h
-        if steps is not None:
-            keep = tf.gather(steps, t)[:, None]
-            out = tf.where(keep, new_h, tf.zeros_like(new_h) if zero_masked_output else h)
-            new_h, new_c = tf.where(keep, new_h, h), tf.where(keep, new_c, c)
-        if need_sequence:
-            sequence = xla_dynamic_update_slice(sequence, out[None], tf.stack([t, 0, 0]))
-        return t + 1, new_h, new_c, sequence
-
-    _, h, c, sequence = tf.while_loop(lambda t, *_: t < length, body, [tf.constant(0), h, c, sequence])
-    return (tf.transpose(sequence, [1, 0, 2]) if need_sequence else None), h, c
+    if not recurrence.return_sequences:
+        return (None, *_last_step(step, projected, steps, h, c))
+    sequence, h, c = _sequence(step, projected, steps, h, c)
+    return tf.transpose(sequence, [1, 0, 2]), h, c
 
 
 def loop_layer(recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
     """The layer's outputs, as Keras returns them, from loops with hoisted input projections."""
     tf = tensorflow()
     mask, initial = call.mask, call.initial_state
-    # At a masked step a Keras layer returns its previous output, except that Bidirectional
-    # makes both its layers return zeros there when they return sequences.
-    zero_masked = recurrence.bidirectional and recurrence.return_sequences
+    zero_masked = recurrence.zero_output_for_mask
     states = 2 if recurrence.cell == "lstm" else 1
     backwards = recurrence.go_backwards
     results = []

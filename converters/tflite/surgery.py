@@ -51,7 +51,10 @@ class _Graph:
         return len(self.subgraph.tensors) - 1
 
     def state(self, name: str, units: int) -> int:
-        return self._tensor(name, (1, units), (-1, units), variable=True)
+        # Declared empty: the interpreter first places variable tensors in its persistent arena,
+        # and the FILL then makes them dynamic; a tensor of size zero there moves nothing else
+        # (a DEQUANTIZE of a constant computes its output into that arena only once).
+        return self._tensor(name, (0, units), (-1, units), variable=True)
 
     def opcode(self, builtin: int) -> int:
         for index, code in enumerate(self.model.operatorCodes):

@@ -78,11 +78,13 @@ class CaseResult:
     def failures(self) -> list[str]:
         if self.error:
             return [f"{self.case.name}: {self.error}"]
-        # The first case again, right after itself on the same runner: only state kept from the
-        # earlier call can make it fail when the first run passed.
-        why = ("the export keeps state between calls (the same input gave another answer the second "
-               "time); ") if self.case.kind == "again" else ""
-        return [f"{self.case.name}: {why}output '{o.name}': {o.reason}" for o in self.outputs if not o]
+        return [f"{self.case.name}: output '{o.name}': {o.reason}" for o in self.outputs if not o]
+
+    def kept_state(self, first: CaseResult) -> bool:
+        """This is the first case again, right after itself on the same runner, and failed where
+        the first run passed with finite outputs: only state kept from that call explains it."""
+        return (self.case.kind == "again" and not self.passed and first.passed
+                and not any(o.nonfinite_export or o.nonfinite_reference for o in self.outputs))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,7 +222,11 @@ class ExportResult(Export):
     def failures(self) -> list[str]:
         if self.error:
             return [self.error]
-        return [line for case in self.cases for line in case.failures()]
+        lines = [line for case in self.cases for line in case.failures()]
+        if any(case.kept_state(self.cases[0]) for case in self.cases):
+            lines.append("the export keeps state between calls: the first case run again right after itself "
+                         "gave another answer")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
