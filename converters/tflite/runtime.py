@@ -126,7 +126,8 @@ class TfliteProbe(Closable):
 
 class TfliteStreamRunner(Closable):
     """The `step` and `initial_state` signatures of `m.step.tflite`, through LiteRT's signature
-    runners. A batch larger than the file's runs in groups of its batch, each with its own state."""
+    runners. A file with a fixed batch runs a larger batch in groups of its batch, each with its
+    own state."""
 
     name = "tflite"
 
@@ -141,7 +142,8 @@ class TfliteStreamRunner(Closable):
             raise ExportError(f"{path}: the LiteRT interpreter cannot load its streaming signatures: "
                               f"{one_line(exc, typed=False)}") from None
         inputs, outputs = self._step.get_input_details(), self._step.get_output_details()
-        self.batch = int(next(iter(inputs.values()))["shape_signature"][0])
+        fixed = int(next(iter(inputs.values()))["shape_signature"][0])
+        self.batch = None if fixed == -1 else fixed
         self.inputs = {name: d["dtype"] for name, d in inputs.items()}
         self.states = state_names(inputs, outputs)
         self.device = "CPU (LiteRT, XNNPACK delegate)"
@@ -152,6 +154,9 @@ class TfliteStreamRunner(Closable):
 
     def step(self, inputs: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
         given = {**inputs, **state}
+        if self.batch is None:
+            out = self._step(**{name: np.asarray(given[name], dtype) for name, dtype in self.inputs.items()})
+            return split_state({name: np.array(value) for name, value in out.items()}, self.states)
         size = next(iter(given.values())).shape[0]
         groups = []
         for start in range(0, size, self.batch):

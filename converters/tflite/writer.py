@@ -130,10 +130,22 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
     path.write_bytes(_finish(flatbuffer, {**meta, **layers}))
     if streaming:
         entry_points = model.streaming()
-        step_batch = options.batch or 1
-        # The converter names each signature after its function: `step` and `initial_state`.
-        functions = [entry_points.trace_step(step_batch).get_concrete_function(),
-                     entry_points.initial_state.get_concrete_function()]
-        streamed = _convert(functions, model, options)
-        step_file(path).write_bytes(_finish(streamed, {**meta, "batch": step_batch,
+        streamed, step_batch = _step_file(entry_points, model, options)
+        step_file(path).write_bytes(_finish(streamed, {**meta, "batch": step_batch, "stateless": True,
                                                        "states": [s.name for s in entry_points.states]}))
+
+
+def _step_file(entry_points: Any, model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, int | None]:
+    """The `step` and `initial_state` signatures (the converter names each after its function),
+    the layers in the loop form, which takes its state from the step's inputs: at any batch
+    unless `--batch` fixes one or the converter needs one (then 1)."""
+    initial = entry_points.initial_state.get_concrete_function()
+    if entry_points.trace_step_with is not None:
+        step, _ = entry_points.trace_step_with(Layers(), options.batch)
+        try:
+            return _convert([step.get_concrete_function(), initial], model, options), options.batch
+        except ExportError:
+            if options.batch is not None:
+                raise
+    step_batch = options.batch or 1
+    return _convert([entry_points.trace_step(step_batch).get_concrete_function(), initial], model, options), step_batch
