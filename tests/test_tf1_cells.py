@@ -38,9 +38,9 @@ def test_projected_lstm_under_dynamic_rnn_frozen_converts_to_onnx_and_tflite(fil
     result = _convert(files / "lstm_projection_dynamic.pb", tmp_path, "onnx", "tflite")
     for target, export, checked in checked_exports(result, 1e-5):
         assert checked == SWEEP, target
-    # No ONNX or TFLite fused LSTM has peepholes with a projection and clips: the cell stays a loop.
+    # ONNX's fused LSTM has no projection, LiteRT's has peepholes, projection and both clips.
     assert export_result(result, "onnx").details["recurrent_ops"] == {"Loop": 1}
-    assert export_result(result, "tflite").details["recurrent_ops"] == {"WHILE": 1}
+    assert export_result(result, "tflite").details["recurrent_ops"] == {"UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
 
 
 @pytest.mark.parametrize("name", ["lstm_projection_dynamic", "lstm_projection_dynamic.pb"])

@@ -21,7 +21,7 @@ from keras_models import KINDS, build, flex_op
 LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 RNN = "UNIDIRECTIONAL_SEQUENCE_RNN"
 # A loop form's returned sequence is two WHILE ops (a loop over chunks around a loop over their
-# steps); its last step alone is one.
+# steps); its last step alone is one. A masked fused layer keeps the loop form for rows with holes.
 RECURRENT = {
     "lstm": {LSTM: 1},
     "gru_reset_after": {"WHILE": 2},
@@ -30,8 +30,8 @@ RECURRENT = {
     "bidirectional_stack": {LSTM: 2, "WHILE": 2},
     "stacked": {LSTM: 1, "WHILE": 3},
     "last_step": {"WHILE": 1},
-    "return_state": {"WHILE": 2},
-    "masking": {"WHILE": 2},
+    "return_state": {LSTM: 1},
+    "masking": {LSTM: 1, "WHILE": 2},
     "embedding": {"WHILE": 2},
     "embedding_mask_zero": {"WHILE": 1},
     "time_distributed": {RNN: 1},
@@ -73,9 +73,88 @@ def test_each_layer_says_which_form_it_runs_in_and_why(converted_kinds):
         "gru": "LiteRT has no fused GRU kernel",
         "rnn": "only its last step is used: the loop form is faster than the fused kernel there",
     }
-    assert export_result(converted_kinds["return_state"][2], "tflite").details["not_fused"] == {
-        "lstm": "it returns its final states, which the fused kernel does not"}
-    assert "masked" in export_result(converted_kinds["masking"][2], "tflite").details["not_fused"]["lstm"]
+    assert export_result(converted_kinds["return_state"][2], "tflite").details["not_fused"] == {}
+    assert export_result(converted_kinds["embedding_mask_zero"][2], "tflite").details["forms"] == {"lstm": "loop"}
+
+
+@pytest.fixture(scope="module")
+def fusable_models(tmp_path_factory):
+    """Layers the fused kernels compute although the converter never fuses them: returned states,
+    go_backwards, a Bidirectional returning both directions and their states, a relu SimpleRNN,
+    masked layers; and TF1 LSTMCells with peepholes, cell_clip and a projection."""
+    import keras
+
+    from conftest import TESTS, run_python
+
+    out = tmp_path_factory.mktemp("fusable")
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    models = {
+        "states": lambda x: list(layers.LSTM(8, return_sequences=True, return_state=True)(x)),
+        "backwards": lambda x: layers.LSTM(8, return_sequences=True, go_backwards=True)(x),
+        "both_directions": lambda x: layers.Bidirectional(
+            layers.LSTM(6, return_sequences=True, return_state=True), merge_mode=None)(x),
+        "relu_rnn_states": lambda x: list(layers.SimpleRNN(8, return_sequences=True, return_state=True,
+                                                           activation="relu")(x)),
+        "masked_lstm": lambda x: layers.LSTM(8, return_sequences=True)(layers.Masking(0.0)(x)),
+    }
+    for name, make in models.items():
+        x = keras.Input((None, 5), name="x")
+        keras.Model(x, make(x)).save(out / f"{name}.keras")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    embedded = layers.Embedding(30, 5, mask_zero=True)(tokens)
+    keras.Model(tokens, layers.SimpleRNN(8, return_sequences=True)(embedded)).save(out / "masked_rnn.keras")
+    run_python(TESTS / "onnx_fusion_helper.py", "write", str(out), legacy_keras=True)
+    return out
+
+
+@pytest.mark.parametrize("name, ops", [
+    ("states.keras", {LSTM: 1}),
+    ("backwards.keras", {LSTM: 1}),
+    ("both_directions.keras", {LSTM: 2}),
+    ("relu_rnn_states.keras", {RNN: 1}),
+    ("masked_lstm.keras", {LSTM: 1, "WHILE": 2}),
+    ("masked_rnn.keras", {RNN: 1, "WHILE": 2}),
+    ("peepholes", {LSTM: 1}),
+    ("peepholes_clipped", {LSTM: 1}),
+    ("projected", {LSTM: 1}),
+])
+def test_fused_kernels_compute_states_directions_masks_and_tf1_cells(fusable_models, tmp_path, name, ops):
+    result = rnnexport.convert(fusable_models / name, tmp_path, ConvertOptions(targets=("tflite",)))
+    export = export_result(result, "tflite")
+    assert export.passed, export.failures()
+    assert export.details["recurrent_ops"] == ops
+    assert export.details["not_fused"] == {} and export.details["batch"] is None
+    assert max(c.case.length for c in export.cases) >= 128
+
+
+@pytest.mark.parametrize("name", ["masked_lstm.keras", "masked_rnn.keras"])
+def test_a_masked_fused_layer_runs_rows_with_holes_as_keras_does(fusable_models, tmp_path, name):
+    """The sweep pads at the end; a mask with a hole (a masked step before an unmasked one) takes
+    the loop form inside the file, and a row of padding only gives what Keras gives."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = keras.models.load_model(fusable_models / name)
+    rnnexport.convert(fusable_models / name, tmp_path, ConvertOptions(
+        targets=("tflite",), validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(1,)))))
+    run = Interpreter(model_path=str(tmp_path / name.replace(".keras", ".tflite"))).get_signature_runner()
+    rng = np.random.default_rng(3)
+    if name == "masked_rnn.keras":
+        x = rng.integers(1, 30, size=(3, 9)).astype(np.int32)
+        x[0, 3:5] = 0
+        x[1, 6:] = 0
+        x[2, :] = 0
+        feed = {"tokens": x}
+    else:
+        x = rng.standard_normal((3, 9, 5)).astype(np.float32)
+        x[0, 3:5] = 0.0
+        x[1, 6:] = 0.0
+        x[2, :] = 0.0
+        feed = {"x": x}
+    for rows in (x, x[1:]):
+        got = next(iter(run(**{k: rows for k in feed}).values()))
+        np.testing.assert_allclose(got, np.asarray(model(rows)), atol=2e-5, rtol=1e-4)
 
 
 def _sample(model, names: list[str], batch: int, length: int, rng) -> dict[str, np.ndarray]:
@@ -175,6 +254,9 @@ def test_the_gate_fails_a_file_that_keeps_state_between_calls(converted_kinds, t
     subgraph = model.subgraphs[0]
     subgraph.operators = [op for op in subgraph.operators
                           if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) != "FILL"]
+    for tensor in subgraph.tensors:
+        if tensor.isVariable:
+            tensor.shape[0] = 1  # the converter's own state tensors: batch 1, zeros until overwritten
     stateful = tmp_path / "stateful.tflite"
     flatbuffer_utils.write_model(model, str(stateful))
     outcome = CliRunner().invoke(cli, ["validate", str(source), str(stateful), "--lengths", "1,5", "--batches", "1"])

@@ -26,7 +26,9 @@ def load(path: Path) -> Any:
     if (path / "saved_model.pb").is_file():
         try:
             SavedModelContents(path).check_safe(False)
-        except (SourceError, UnsupportedModelError) as exc:
+        except SourceError as exc:
+            raise ExportError(f"{path}: cannot load the SavedModel: {str(exc).removeprefix(f'{path}: ')}") from None
+        except UnsupportedModelError as exc:
             raise ExportError(str(exc)) from None
     tf = tensorflow()
     try:

@@ -10,8 +10,10 @@ Two forms, chosen per layer by `form`:
   returned sequence is written step by step into a buffer the loop carries, which LiteRT copies
   on every step: fine for short sequences, quadratic for long ones.
 - **fused**: a stub that the converter keeps as one custom op, which `surgery` replaces with
-  LiteRT's `UNIDIRECTIONAL_SEQUENCE_LSTM` or `UNIDIRECTIONAL_SEQUENCE_RNN` kernel. Those write
-  the whole sequence in one pass, so they are the form for returned sequences.
+  LiteRT's `UNIDIRECTIONAL_SEQUENCE_LSTM` or `UNIDIRECTIONAL_SEQUENCE_RNN` kernel (TF1
+  peepholes, projection and clipping included). Those write the whole sequence in one pass, so
+  they are the form for returned sequences; their final states are read from the kernel's state
+  tensors after it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 STUB_PREFIX = "RnnexportRecurrence"
+# Why a quantized export has no fused kernels: they are put in after the converter has quantized.
+QUANTIZED = "the export is quantized, and the converter quantizes the loop form's weights, not a fused kernel's"
 # Steps per chunk of a returned sequence computed in two passes (see `_sequence`).
 CHUNK = 16
 # The activations LiteRT's fused sequence kernels compute (their `fused_activation_function`);
@@ -58,20 +62,16 @@ def fusable(recurrence: Recurrence, call: LayerCall) -> str:
         return "LiteRT has no fused GRU kernel"
     if not recurrence.return_sequences:
         return "only its last step is used: the loop form is faster than the fused kernel there"
-    if recurrence.return_state:
-        return "it returns its final states, which the fused kernel does not"
-    if call.mask is not None:
-        return "its input is masked, which the fused kernel does not model"
+    if call.mask is not None and (recurrence.bidirectional or recurrence.go_backwards):
+        return "its input is masked and it reads the sequence backwards, which the loop form does exactly"
+    if call.mask is not None and recurrence.return_state:
+        return "its input is masked and it returns its final states, which the fused kernel leaves after the padding"
     if call.initial_state is not None:
         return "it is given an initial state"
-    if recurrence.go_backwards:
-        return "go_backwards=True"
     if recurrence.activation not in FUSED_ACTIVATIONS:
         return f"the fused kernel has no {recurrence.activation} activation"
     if recurrence.cell == "lstm" and recurrence.recurrent_activation != "sigmoid":
         return f"the fused kernel's gates are sigmoid, not {recurrence.recurrent_activation}"
-    if any(w.peepholes is not None or w.projection is not None for w in recurrence.directions) or recurrence.cell_clip:
-        return "peepholes, projection or clipping run in the loop form"
     return ""
 
 
@@ -79,42 +79,75 @@ class Layers:
     """The replacement a TFLite export is traced with; remembers which stubs it emitted and why
     each layer got the form it did."""
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = True) -> None:
+        self.fused = fused
         self.stubs: dict[str, Stub] = {}
         self.forms: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
 
     def __call__(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
-        reason = fusable(recurrence, call)
+        reason = fusable(recurrence, call) or ("" if self.fused else QUANTIZED)
         self.forms[recurrence.name] = "loop" if reason else "fused"
         if reason:
             self.reasons[recurrence.name] = reason
             return loop_layer(recurrence, inputs, call)
+        if call.mask is not None:
+            return self._masked(recurrence, inputs, call)
         return self._fused(recurrence, inputs)
 
+    def _masked(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+        """A masked layer as Keras computes it. Where every row's mask is its leading steps (post-
+        padding), the fused kernel runs over all the steps and the padded ones get what Keras gives
+        them; where some row has a hole, the loop form runs instead (chosen in the graph)."""
+        tf = tensorflow()
+        lengths = call.lengths
+        holes = tf.reduce_any(tf.not_equal(tf.cast(call.mask, tf.bool), tf.sequence_mask(lengths, tf.shape(inputs)[1])))
+
+        def post_padded() -> Any:
+            sequence = self._stub(recurrence, recurrence.directions[0], inputs)[0]
+            valid = tf.expand_dims(tf.sequence_mask(lengths, tf.shape(sequence)[1]), -1)
+            if recurrence.zero_output_for_mask:
+                return tf.where(valid, sequence, tf.zeros_like(sequence))
+            # A masked step repeats the last output; a row with no step at all gives zeros.
+            last = tf.gather(sequence, tf.maximum(lengths - 1, 0), batch_dims=1)
+            last = tf.where(tf.expand_dims(lengths > 0, -1), last, tf.zeros_like(last))
+            return tf.where(valid, sequence, tf.expand_dims(last, 1))
+
+        return tf.cond(holes, lambda: loop_layer(recurrence, inputs, call), post_padded)
+
     def _stub(self, recurrence: Recurrence, weights: DirectionWeights, inputs: Any) -> Any:
+        """The direction's (sequence, h[, c]) from a custom op that `surgery` replaces."""
         tf = tensorflow()
         name = f"{STUB_PREFIX}{len(self.stubs)}"
         self.stubs[name] = Stub(name, recurrence, weights)
-        units = recurrence.units
         signature = f'name: "{name}" attr {{key: "tfl_fusable_op" value {{ b: true }} }}'
+        batch = tf.shape(inputs)[0]
+        shapes = [tf.stack([batch, weights.recurrent_kernel.shape[0]])]
+        if recurrence.cell == "lstm":
+            shapes.append(tf.stack([batch, recurrence.units]))
 
-        # The body only gives the converter the result's shape and keeps the batch size as an
-        # operand: the fused kernel's zero state is filled to [batch, units] from it.
+        # The body only gives the converter the results' shapes. The state shapes [batch, size]
+        # are operands so that the kernel's state tensors can be filled with zeros from them; the
+        # kernel leaves its final state in those tensors, which serve as the op's other results.
         @tf.function(experimental_implements=signature)
-        def stub(x: Any, state_shape: Any) -> Any:
-            shape = tf.concat([tf.shape(x)[:2], state_shape[1:]], axis=0)
-            return tf.zeros(shape, x.dtype)
+        def stub(x: Any, *state_shapes: Any) -> Any:
+            sequence = tf.zeros(tf.concat([tf.shape(x)[:2], state_shapes[0][1:]], axis=0), x.dtype)
+            return (sequence, *(tf.zeros(shape, x.dtype) for shape in state_shapes))
 
-        return stub(inputs, tf.stack([tf.shape(inputs)[0], units]))
+        return stub(inputs, *shapes)
 
     def _fused(self, recurrence: Recurrence, inputs: Any) -> Any:
         tf = tensorflow()
-        forward = self._stub(recurrence, recurrence.directions[0], inputs)
-        if not recurrence.bidirectional:
-            return forward
-        backward = tf.reverse(self._stub(recurrence, recurrence.directions[1], tf.reverse(inputs, [1])), [1])
-        return _merge(recurrence.merge_mode, forward, backward)
+        if recurrence.go_backwards:
+            inputs = tf.reverse(inputs, [1])
+        sequence, *finals = self._stub(recurrence, recurrence.directions[0], inputs)
+        if recurrence.bidirectional:
+            backward, *backward_finals = self._stub(recurrence, recurrence.directions[1], tf.reverse(inputs, [1]))
+            sequence = _merge(recurrence.merge_mode, sequence, tf.reverse(backward, [1]))
+            finals += backward_finals
+        if not recurrence.return_state:
+            return sequence
+        return [*(sequence if isinstance(sequence, list) else [sequence]), *finals]
 
 
 def _merge(mode: str | None, forward: Any, backward: Any) -> Any:
@@ -191,7 +224,7 @@ def _masked_step(step: Any, zero_masked_output: bool) -> Any:
         new_h, new_c = step(x, h, c)
         if keep is None:
             return new_h, new_h, new_c
-        keep = keep[:, None]
+        keep = tf.expand_dims(keep, -1)
         out = tf.where(keep, new_h, tf.zeros_like(new_h) if zero_masked_output else h)
         return out, tf.where(keep, new_h, h), tf.where(keep, new_c, c)
 

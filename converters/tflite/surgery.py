@@ -24,12 +24,12 @@ FUSED_ACTIVATION = {"tanh": "TANH", "relu": "RELU", "linear": "NONE"}
 class _Graph:
     """The main subgraph of a flatbuffer model object, with helpers to add tensors and ops."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, subgraph: Any) -> None:
         from tensorflow.lite.python import schema_py_generated as schema
 
         self.schema = schema
         self.model = model
-        self.subgraph = model.subgraphs[0]
+        self.subgraph = subgraph
 
     def constant(self, name: str, value: np.ndarray) -> int:
         schema = self.schema
@@ -51,10 +51,19 @@ class _Graph:
         return len(self.subgraph.tensors) - 1
 
     def state(self, name: str, units: int) -> int:
-        # Declared empty: the interpreter first places variable tensors in its persistent arena,
-        # and the FILL then makes them dynamic; a tensor of size zero there moves nothing else
-        # (a DEQUANTIZE of a constant computes its output into that arena only once).
+        """A new state tensor of [batch, units], declared empty as `make_state` says why."""
         return self._tensor(name, (0, units), (-1, units), variable=True)
+
+    def make_state(self, index: int, size: int) -> None:
+        """Turn tensor `index` into a kernel's state tensor of [batch, size].
+
+        Declared empty: the interpreter first places variable tensors in its persistent arena,
+        and the FILL then makes them dynamic; a tensor of size zero there moves nothing else (a
+        DEQUANTIZE of a constant computes its output into that arena only once)."""
+        tensor = self.subgraph.tensors[index]
+        tensor.shape = np.array((0, size), dtype=np.int32)
+        tensor.shapeSignature = np.array((-1, size), dtype=np.int32)
+        tensor.isVariable = True
 
     def opcode(self, builtin: int) -> int:
         for index, code in enumerate(self.model.operatorCodes):
@@ -79,48 +88,68 @@ class _Graph:
         return op
 
     def fill(self, shape: int, zero: int, output: int) -> Any:
+        """Zeros into state tensor `output`, shaped [batch, size] by int32 tensor `shape`."""
         return self.op("FILL", [shape, zero], [output], self.schema.FillOptionsT(), "FillOptions")
 
 
-def _lstm(graph: _Graph, stub: Stub, x: int, shape: int, zero: int, y: int) -> list[Any]:
+def _states(graph: _Graph, op: Any, stub: Stub, count: int) -> list[int]:
+    """The kernel's state tensors: the stub's own state results where it has them (they then hold
+    the final state for the ops that read them after the kernel), new tensors otherwise."""
+    outputs = [int(i) for i in op.outputs]
+    sizes = (stub.weights.recurrent_kernel.shape[0], stub.recurrence.units)[:count]
+    if len(outputs) == 1 + count:
+        for index, size in zip(outputs[1:], sizes):
+            graph.make_state(index, size)
+        return outputs[1:]
+    return [graph.state(f"{stub.name}/{role}", size) for role, size in zip("hc", sizes)]
+
+
+def _activation(schema: Any, stub: Stub) -> int:
+    return getattr(schema.ActivationFunctionType, FUSED_ACTIVATION[stub.recurrence.activation])
+
+
+def _lstm(graph: _Graph, stub: Stub, op: Any, zero: int) -> list[Any]:
     schema = graph.schema
-    weights, units = stub.weights, stub.recurrence.units
+    weights, recurrence, tag = stub.weights, stub.recurrence, stub.name
+    x, h_shape, c_shape = (int(i) for i in op.inputs[:3])
     kernels = np.split(weights.kernel, 4, axis=1)
     recurrents = np.split(weights.recurrent_kernel, 4, axis=1)
     biases = np.split(weights.input_bias + weights.recurrent_bias, 4)
-    tag = stub.name
     # Keras's gate order i, f, c, o is the kernel's operand order.
     inputs = [x]
     inputs += [graph.constant(f"{tag}/input_to_{g}", k.T) for g, k in zip("ifco", kernels)]
     inputs += [graph.constant(f"{tag}/recurrent_to_{g}", r.T) for g, r in zip("ifco", recurrents)]
-    inputs += [-1, -1, -1]
+    if weights.peepholes is None:
+        inputs += [-1, -1, -1]
+    else:
+        inputs += [graph.constant(f"{tag}/cell_to_{g}", p) for g, p in zip("ifo", weights.peepholes)]
     inputs += [graph.constant(f"{tag}/{g}_bias", b) for g, b in zip("ifco", biases)]
-    inputs += [-1, -1]
-    h, c = graph.state(f"{tag}/h", units), graph.state(f"{tag}/c", units)
+    inputs += [-1 if weights.projection is None else graph.constant(f"{tag}/projection", weights.projection.T), -1]
+    h, c = _states(graph, op, stub, 2)
     inputs += [h, c, -1, -1, -1, -1]
     options = schema.UnidirectionalSequenceLSTMOptionsT()
-    options.fusedActivationFunction = getattr(schema.ActivationFunctionType,
-                                              FUSED_ACTIVATION[stub.recurrence.activation])
-    options.cellClip = 0.0
-    options.projClip = 0.0
+    options.fusedActivationFunction = _activation(schema, stub)
+    options.cellClip = float(recurrence.cell_clip or 0.0)
+    options.projClip = float(recurrence.proj_clip or 0.0)
     options.timeMajor = False
-    kernel = graph.op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [y], options, "UnidirectionalSequenceLSTMOptions")
-    return [graph.fill(shape, zero, h), graph.fill(shape, zero, c), kernel]
+    kernel = graph.op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [int(op.outputs[0])], options,
+                      "UnidirectionalSequenceLSTMOptions")
+    return [graph.fill(h_shape, zero, h), graph.fill(c_shape, zero, c), kernel]
 
 
-def _rnn(graph: _Graph, stub: Stub, x: int, shape: int, zero: int, y: int) -> list[Any]:
+def _rnn(graph: _Graph, stub: Stub, op: Any, zero: int) -> list[Any]:
     schema = graph.schema
     weights, tag = stub.weights, stub.name
-    h = graph.state(f"{tag}/h", stub.recurrence.units)
+    x, h_shape = (int(i) for i in op.inputs[:2])
+    (h,) = _states(graph, op, stub, 1)
     inputs = [x, graph.constant(f"{tag}/input_weights", weights.kernel.T),
               graph.constant(f"{tag}/recurrent_weights", weights.recurrent_kernel.T),
               graph.constant(f"{tag}/bias", weights.input_bias + weights.recurrent_bias), h]
     options = schema.SequenceRNNOptionsT()
     options.timeMajor = False
-    options.fusedActivationFunction = getattr(schema.ActivationFunctionType,
-                                              FUSED_ACTIVATION[stub.recurrence.activation])
-    kernel = graph.op("UNIDIRECTIONAL_SEQUENCE_RNN", inputs, [y], options, "SequenceRNNOptions")
-    return [graph.fill(shape, zero, h), kernel]
+    options.fusedActivationFunction = _activation(schema, stub)
+    kernel = graph.op("UNIDIRECTIONAL_SEQUENCE_RNN", inputs, [int(op.outputs[0])], options, "SequenceRNNOptions")
+    return [graph.fill(h_shape, zero, h), kernel]
 
 
 def _drop_unused_opcodes(model: Any) -> None:
@@ -137,24 +166,24 @@ def replace_stubs(flatbuffer: bytes, stubs: Mapping[str, Stub]) -> bytes:
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    graph = _Graph(model)
-    zero = graph.constant("rnnexport/zero", np.zeros((), np.float32))
     done = set()
-    operators = []
-    for op in graph.subgraph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        name = (code.customCode or b"").decode()
-        if name not in stubs:
-            operators.append(op)
-            continue
-        stub = stubs[name]
-        x, shape = (int(i) for i in op.inputs[:2])
-        build = _lstm if stub.recurrence.cell == "lstm" else _rnn
-        operators += build(graph, stub, x, shape, zero, int(op.outputs[0]))
-        done.add(name)
+    # A stub may sit in a branch of an IF (a masked layer's post-padded branch).
+    for subgraph in model.subgraphs:
+        graph = _Graph(model, subgraph)
+        zero = None
+        operators = []
+        for op in subgraph.operators:
+            name = (model.operatorCodes[op.opcodeIndex].customCode or b"").decode()
+            if name not in stubs:
+                operators.append(op)
+                continue
+            stub = stubs[name]
+            zero = graph.constant("rnnexport/zero", np.zeros((), np.float32)) if zero is None else zero
+            operators += (_lstm if stub.recurrence.cell == "lstm" else _rnn)(graph, stub, op, zero)
+            done.add(name)
+        subgraph.operators = operators
     missing = sorted(set(stubs) - done)
     if missing:
         raise ExportError(f"the TFLite converter did not keep rnnexport's fused-kernel stubs {', '.join(missing)}")
-    graph.subgraph.operators = operators
     _drop_unused_opcodes(model)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
