@@ -284,6 +284,36 @@ def test_corrupt_exports_fail_validation_with_a_reason(files):
         assert "cannot" in line or "not" in line, line
 
 
+def test_an_export_under_validation_is_not_run_when_it_would_write_a_file(files, tmp_path):
+    """An export is as untrusted as a source: a SavedModel whose signature writes a file fails
+    validation naming the op, and the file never appears."""
+    victim = tmp_path / "victim"
+    evil = poison.poisoned_savedmodel(files / "exports" / "lstm.savedmodel", tmp_path / "evil.savedmodel", victim)
+    result = CliRunner().invoke(cli, ["validate", str(files / "lstm.keras"), str(evil), "--lengths", "3"])
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.stdout.splitlines() if "FAIL" in line and "evil.savedmodel" in line)
+    assert "WriteFile" in line and "Traceback" not in result.output
+    assert not victim.exists()
+
+
+def test_not_enough_free_space_is_refused_before_anything_is_written(files, tmp_path):
+    """On a 1 MiB file system the exports cannot fit: exit 2, one line, nothing written."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        result = subprocess.run([sys.executable, "-m", "rnnexport", "convert", str(files / "lstm.keras"), "--to",
+                                 "all", "--out", str(small / "out")], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 2, result.stderr
+        _one_line_naming(result.stderr, str(small / "out"))
+        assert "MiB free on this disk" in result.stderr
+        assert not (small / "out").exists() or not any((small / "out").iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_nan_weights_fail_and_are_reported_as_nan(files, tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(files / "nan.keras"), "--out", str(tmp_path), "--to",
                                       "savedmodel", "--lengths", "3", "--batches", "1", "-v"])
