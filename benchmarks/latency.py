@@ -1,5 +1,6 @@
 """Median latency of every recurrent layer kind: the TensorFlow source, ONNX Runtime on the ONNX
-export and LiteRT on the TFLite export, side by side in one run, with the LiteRT / ONNX ratio.
+export and LiteRT on the TFLite export in both its forms (the default, with LiteRT's fused kernels
+where they exist, and `--tflite-form loop`), side by side in one run, with the ratios to ONNX.
 
     .venv/bin/python benchmarks/latency.py [--repeats 9] [--kinds lstm,gru] [--lengths 100,1000]
                                            [--batches 1,16] [--units 256] [--features 128]
@@ -77,30 +78,34 @@ def main() -> None:
 
     import rnnexport
     from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
+    from rnnexport.options import ExportOptions
 
     out = Path(tempfile.mkdtemp(prefix="rnnexport-bench-"))
     print(f"{args.units} units over {args.features} features, CPU x{os.cpu_count()}, median of {args.repeats} "
           "runs, milliseconds; ORT and LiteRT on one thread each")
     header = (f"{'kind':<11} {'batch':>5} {'length':>6} {'TF':>8} {'ORT':>8} {'LiteRT':>8} {'LiteRT/ORT':>10}"
-              f"  TFLite recurrent ops")
+              f" {'loop':>8} {'loop/ORT':>9}  fused kernels (default form; 'same': no layer has one)")
     print(header)
     print("-" * (len(header) + 10))
     for kind in kinds:
         keras.utils.set_random_seed(0)
         inputs = keras.Input((None, args.features), name="features")
         model = keras.Model(inputs, layer(kind, args.units)(inputs), name=kind.replace("-", "_"))
-        options = ConvertOptions(targets=("onnx", "tflite"), validation=ValidateOptions(
-            sweep=SweepOptions(lengths=(1, 17, max(lengths)), batches=(1, 3))))
-        result = rnnexport.convert(model, out, options)
-        if not result.report.passed:
-            raise SystemExit(f"{kind}: an export fails parity: {result.report.exports}")
+        sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 17, max(lengths)), batches=(1, 3)))
+        result = rnnexport.convert(model, out, ConvertOptions(targets=("onnx", "tflite"), validation=sweep))
+        looped = rnnexport.convert(model, out / "loop", ConvertOptions(
+            targets=("tflite",), validation=sweep, export=ExportOptions(target_options={"tflite": {"form": "loop"}})))
+        if not (result.report.passed and looped.report.passed):
+            raise SystemExit(f"{kind}: an export fails parity: {result.report.failures()} {looped.report.failures()}")
         paths = {a.target: a.path for a in result.artifacts}
         ops = next(e.details["recurrent_ops"] for e in result.report.exports if e.target == "tflite")
+        loop_ops = looped.report.exports[0].details["recurrent_ops"]
         source = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         settings = ort.SessionOptions()
         settings.intra_op_num_threads = 1
         session = ort.InferenceSession(str(paths["onnx"]), settings, providers=["CPUExecutionProvider"])
         signature = Interpreter(model_path=str(paths["tflite"]), num_threads=1).get_signature_runner()
+        loop = Interpreter(model_path=str(looped.artifacts[0].path), num_threads=1).get_signature_runner()
         for batch in batches:
             for length in lengths:
                 x = np.random.default_rng(length).standard_normal((batch, length, args.features)).astype(np.float32)
@@ -108,9 +113,10 @@ def main() -> None:
                 tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
                 ort_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
                 lite_ms = median_ms(lambda x=x: signature(features=x), repeats)
-                ops_text = ", ".join(f"{op} x{n}" for op, n in ops.items())
+                loop_ms = median_ms(lambda x=x: loop(features=x), repeats)
+                forms = "same" if loop_ops == ops else ", ".join(f"{op} x{n}" for op, n in ops.items())
                 print(f"{kind:<11} {batch:>5} {length:>6} {tf_ms:>8.2f} {ort_ms:>8.2f} {lite_ms:>8.2f} "
-                      f"{lite_ms / ort_ms:>9.2f}x  {ops_text}", flush=True)
+                      f"{lite_ms / ort_ms:>9.2f}x {loop_ms:>8.2f} {loop_ms / ort_ms:>9.2f}x  {forms}", flush=True)
 
 
 if __name__ == "__main__":

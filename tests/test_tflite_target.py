@@ -321,3 +321,14 @@ def test_flex_ops_need_the_option_and_are_never_reported_as_passed(tmp_path):
     assert export.status == "NOT VALIDATED" and export.cases == ()
     assert "uses TensorFlow (Flex) ops FlexCumprod, which this LiteRT interpreter cannot run" in export.error
     assert "NOT VALIDATED" in result.report.table()
+
+
+def test_the_loop_form_on_request_has_no_fused_kernel_and_the_same_parity(converted_kinds, tmp_path):
+    _, source, _ = converted_kinds["bidirectional_stack"]
+    outcome = CliRunner().invoke(cli, ["convert", str(source), "--to", "tflite", "--tflite-form", "loop",
+                                       "--out", str(tmp_path), "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    details = json.loads(outcome.output)["exports"][0]["details"]
+    assert details["recurrent_ops"] == {"WHILE": 6}
+    assert details["forms"] == {"bilstm": "loop", "bigru": "loop"}
+    assert details["not_fused"]["bilstm"] == "--tflite-form loop"

@@ -79,14 +79,19 @@ class Layers:
     """The replacement a TFLite export is traced with; remembers which stubs it emitted and why
     each layer got the form it did."""
 
-    def __init__(self, fused: bool = True) -> None:
-        self.fused = fused
+    def __init__(self, options: Any = None) -> None:
+        """`options` (TfliteOptions; None: the defaults) says whether fused kernels may be used."""
+        self.refused = ""
+        if options is not None and options.quantize is not None:
+            self.refused = QUANTIZED
+        elif options is not None and options.form == "loop":
+            self.refused = "--tflite-form loop"
         self.stubs: dict[str, Stub] = {}
         self.forms: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
 
     def __call__(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
-        reason = fusable(recurrence, call) or ("" if self.fused else QUANTIZED)
+        reason = fusable(recurrence, call) or self.refused
         self.forms[recurrence.name] = "loop" if reason else "fused"
         if reason:
             self.reasons[recurrence.name] = reason
@@ -231,15 +236,16 @@ def _masked_step(step: Any, zero_masked_output: bool) -> Any:
     return masked
 
 
-def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any]:
-    """The state after the whole sequence, from a loop that carries nothing else."""
+def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any]:
+    """The state after `length` steps, from a loop that carries nothing else. The condition reads
+    `length`, not the sequence: LiteRT copies everything the condition reads on every step."""
     tf = tensorflow()
 
     def body(t: Any, h: Any, c: Any) -> Any:
         _, h, c = step(tf.gather(projected, t), h, c, None if steps is None else tf.gather(steps, t))
         return t + 1, h, c
 
-    _, h, c = tf.while_loop(lambda t, *_: t < tf.shape(projected)[0], body, [tf.constant(0), h, c])
+    _, h, c = tf.while_loop(lambda t, *_: t < length, body, [tf.constant(0), h, c])
     return h, c
 
 
@@ -266,7 +272,7 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
     def chunk_body(j: Any, h: Any, c: Any, starts_h: Any, starts_c: Any) -> Any:
         starts_h = xla_dynamic_update_slice(starts_h, h[None], tf.stack([j, 0, 0]))
         starts_c = xla_dynamic_update_slice(starts_c, c[None], tf.stack([j, 0, 0]))
-        h, c = _last_step(step, tf.gather(chunked, j), tf.gather(valid, j), h, c)
+        h, c = _last_step(step, tf.gather(chunked, j), tf.gather(valid, j), h, c, CHUNK)
         return j + 1, h, c, starts_h, starts_c
 
     starts_h = tf.zeros(tf.concat([[chunks], tf.shape(h)], 0), h.dtype)
@@ -306,7 +312,7 @@ def _direction(recurrence: Recurrence, weights: DirectionWeights, inputs: Any, m
         if recurrence.cell == "lstm":
             c = initial[1] + c
     if not recurrence.return_sequences:
-        return (None, *_last_step(step, projected, steps, h, c))
+        return (None, *_last_step(step, projected, steps, h, c, tf.shape(projected)[0]))
     sequence, h, c = _sequence(step, projected, steps, h, c)
     return tf.transpose(sequence, [1, 0, 2]), h, c
 

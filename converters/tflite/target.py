@@ -14,6 +14,7 @@ from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_fil
 from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
 
 QUANTIZATIONS = ("float16", "dynamic-range")
+FORMS = ("fused", "loop")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class TfliteOptions:
                                   kind=str, choices=QUANTIZATIONS)
     select_ops: bool = option(False, "Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex "
                               "delegate.", flag="--tflite-select-ops")
+    form: str = option("fused", "Recurrent layers of TFLite exports: LiteRT's fused kernels wherever one computes the "
+                       "layer (what mobile delegates accelerate), or builtin loops everywhere (faster on x86 CPUs, "
+                       "see benchmarks/latency.py).", choices=FORMS, flag="--tflite-form")
 
 
 # Quantized weights trade accuracy; measured worst on the layer-kind fixtures and the real-world

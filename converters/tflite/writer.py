@@ -87,7 +87,7 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes
     At any batch unless `--batch` fixes one. Where the converter cannot convert the model at any
     batch (a layer the source keeps as its own loop, a TimeDistributed layer: their tensor lists
     are only lowered at a fixed batch), the batch is fixed at 1 and the metadata says why."""
-    layers = Layers(fused=options.quantize is None)
+    layers = Layers(options)
     function, kept = model.trace_with(layers, options.batch)
     batch, fixed_because = options.batch, ""
     try:
@@ -95,7 +95,7 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes
     except ExportError as exc:
         if options.batch is not None:
             raise
-        layers = Layers(fused=options.quantize is None)
+        layers = Layers(options)
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
         flatbuffer = _convert_saved(function, model, options)
