@@ -121,7 +121,8 @@ def test_target_options_are_checked_against_the_declaration(tmp_path):
     with pytest.raises(UserError, match="target 'tflite' option 'quantize': 'int8' is not supported; supported are: "
                                         "float16, dynamic-range"):
         convert({"tflite": {"quantize": "int8"}})
-    with pytest.raises(UserError, match="target 'tflite' has no option 'batches'; its options are: batch, quantize"):
+    with pytest.raises(UserError, match="target 'tflite' has no option 'batches'; its options are: batch, form, "
+                                        "quantize, select_ops"):
         convert({"tflite": {"batches": 2}})
     with pytest.raises(UserError, match="target 'onnx' option 'opset': 12 is out of range; expected from 13 to 18"):
         convert({"onnx": {"opset": 12}})

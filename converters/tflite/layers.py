@@ -256,8 +256,8 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
     sequence is cut into chunks of CHUNK steps: the first pass runs the recurrence carrying only
     the state, keeping the state at the start of each chunk (a loop over chunks around a loop
     over their steps); the second runs every chunk at once from those states, the chunks side by
-    side in the batch, CHUNK steps written out one after the other. The second pass repeats the
-    first's arithmetic on the same values, so both give the same outputs."""
+    side in the batch, in a loop of CHUNK steps that carries only one chunk's outputs. The second
+    pass repeats the first's arithmetic on the same values, so both give the same outputs."""
     tf = tensorflow()
     from tensorflow.compiler.tf2xla.ops.gen_xla_ops import xla_dynamic_update_slice
 
@@ -270,8 +270,8 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
     chunked = tf.reshape(tf.pad(projected, [[0, padding], [0, 0], [0, 0]]), tf.stack([chunks, CHUNK, batch, width]))
 
     def chunk_body(j: Any, h: Any, c: Any, starts_h: Any, starts_c: Any) -> Any:
-        starts_h = xla_dynamic_update_slice(starts_h, h[None], tf.stack([j, 0, 0]))
-        starts_c = xla_dynamic_update_slice(starts_c, c[None], tf.stack([j, 0, 0]))
+        starts_h = xla_dynamic_update_slice(starts_h, tf.expand_dims(h, 0), tf.stack([j, 0, 0]))
+        starts_c = xla_dynamic_update_slice(starts_c, tf.expand_dims(c, 0), tf.stack([j, 0, 0]))
         h, c = _last_step(step, tf.gather(chunked, j), tf.gather(valid, j), h, c, CHUNK)
         return j + 1, h, c, starts_h, starts_c
 
@@ -279,17 +279,22 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
     starts_c = tf.zeros(tf.concat([[chunks], tf.shape(c)], 0), c.dtype)
     _, h, c, starts_h, starts_c = tf.while_loop(
         lambda j, *_: j < chunks, chunk_body, [tf.constant(0), h, c, starts_h, starts_c])
-    rows = chunks * batch
-    state_h = tf.reshape(starts_h, tf.stack([rows, h.shape[-1]]))
-    state_c = tf.reshape(starts_c, tf.stack([rows, c.shape[-1]]))
-    outputs = []
-    for k in range(CHUNK):
-        x = tf.reshape(chunked[:, k], tf.stack([rows, width]))
-        out, state_h, state_c = step(x, state_h, state_c, tf.reshape(valid[:, k], [rows]))
-        outputs.append(out)
+    rows, out_size = chunks * batch, h.shape[-1]
+    # Step k of every chunk, the chunks' rows one after the other: [CHUNK, chunks * batch, ...].
+    side_by_side = tf.reshape(tf.transpose(chunked, [1, 0, 2, 3]), tf.stack([CHUNK, rows, width]))
+    side_by_side_valid = tf.reshape(tf.transpose(valid, [1, 0, 2]), tf.stack([CHUNK, rows]))
+
+    def step_body(k: Any, state_h: Any, state_c: Any, outputs: Any) -> Any:
+        out, state_h, state_c = step(tf.gather(side_by_side, k), state_h, state_c, tf.gather(side_by_side_valid, k))
+        return k + 1, state_h, state_c, xla_dynamic_update_slice(outputs, tf.expand_dims(out, 0), tf.stack([k, 0, 0]))
+
+    outputs = tf.zeros(tf.stack([CHUNK, rows, out_size]), h.dtype)
+    _, _, _, outputs = tf.while_loop(lambda k, *_: k < CHUNK, step_body, [
+        tf.constant(0), tf.reshape(starts_h, tf.stack([rows, out_size])),
+        tf.reshape(starts_c, tf.stack([rows, c.shape[-1]])), outputs])
     # [CHUNK, chunks * batch, out] -> [chunks * CHUNK, batch, out], the padding cut off.
-    stacked = tf.reshape(tf.stack(outputs), tf.stack([CHUNK, chunks, batch, h.shape[-1]]))
-    sequence = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), tf.stack([chunks * CHUNK, batch, h.shape[-1]]))
+    stacked = tf.reshape(outputs, tf.stack([CHUNK, chunks, batch, out_size]))
+    sequence = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), tf.stack([chunks * CHUNK, batch, out_size]))
     return sequence[:length], h, c
 
 
