@@ -25,8 +25,6 @@ from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 STUB_PREFIX = "RnnexportRecurrence"
-# Why a quantized export has no fused kernels: they are put in after the converter has quantized.
-QUANTIZED = "the export is quantized, and the converter quantizes the loop form's weights, not a fused kernel's"
 # Steps per chunk of a returned sequence computed in two passes (see `_sequence`).
 CHUNK = 16
 # The activations LiteRT's fused sequence kernels compute (their `fused_activation_function`);
@@ -79,13 +77,9 @@ class Layers:
     """The replacement a TFLite export is traced with; remembers which stubs it emitted and why
     each layer got the form it did."""
 
-    def __init__(self, options: Any = None) -> None:
-        """`options` (TfliteOptions; None: the defaults) says whether fused kernels may be used."""
-        self.refused = ""
-        if options is not None and options.quantize is not None:
-            self.refused = QUANTIZED
-        elif options is not None and options.form == "loop":
-            self.refused = "--tflite-form loop"
+    def __init__(self, refused: str = "") -> None:
+        """`refused`: why no layer may get a fused kernel in this file (empty: they may)."""
+        self.refused = refused
         self.stubs: dict[str, Stub] = {}
         self.forms: dict[str, str] = {}
         self.reasons: dict[str, str] = {}

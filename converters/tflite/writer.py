@@ -81,13 +81,24 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions)
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
+# Why a layer of a file gets no fused kernel whatever it computes.
+QUANTIZED = "the export is quantized, and the converter quantizes the loop form's weights, not a fused kernel's"
+STEP_FILE = "a streaming step file takes its state from its inputs, which the loop form does"
+
+
+def _refused(options: TfliteOptions) -> str:
+    if options.quantize is not None:
+        return QUANTIZED
+    return "--tflite-form loop" if options.form == "loop" else ""
+
+
 def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, dict[str, Any]]:
     """The full-sequence flatbuffer and what its metadata says about each recurrent layer.
 
     At any batch unless `--batch` fixes one. Where the converter cannot convert the model at any
     batch (a layer the source keeps as its own loop, a TimeDistributed layer: their tensor lists
     are only lowered at a fixed batch), the batch is fixed at 1 and the metadata says why."""
-    layers = Layers(options)
+    layers = Layers(_refused(options))
     function, kept = model.trace_with(layers, options.batch)
     batch, fixed_because = options.batch, ""
     try:
@@ -95,7 +106,7 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes
     except ExportError as exc:
         if options.batch is not None:
             raise
-        layers = Layers(options)
+        layers = Layers(_refused(options))
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
         flatbuffer = _convert_saved(function, model, options)
@@ -141,7 +152,8 @@ def _step_file(entry_points: Any, model: RecurrentModel, options: TfliteOptions)
     unless `--batch` fixes one or the converter needs one (then 1)."""
     initial = entry_points.initial_state.get_concrete_function()
     if entry_points.trace_step_with is not None:
-        step, _ = entry_points.trace_step_with(Layers(), options.batch)
+        # Traced from concrete functions, where the converter would inline a stub: loops only.
+        step, _ = entry_points.trace_step_with(Layers(STEP_FILE), options.batch)
         try:
             return _convert([step.get_concrete_function(), initial], model, options), options.batch
         except ExportError:
