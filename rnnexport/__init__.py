@@ -5,18 +5,36 @@
     >>> result = rnnexport.convert("model.h5", "exports", ConvertOptions(targets=("savedmodel",)))
     >>> bool(result.report)
     True
+
+The names below are imported on first use, so that `import rnnexport.cli` (and `rnnexport
+--help`) does not pay for numpy and the API.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from rnnexport.version import __version__
-from rnnexport.api import ConvertResult, convert, inspect, validate
-from rnnexport.options import (
-    ConvertOptions,
-    ExportOptions,
-    SourceOptions,
-    SweepOptions,
-    ValidateOptions,
-)
-from rnnexport.tolerance import Tolerance, ToleranceOverrides
+
+if TYPE_CHECKING:
+    from rnnexport.api import ConvertResult, convert, inspect, validate
+    from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions, SweepOptions, ValidateOptions
+    from rnnexport.tolerance import Tolerance, ToleranceOverrides
+
+_WHERE = {
+    "ConvertResult": "rnnexport.api",
+    "convert": "rnnexport.api",
+    "inspect": "rnnexport.api",
+    "validate": "rnnexport.api",
+    "ConvertOptions": "rnnexport.options",
+    "ExportOptions": "rnnexport.options",
+    "SourceOptions": "rnnexport.options",
+    "SweepOptions": "rnnexport.options",
+    "ValidateOptions": "rnnexport.options",
+    "Tolerance": "rnnexport.tolerance",
+    "ToleranceOverrides": "rnnexport.tolerance",
+}
 
 __all__ = [
     "__version__",
@@ -32,3 +50,15 @@ __all__ = [
     "inspect",
     "validate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rnnexport' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from rnnexport.model import NEXT
 
-Arrays = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    import numpy as np
+
+Arrays: TypeAlias = "dict[str, np.ndarray]"
 
 
 class Closable:
@@ -49,7 +50,7 @@ class ReferenceRunner(Runner, Protocol):
 
 
 # Each layer's output for some inputs, in the order the model computes them: (name, class, array).
-LayerOutputs = Callable[[Mapping[str, np.ndarray]], list[tuple[str, str, np.ndarray]]]
+LayerOutputs: TypeAlias = "Callable[[Mapping[str, np.ndarray]], list[tuple[str, str, np.ndarray]]]"
 
 
 class Probe(Protocol):

@@ -33,7 +33,7 @@ def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedPr
                           env=env, cwd=cwd, timeout=300)
 
 
-HEAVY = ("tensorflow", "keras", "tf2onnx", "onnxruntime")
+HEAVY = ("tensorflow", "keras", "tf2onnx", "onnxruntime", "numpy", "rich")
 
 
 def heavy_imports(code: str) -> list[str]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, UserError
@@ -14,7 +14,9 @@ from rnnexport.model import RecurrentModel
 from rnnexport.target_options import option
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
-from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
+
+if TYPE_CHECKING:
+    from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class OnnxTarget(Target):
         return [path, *streaming_files(path)] if streaming else [path]
 
     def stream_runner(self, path: Path, device: Device) -> OnnxStreamRunner | None:
+        from rnnexport_converters.onnx.runtime import OnnxRunner, OnnxStreamRunner
+
         step, initial = streaming_files(path)
         if not step.is_file():
             return None
@@ -62,9 +66,13 @@ class OnnxTarget(Target):
         return path.is_file() and path.suffix == ".onnx"
 
     def probe(self, path: Path, device: Device) -> OnnxProbe:
+        from rnnexport_converters.onnx.runtime import OnnxProbe
+
         return OnnxProbe(path, device)
 
     def runner(self, path: Path, device: Device) -> OnnxRunner:
+        from rnnexport_converters.onnx.runtime import OnnxRunner
+
         return OnnxRunner(path, device)
 
     def describe(self, path: Path) -> ExportDetails:

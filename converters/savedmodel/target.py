@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
@@ -10,16 +11,9 @@ from rnnexport.target_options import NoOptions
 from rnnexport.plugins import Target
 from rnnexport.runner import Probe
 from rnnexport.tf import tensorflow
-from rnnexport_converters.savedmodel.runtime import (
-    INITIAL_STATE,
-    SIGNATURE,
-    STEP,
-    SavedModelProbe,
-    SavedModelRunner,
-    SavedModelStreamRunner,
-    has_signature,
-    load,
-)
+
+if TYPE_CHECKING:
+    from rnnexport_converters.savedmodel.runtime import SavedModelRunner, SavedModelStreamRunner
 
 
 class SavedModelTarget(Target):
@@ -29,6 +23,8 @@ class SavedModelTarget(Target):
     streams = True
 
     def export(self, model: RecurrentModel, path: Path, options: NoOptions, streaming: bool) -> None:
+        from rnnexport_converters.savedmodel.runtime import INITIAL_STATE, SIGNATURE, STEP
+
         tf = tensorflow()
         signatures = {SIGNATURE: model.sequence.get_concrete_function()}
         if streaming:
@@ -41,12 +37,18 @@ class SavedModelTarget(Target):
         return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
 
     def runner(self, path: Path, device: Device) -> SavedModelRunner:
+        from rnnexport_converters.savedmodel.runtime import SavedModelRunner
+
         return SavedModelRunner(path, device)
 
     def stream_runner(self, path: Path, device: Device) -> SavedModelStreamRunner | None:
+        from rnnexport_converters.savedmodel.runtime import STEP, SavedModelStreamRunner, has_signature, load
+
         if not has_signature(path, STEP):
             return None
         return SavedModelStreamRunner(load(path), device)
 
     def probe(self, path: Path, device: Device) -> Probe:
+        from rnnexport_converters.savedmodel.runtime import SavedModelProbe
+
         return SavedModelProbe(path, device)

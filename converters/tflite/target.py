@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
@@ -11,7 +12,9 @@ from rnnexport.target_options import option
 from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_file
-from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
+
+if TYPE_CHECKING:
+    from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
 
 QUANTIZATIONS = ("float16", "dynamic-range")
 FORMS = ("fused", "loop")
@@ -56,6 +59,8 @@ class TfliteTarget(Target):
         return [path, step_file(path)] if streaming else [path]
 
     def stream_runner(self, path: Path, device: Device) -> TfliteStreamRunner | None:
+        from rnnexport_converters.tflite.runtime import TfliteStreamRunner
+
         step = step_file(path)
         return TfliteStreamRunner(step) if step.is_file() else None
 
@@ -66,9 +71,13 @@ class TfliteTarget(Target):
             return f.read(8)[4:8] == b"TFL3"
 
     def probe(self, path: Path, device: Device) -> TfliteProbe:
+        from rnnexport_converters.tflite.runtime import TfliteProbe
+
         return TfliteProbe(path)
 
     def runner(self, path: Path, device: Device) -> TfliteRunner:
+        from rnnexport_converters.tflite.runtime import TfliteRunner
+
         return TfliteRunner(path)
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
