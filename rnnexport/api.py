@@ -16,6 +16,7 @@ import numpy as np
 
 from rnnexport import plugins, tolerance
 from rnnexport.console import native_logs_off, native_stderr_silenced
+from rnnexport.data import is_stream, shards
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
@@ -132,6 +133,8 @@ def _validate_opened(
     progress: Progress | None,
 ) -> list[ExportResult]:
     under_test = _exports_under_test(opened, label, exports, device, options)
+    if is_stream(options.sweep.data):
+        return _check_data_set(opened, under_test, device, options, progress)
     # The exports are closed here only if the sweep or the reference cannot be set up; else by `check`.
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
@@ -143,6 +146,22 @@ def _validate_opened(
         reference = opened.reference(device)
         opening.pop_all()
     return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
+
+
+def _check_data_set(opened: OpenedSource, under_test: list[ExportUnderTest], device: Device,
+                    options: ValidateOptions, progress: Progress | None) -> list[ExportResult]:
+    """The exports checked on a data set streamed through in batches (`rnnexport.data`)."""
+    from rnnexport.data import batches
+    from rnnexport.parity.stream import check_stream
+
+    sweep = options.sweep
+    with ExitStack() as opening:
+        for close in closers(*(part for e in under_test for part in e.opened)):
+            opening.callback(close)
+        reference = opened.reference(device)
+        opening.pop_all()
+    return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
+                        f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
@@ -170,7 +189,9 @@ def _ready(planned: PlannedSource, options: ConvertOptions, validate: bool) -> _
     model = opened.recurrent_model()
     if options.export.streaming and model.streaming is None:
         raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
-    if validate:
+    if validate and is_stream(options.validation.sweep.data):
+        shards(options.validation.sweep.data)
+    elif validate:
         info, sweep = opened.info, options.validation.sweep
         cases = build_cases(info.inputs, info.fixed_length, sweep, info.min_length)
         if options.export.streaming:

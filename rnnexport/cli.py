@@ -18,6 +18,8 @@ import click
 
 from rnnexport.version import __version__
 from rnnexport.cli_options import (
+    fleet_options,
+    fleet_values,
     given_settings,
     is_given,
     source_options,
@@ -135,6 +137,34 @@ def _emit(report: Any, params: dict[str, Any], config: Config, paths: dict[str, 
     return 0 if report.passed else EXIT_FAILED
 
 
+def _fleet(command: str, models: list[ModelEntry], given: Any, config: Config, params: dict[str, Any],
+           paths: dict[str, Path], fleet: Any, **more: Any) -> int:
+    """Every model in a worker of its own (--jobs, --executor): a line per model as it finishes."""
+    from rnnexport.fleet import run_fleet
+
+    shown = not (params["quiet"] or params["as_json"])
+
+    def done(outcome: Any, count: int, total: int) -> None:
+        if not shown:
+            return
+        if outcome.reused:
+            how = "up to date, not re-run"
+        elif outcome.crashed:
+            how = f"FAIL: {outcome.error}"
+        else:
+            verdict = "PASS" if outcome.passed else "FAIL" + (f": {outcome.error}" if outcome.error else "")
+            how = f"{verdict} ({outcome.seconds:.1f} s, worker peak {outcome.peak_rss / 2**20:.0f} MiB)"
+        click.echo(f"[{count}/{total}] {outcome.label}: {how}", err=True)
+
+    result = run_fleet(command, models, given, config, fleet, on_done=done, **more)
+    if shown:
+        for artifact in (a for o in result.outcomes if not o.reused for a in o.artifacts):
+            click.echo(f"wrote {artifact.path}")
+    if command == "convert" and not more["validate"] and all(not o.error for o in result.outcomes):
+        return 0
+    return _emit(result.report, params, config, paths)
+
+
 def _progress(params: dict[str, Any]) -> ConsoleProgress:
     return ConsoleProgress(enabled=not (params.get("quiet") or params.get("as_json")))
 
@@ -231,6 +261,7 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
               help="Also export initial_state(batch) and step(x, *state) entry points that run a chunk at a "
                    "time, and check them chunk by chunk against the whole sequence.")
 @validation_options
+@fleet_options
 @_run
 def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, force: bool, validate: bool,
             streaming: bool, **params: Any) -> int:
@@ -245,6 +276,8 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
       rnnexport convert tf1/model.ckpt --outputs softmax:0 --to onnx --out build/
       rnnexport convert model.keras --streaming --to all --out build/ --chunks 1,5,17
       rnnexport convert --config gate.toml
+      rnnexport convert --config fleet.toml --jobs 2 --report parity.json
+      rnnexport convert --config fleet.toml --executor ray --ray-address 10.0.0.5:6379
     """
     from rnnexport.options import ExportOptions
     from rnnexport.runs import convert_models
@@ -258,6 +291,10 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
     given = given_settings(params, targets=targets if is_given("targets") else None, out=out)
     export = ExportOptions(target_options=target_values(params), streaming=streaming)
     paths = _report_paths(params, config)
+    fleet = fleet_values(params)
+    if fleet is not None:
+        return _fleet("convert", models, given, config, params, paths, fleet, export=export, force=force,
+                      validate=validate)
     converted = convert_models(models, given, config, export, force, validate, progress=_progress(params))
     if not (params["quiet"] or params["as_json"]):
         for artifact in converted.artifacts:
@@ -270,6 +307,7 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
 @cli.command()
 @click.argument("paths", nargs=-1, metavar="[SOURCE EXPORT...]", type=click.Path(path_type=Path))
 @validation_options
+@fleet_options
 @_run
 def validate(paths: tuple[Path, ...], **params: Any) -> int:
     """Check existing exports of SOURCE over the parity sweep; exit 1 on any drift.
@@ -282,6 +320,7 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
       rnnexport validate model.h5 exports/model.savedmodel --lengths 1,30,500
       rnnexport validate model.h5 exports/model.onnx --report parity.json --junit parity.xml
       rnnexport validate --config gate.toml --markdown summary.md --html parity.html
+      rnnexport validate --config fleet.toml --jobs 4 --junit parity.xml
     """
     from rnnexport.runs import validate_models
 
@@ -292,6 +331,9 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
     if not models:
         raise click.UsageError("give SOURCE and EXPORTS, or a config file that lists [[tool.rnnexport.models]]")
     paths = _report_paths(params, config)
+    fleet = fleet_values(params)
+    if fleet is not None:
+        return _fleet("validate", models, given_settings(params), config, params, paths, fleet)
     report = validate_models(models, given_settings(params), config, progress=_progress(params))
     return _emit(report, params, config, paths)
 

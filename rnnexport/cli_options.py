@@ -47,8 +47,9 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs."),
         click.option("--chunks", metavar="N,N,...", default="1,5,17", show_default=True,
                      help="Chunk sizes the streaming check feeds streaming exports."),
-        click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Check on the arrays of this .npz (keyed by input name) instead of random inputs."),
+        click.option("--data", type=click.Path(exists=True, path_type=Path),
+                     help="Check on the arrays of this .npz (keyed by input name) instead of random inputs; or "
+                          "stream a directory of .npz shards or TFRecord files through in batches."),
         click.option("--atol", multiple=True, metavar="[TARGET=]X",
                      help="Absolute tolerance, for every target or one (repeatable)."),
         click.option("--rtol", multiple=True, metavar="[TARGET=]X",
@@ -190,3 +191,35 @@ def given_settings(params: dict[str, Any], **more: Any) -> Any:
         source=source_values(params),
         **more,
     )
+
+
+def fleet_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run each model in a worker process of its own, several at a time or on Ray, resumably."""
+    options = [
+        click.option("-j", "--jobs", type=click.IntRange(min=1),
+                     help="Run each model in its own worker process, N at a time, each with its share of the "
+                          "cores; a model whose inputs, options and exports are unchanged since the last such "
+                          "run is not run again (see --rerun)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]),
+                     help="Where the workers run: local processes, or Ray tasks (pip install 'rnnexport[ray]') "
+                          "[default: local]."),
+        click.option("--ray-address", metavar="ADDRESS",
+                     help="With --executor ray: the cluster to send the models to [default: a local instance]."),
+        click.option("--rerun", is_flag=True, help="With --jobs or --executor: run every model again, even those "
+                                                   "whose result is up to date."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def fleet_values(params: dict[str, Any]) -> Any:
+    """The fleet's options when one was asked for (--jobs, --executor, --ray-address, --rerun), else None."""
+    if not any(params[name] for name in ("jobs", "executor", "ray_address", "rerun")):
+        return None
+    from rnnexport.fleet import FleetOptions
+
+    if params["ray_address"] and params["executor"] != "ray":
+        raise click.UsageError("--ray-address goes with --executor ray")
+    return FleetOptions(jobs=params["jobs"] or 1, executor=params["executor"] or "local",
+                        ray_address=params["ray_address"], rerun=params["rerun"])

@@ -53,6 +53,8 @@ class Config:
     batches: tuple[int, ...] | None = None
     chunks: tuple[int, ...] | None = None
     data: Path | None = None
+    data_batch: int | None = None
+    features: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
     tolerance: ToleranceOverrides = field(default_factory=ToleranceOverrides)
     reports: Mapping[str, Path] = field(default_factory=dict)
 
@@ -134,6 +136,26 @@ def _tolerance(reader: _Reader, targets: tuple[str, ...]) -> ToleranceOverrides:
     return layered or ToleranceOverrides()
 
 
+FEATURE_DTYPES = ("float32", "int64")
+
+
+def _features(reader: _Reader) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """`[features]`: per input, the dtype and shape (-1 for the time axis) of its TFRecord feature."""
+    table = reader.table_of("features")
+    found = []
+    for name in table:
+        where = f"{reader.where}.features"
+        if not isinstance(table[name], dict):
+            raise ConfigError(f"{reader.path}: [{where}] '{name}': expected a table with dtype and shape")
+        feature = _Reader(reader.path, f"{where}.{name}", table[name], ("dtype", "shape"))
+        dtype = feature.string("dtype", FEATURE_DTYPES) or "float32"
+        shape = feature.get("shape", lambda v: isinstance(v, list) and all(_is_int(x) and (x >= 1 or x == -1)
+                                                                             for x in v) and v.count(-1) <= 1,
+                            "a list of sizes, -1 for the time axis")
+        found.append((name, dtype, tuple(shape or ())))
+    return tuple(found)
+
+
 def _model(path: Path, index: int, entry: Any) -> ModelEntry:
     where = f"{TABLE}.models[{index}]"
     if isinstance(entry, str):
@@ -155,7 +177,7 @@ def _model(path: Path, index: int, entry: Any) -> ModelEntry:
 
 def parse(path: Path, table: Mapping[str, Any]) -> Config:
     reader = _Reader(path, TABLE, table, ("models", "targets", "out", "device", "seed", "lengths", "batches",
-                                          "chunks", "data", "tolerance", "reports"))
+                                          "chunks", "data", "data_batch", "features", "tolerance", "reports"))
     models = reader.get("models", lambda v: isinstance(v, list), "a list of sources or tables") or []
     reports = _Reader(path, f"{TABLE}.reports", reader.table_of("reports"), REPORTS)
     known = tuple(t.name for t in plugins.targets())
@@ -174,6 +196,8 @@ def parse(path: Path, table: Mapping[str, Any]) -> Config:
         batches=reader.integers("batches"),
         chunks=reader.integers("chunks"),
         data=reader.path_value("data"),
+        data_batch=reader.integer("data_batch", minimum=1),
+        features=_features(reader),
         tolerance=_tolerance(reader, known),
         reports={key: p for key in REPORTS if (p := reports.path_value(key)) is not None},
     )

@@ -17,6 +17,9 @@ class SweepOptions:
     `lengths=None` picks 1, 2, a short length, the source's own length and 4x beyond it.
     `data` replaces the random inputs with the arrays of an `.npz` file keyed by input name.
     `chunks`: the chunk sizes the streaming check feeds a streaming export.
+    `data` naming a directory of `.npz` shards or TFRecord files streams them through in batches
+    of `data_batch` rows (see `rnnexport.data`); `features` is the spec of the TFRecord examples:
+    (name, dtype, shape with -1 for the time axis) per input.
     """
 
     lengths: tuple[int, ...] | None = None
@@ -24,6 +27,8 @@ class SweepOptions:
     seed: int = 0
     data: Path | None = None
     chunks: tuple[int, ...] = (1, 5, 17)
+    data_batch: int = 256
+    features: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -114,15 +114,29 @@ def _random_cases(inputs: Sequence[TensorInfo], fixed_length: int | None, option
     return cases
 
 
-def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` file by name; a one-line error naming the file when it is not one."""
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise UserError(f"{path}: a single .npy array, not an .npz archive of arrays keyed by input name")
         with loaded as npz:
-            stored = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a readable .npz file ({one_line(exc, typed=False)})") from None
+
+
+def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
+    arrays = checked_arrays(inputs, read_npz(path), path)
+    first = arrays[inputs[0].name]
+    length = first.shape[1] if inputs[0].time_axis == 1 else None
+    return Case(f"data {path.name}", "data", first.shape[0], length, arrays)
+
+
+def checked_arrays(inputs: Sequence[TensorInfo], stored: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """`stored` as the model's inputs take them, keyed by input name and cast to their dtypes;
+    a one-line error naming `path` for a missing name, a wrong rank or size, or values the
+    input cannot take."""
     names = [spec.name for spec in inputs]
     if len(inputs) == 1 and len(stored) == 1:
         stored = {names[0]: next(iter(stored.values()))}
@@ -143,9 +157,7 @@ def _data_case(inputs: Sequence[TensorInfo], path: Path) -> Case:
                 )
         _check_values(path, spec, array)
         arrays[spec.name] = array.astype(spec.dtype)
-    first = arrays[names[0]]
-    length = first.shape[1] if inputs[0].time_axis == 1 else None
-    return Case(f"data {path.name}", "data", first.shape[0], length, arrays)
+    return arrays
 
 
 def _check_values(path: Path, spec: TensorInfo, array: np.ndarray) -> None:

@@ -21,6 +21,13 @@ def tensorflow() -> Any:
     return tf
 
 
+def threads() -> int:
+    """Threads a runtime may use (onnxruntime, LiteRT): `RNNEXPORT_THREADS`, which fleet workers
+    set so that N of them share the cores; 0 where unset (the runtime's own default)."""
+    value = os.environ.get("RNNEXPORT_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 # Distributions whose versions the numbers depend on, as pip names them.
 DEPENDENCIES = ("rnnexport", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
                 "ai-edge-litert", "numpy")

@@ -12,6 +12,7 @@ import numpy as np
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, one_line
 from rnnexport.runner import Arrays, Closable, split_state, state_names
+from rnnexport.tf import threads
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int32)": np.int32,
              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
@@ -49,6 +50,7 @@ class OnnxRunner(Closable):
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = options.inter_op_num_threads = threads()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

@@ -13,6 +13,7 @@ import numpy as np
 
 from rnnexport.errors import ExportError, NotRunnableError, one_line
 from rnnexport.runner import Arrays, Closable, split_state, state_names
+from rnnexport.tf import threads
 from rnnexport_converters.tflite.files import read_file
 
 
@@ -37,7 +38,7 @@ class TfliteRunner(Closable):
             with warnings.catch_warnings():
                 # It warns that keeping every tensor costs memory: the point when probing.
                 warnings.simplefilter("ignore")
-                self.interpreter = Interpreter(model_path=str(path),
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads() or None,
                                                experimental_preserve_all_tensors=preserve_all_tensors)
             # Only its details here: a live signature runner pins the interpreter's buffers, which
             # the probe's own resizing needs free.
@@ -135,7 +136,7 @@ class TfliteStreamRunner(Closable):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path))
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads() or None)
             self._step = self.interpreter.get_signature_runner("step")
             self._initial = self.interpreter.get_signature_runner("initial_state")
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError with C++ text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 
 from rnnexport.model import TensorInfo
 from rnnexport.parity.compare import compare_output
@@ -19,6 +20,7 @@ from rnnexport.parity.run import (
     closers,
     run,
 )
+from rnnexport.parity.statistics import statistics, summary
 from rnnexport.runner import NEXT, LayerOutputs, ReferenceRunner
 from rnnexport.sweep import Case
 from rnnexport.tolerance import Tolerance
@@ -65,6 +67,7 @@ def check(
     Each of `stream_cases` runs the streaming exports chunk by chunk, and compares what they
     return with the source run on the whole sequence, final states included. A failing export is
     then located: the first time step, and with `layer_outputs`, the first layer that drifts.
+    The `--data` case's error statistics go in the result's `details["data"]`.
     The reference and every runner and probe are closed at the end, also when the run raises."""
     with ExitStack() as stack:
         for close in closers(reference, *(part for e in exports for part in e.opened)):
@@ -73,6 +76,12 @@ def check(
         results = []
         for export, outputs in zip(exports, ran.exports):
             compared = compare_run(ran.reference, outputs, export.tolerance, export.time_axes)
+            data = [(e, p) for e, p in zip(ran.reference.cases, outputs.cases)
+                    if e.case.kind == "data" and p is not None and not p.error and not e.skipped]
+            if data:
+                stats = statistics(((e.outputs, p.outputs) for e, p in data), export.tolerance)
+                rows = sum(e.case.batch for e, _ in data)
+                export = replace(export, details={**export.details, "data": summary(stats, rows, len(data))})
             results.append(ExportResult.of(
                 export, device=outputs.device, reference_device=ran.reference.device, cases=compared,
                 error=export.broken or export.not_runnable, validated=not export.not_runnable,

@@ -1,0 +1,167 @@
+"""Fleets: every model of a config in its own worker process, a model that crashes its worker or
+cannot be read failing alone, a rerun that re-checks only what changed, and Ray tasks giving the
+same report as local workers. The commands are those of README.md, "Many models"."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, rnnexport_cmd
+
+from rnnexport.cli import cli
+from rnnexport.fleet import content_hash
+
+
+def _readme_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("## Many models"):].split("\n## ", 1)[0]
+
+
+def _readme_config() -> str:
+    return _readme_section().split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+def _readme_commands() -> list[list[str]]:
+    shell = _readme_section().split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("#")[0].split()[1:] for line in shell.splitlines() if line.startswith("rnnexport ")]
+
+
+def _gru(path: Path, seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((None, 3), name="x")
+    keras.Model(i, keras.layers.GRU(4, return_sequences=True, name="gru")(i)).save(path)
+
+
+def _crashing(path: Path) -> None:
+    """A model whose Lambda layer kills the process that loads it inside a fleet worker, as the
+    kernel's out-of-memory killer would (only there: this process builds and saves it)."""
+    import keras
+
+    i = keras.Input((None, 3), name="x")
+    x = keras.layers.Lambda(lambda t: (__import__("os").kill(__import__("os").getpid(), 9)
+                                       if __import__("os").environ.get("RNNEXPORT_THREADS") else None, t)[1])(i)
+    keras.Model(i, keras.layers.GRU(4, name="gru")(x)).save(path)
+
+
+def _invoke(args: list[str], cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, args)
+    finally:
+        os.chdir(old)
+
+
+def _without_timing(report: dict) -> dict:
+    for export in report["exports"]:
+        export.pop("timing")
+    return report
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """The README's fleet of two models, and beside it, in broken.toml, the same two with a file
+    that is no model and a model that kills its worker; the broken fleet is converted first."""
+    work = tmp_path_factory.mktemp("fleet")
+    (work / "models").mkdir()
+    (work / "fleet.toml").write_text(_readme_config())
+    _gru(work / "models" / "en.keras", 1)
+    _gru(work / "models" / "de.keras", 2)
+    (work / "models" / "broken.keras").write_bytes(b"not a keras file")
+    _crashing(work / "models" / "crash.keras")
+    broken = _readme_config().replace(
+        '"models/de.keras"]', '"models/de.keras", "models/broken.keras",\n'
+                              '          { source = "models/crash.keras", unsafe = true }]')
+    assert broken != _readme_config()
+    (work / "broken.toml").write_text(broken)
+    first = _invoke(["convert", "--config", "broken.toml", "--jobs", "2", "--report", "broken.json",
+                     "--junit", "broken.xml", "--markdown", "broken.md", "--html", "broken.html"], work)
+    return work, first
+
+
+def test_a_broken_model_and_a_crashing_one_fail_alone(fleet):
+    work, first = fleet
+    assert first.exit_code == 1, first.output
+    report = json.loads((work / "broken.json").read_text())
+    rows = [(Path(e["source"]).name, Path(e["path"]).name, e["passed"]) for e in report["exports"]]
+    # The config's order, whatever order the workers finished in.
+    assert rows == [("en.keras", "en.savedmodel", True), ("de.keras", "de.savedmodel", True),
+                    ("broken.keras", "broken.savedmodel", False), ("crash.keras", "crash.savedmodel", False)]
+    en, de, broken, crash = report["exports"]
+    assert en["cases"] and all(c["passed"] for c in en["cases"]) and en["max_abs"] == 0.0
+    assert "not a Keras model file" in broken["error"]
+    assert "died (killed by SIGKILL" in crash["error"]
+    assert (work / "dist" / "en.savedmodel").is_dir() and (work / "dist" / "de.savedmodel").is_dir()
+    assert not (work / "dist" / "crash.savedmodel").exists()
+    assert [p.name for p in (work / "dist").iterdir() if p.name.startswith(".rnnexport")] == []
+    assert "[4/4]" in first.stderr and "crash.keras: FAIL: the worker running this model died" in first.stderr
+    for name in ("broken.xml", "broken.md", "broken.html"):
+        text = (work / name).read_text()
+        assert all(model in text for model in ("en.keras", "de.keras", "broken.keras", "crash.keras")), name
+
+
+def test_rerun_skips_unchanged_models_and_reruns_a_changed_one(fleet):
+    work, _ = fleet
+    dist = work / "dist"
+    en_before, de_before = content_hash(dist / "en.savedmodel"), content_hash(dist / "de.savedmodel")
+    # The two models of the README's fleet were converted with the same settings into the same
+    # `out` as part of the broken fleet: nothing to do.
+    (convert, *_) = _readme_commands()
+    unchanged = _invoke(convert, work)
+    assert unchanged.exit_code == 0, unchanged.output
+    assert unchanged.stderr.count("up to date, not re-run") == 2, unchanged.stderr
+    _gru(work / "models" / "de.keras", 3)
+    changed = _invoke(convert, work)
+    assert changed.exit_code == 0, changed.output
+    assert "en.keras: up to date, not re-run" in changed.stderr
+    assert "de.keras: PASS (" in changed.stderr and changed.stderr.count("up to date") == 1, changed.stderr
+    assert content_hash(dist / "en.savedmodel") == en_before
+    assert content_hash(dist / "de.savedmodel") != de_before
+    report = json.loads((dist / "parity.json").read_text())
+    assert [Path(e["path"]).name for e in report["exports"]] == ["en.savedmodel", "de.savedmodel"]
+    assert report["passed"]
+    shutil.copy(dist / "parity.json", work / "local.json")
+
+
+def test_an_export_changed_by_hand_is_not_overwritten_without_force(fleet):
+    work, _ = fleet
+    planted = work / "dist" / "broken.savedmodel"
+    planted.mkdir()
+    (planted / "mine").write_text("somebody's file")
+    try:
+        result = _invoke(["convert", "--config", "broken.toml", "--jobs", "2", "--no-validate"], work)
+        assert result.exit_code == 2, result.output
+        assert "broken.savedmodel: already exists; pass --force to overwrite" in result.output
+        assert (planted / "mine").read_text() == "somebody's file"
+    finally:
+        shutil.rmtree(planted)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for the module, two CPUs."""
+    ray = pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install 'rnnexport[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def test_ray_executor_gives_the_report_local_workers_gave(fleet, ray_instance):
+    work, _ = fleet
+    assert (work / "local.json").exists(), "runs after the rerun test, whose report it compares with"
+    result = rnnexport_cmd("convert", "--config", "fleet.toml", "--executor", "ray", "--ray-address", ray_instance,
+                           "--rerun", "--report", "ray.json", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("PASS (") == 2 and "up to date" not in result.stderr, result.stderr
+    local = _without_timing(json.loads((work / "local.json").read_text()))
+    on_ray = _without_timing(json.loads((work / "ray.json").read_text()))
+    assert on_ray == local
