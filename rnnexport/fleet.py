@@ -139,7 +139,11 @@ def run_task(task: Task) -> Outcome:
     outcome = Outcome(task.label)
     try:
         # Config paths are relative to where the run started; a Ray worker starts elsewhere.
-        os.chdir(task.cwd)
+        try:
+            os.chdir(task.cwd)
+        except OSError:
+            raise UserError(f"{task.cwd}: not a directory on the machine this worker runs on; a fleet on a "
+                            "cluster needs its models and `out` on a file system every node shares") from None
         _pin_threads(task.threads)
         if task.command == "convert":
             given = dataclasses.replace(task.given, out=task.staging)

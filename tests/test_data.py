@@ -3,10 +3,16 @@ statistics the in-memory run gives on the same arrays; rows of many lengths are 
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import ROOT
 
 import rnnexport
+from rnnexport.cli import cli
 from rnnexport.data import batches, bucket_length
 from rnnexport.errors import UserError
 from rnnexport.model import TensorInfo
@@ -73,7 +79,10 @@ def _numbers(export):
 
 
 def _same_statistics(streamed, in_memory, batches_expected):
-    data, whole = streamed.details["data"], in_memory.details["data"]
+    _same_statistics_dicts(streamed.details["data"], in_memory.details["data"], batches_expected)
+
+
+def _same_statistics_dicts(data, whole, batches_expected):
     assert (data["rows"], data["batches"]) == (ROWS, batches_expected)
     assert (whole["rows"], whole["batches"]) == (ROWS, 1)
     stats, expected = dict(data["outputs"]["tags"]), dict(whole["outputs"]["tags"])
@@ -91,13 +100,6 @@ def test_npz_shards_give_the_in_memory_statistics(classifier, in_memory):
     assert _numbers(streamed) == _numbers(in_memory)
     assert _numbers(streamed)[:2] == (ROWS, (ROWS, LENGTH, 4))
     _same_statistics(streamed, in_memory, batches_expected=5)
-
-
-def test_tfrecord_files_give_the_in_memory_statistics(classifier, in_memory):
-    streamed = _validate(classifier, "records", data_batch=16, features=(("x", "float32", (-1, FEATURES)),))
-    assert streamed.passed
-    assert _numbers(streamed) == _numbers(in_memory)
-    _same_statistics(streamed, in_memory, batches_expected=3)
 
 
 def test_tfrecord_without_a_feature_spec_is_refused_naming_the_file(classifier):
@@ -121,3 +123,34 @@ def test_rows_of_many_lengths_are_bucketed_with_little_padding(tmp_path):
         assert all((x[r, n:] == 0).all() and (x[r, :n] == n).all() for r, n in enumerate(true))
     assert sorted(int(n) for c in found for n in c.inputs["x"][:, :, 0].max(axis=1)) == sorted(lengths)
     assert {c.length for c in found} == {3, 18, 40, 44, 104}
+
+
+@pytest.fixture(scope="module")
+def readme_run(classifier):
+    """The README's evaluation-set command on its config: the TFRecord files, 16 rows a batch."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Evaluation sets bigger than memory"):].split("\n## ", 1)[0]
+    (classifier / "eval.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    command = section.split("```sh\n", 1)[1].split("```", 1)[0].split()
+    old = os.getcwd()
+    os.chdir(classifier)
+    try:
+        result = CliRunner().invoke(cli, command[1:])
+    finally:
+        os.chdir(old)
+    return result, json.loads((classifier / "eval.json").read_text())
+
+
+def test_the_readme_evaluation_set_command(readme_run):
+    result, report = readme_run
+    assert result.exit_code == 0, result.output
+    assert "data 40 rows in 3 batch(es), 'tags': mean abs err" in result.output
+    assert report["exports"][0]["cases"][0]["name"] == "data records"
+
+
+def test_tfrecord_files_give_the_in_memory_statistics(readme_run, in_memory):
+    (export,) = readme_run[1]["exports"]
+    (tags,) = export["cases"][0]["outputs"]
+    (expected,) = [c for c in in_memory.cases if c.case.kind == "data"][0].outputs
+    assert tags == expected.to_dict()
+    _same_statistics_dicts(export["details"]["data"], in_memory.details["data"], batches_expected=3)

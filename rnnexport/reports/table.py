@@ -38,6 +38,14 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
     if "shortest_length" in details:
         lines.append(f"  {name}: the source needs at least {details['shortest_length']} steps; "
                      "the default sweep starts there")
+    if "data" in details:
+        data = details["data"]
+        for output, stats in data["outputs"].items():
+            agreement = stats["top1_agreement"]
+            lines.append(f"  {name}: data {data['rows']} rows in {data['batches']} batch(es), '{output}': mean abs err "
+                         f"{num(stats['mean_abs'])}, p99 {num(stats['p99_abs'])}, within tolerance "
+                         f"{stats['within_tolerance']:.2%}" + ("" if agreement is None else f", top-1 agreement "
+                                                                                            f"{agreement:.2%}"))
     reasons = sorted({c.skipped for c in e.skipped})
     if reasons:
         lines.append(f"  {name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")
