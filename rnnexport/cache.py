@@ -72,7 +72,8 @@ def task_key(task: Task, exports: Sequence[Path], out: Path | None) -> str:
 
 class Cache:
     """One entry per model and command: `<command>-<hash of source and out>.pickle`, written whole
-    or not at all. Only this run's own files are read back (the directory is the user's)."""
+    or not at all. Entries are pickles (they hold report objects): the directory is trusted as
+    the config file beside it is, whose writer can change the models anyway."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
