@@ -18,7 +18,8 @@ class SweepOptions:
     `data` replaces the random inputs with the arrays of an `.npz` file keyed by input name.
     `chunks`: the chunk sizes the streaming check feeds a streaming export.
     `data` naming a directory of `.npz` shards or TFRecord files streams them through in batches
-    of `data_batch` rows (see `rnnexport.data`); `features` is the spec of the TFRecord examples:
+    of `data_batch` rows (None: as many as hold about 4M input values, from 16 to 4096; see
+    `rnnexport.data`); `features` is the spec of the TFRecord examples:
     (name, dtype, shape with -1 for the time axis) per input.
     """
 
@@ -27,7 +28,7 @@ class SweepOptions:
     seed: int = 0
     data: Path | None = None
     chunks: tuple[int, ...] = (1, 5, 17)
-    data_batch: int = 256
+    data_batch: int | None = None
     features: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
 

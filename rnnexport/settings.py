@@ -48,7 +48,7 @@ def validate_options(given: Given, config: Config, model_data: Path | None = Non
         seed=_first(given.seed, config.seed, defaults.seed),
         data=_first(given.data, model_data, config.data),
         chunks=_first(given.chunks, config.chunks, defaults.chunks),
-        data_batch=_first(config.data_batch, defaults.data_batch),
+        data_batch=config.data_batch,
         features=config.features,
     )
     tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=config.tolerance)
