@@ -148,7 +148,9 @@ def test_an_export_changed_by_hand_is_not_overwritten_without_force(fleet):
 def ray_instance():
     """One local Ray instance for the module, two CPUs."""
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install 'rnnexport[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # A small object store: the tasks return reports, and CI's /dev/shm may be small.
+    ray.init(num_cpus=2, object_store_memory=128 * 2**20, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
