@@ -6,8 +6,9 @@ side: wall time, each worker's peak memory, and the speed-up.
 Twelve models (LSTM, GRU, SimpleRNN, bidirectional LSTM; 8 to 16 units over 4 to 8 features) are
 written to a temporary directory with a config file listing them, then converted with
 `rnnexport.fleet.run_fleet` (what `rnnexport convert --config fleet.toml --jobs N` runs) into a
-fresh `out` each time, every model in a worker of its own; the rounds alternate --jobs 1 and
---jobs 2 so that the machine's load falls on both. Peak memory is each worker's maximum resident
+fresh `out` each time, every model in a worker of its own (forked from a server started before
+the first timed run); the rounds alternate --jobs 1 and --jobs 2 so that the machine's load falls
+on both. Peak memory is each worker's maximum resident
 set (`ru_maxrss`), which includes what the forked worker shares with its server (TensorFlow and
 Keras imported once). Absolute times drift with the machine's load: read the ratio.
 """
@@ -66,6 +67,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # The workers' server (which imports TensorFlow once) is started before the first timed run.
+    from multiprocessing import forkserver, get_context
+
+    from rnnexport.executors import PRELOAD
+
+    get_context("forkserver").set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
     with tempfile.TemporaryDirectory(prefix="rnnexport-fleet-") as tmp:
         work = Path(tmp)
         names = write_models(work, args.models)

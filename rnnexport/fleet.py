@@ -177,17 +177,14 @@ def _failed_entries(task: Task, reason: str, destinations: Sequence[tuple[str, P
 
 
 def _destinations(task: Task, out: Path | None) -> list[tuple[str, Path]]:
-    """Each export of the model, as (target, main path): where `convert` writes, what `validate` reads."""
+    """Each export of the model, as (target, main path): where `convert` writes, what `validate` reads
+    (a config that does not say is refused here, before any worker starts)."""
     from rnnexport import plugins, runs
     from rnnexport.plan import export_paths
 
-    try:
-        if task.command == "convert":
-            return [(t.name, p) for t, p in export_paths(task.model.source, settings.targets(task.given, task.config),
-                                                         out)]
-        exports = task.model.exports or runs.exports_of(task.model, task.config)
-    except UserError:
-        return []
+    if task.command == "convert":
+        return [(t.name, p) for t, p in export_paths(task.model.source, settings.targets(task.given, task.config), out)]
+    exports = runs.exports_of(task.model, task.config)
     found = []
     for path in exports:
         try:

@@ -160,10 +160,22 @@ def ray_instance():
 def test_ray_executor_gives_the_report_local_workers_gave(fleet, ray_instance):
     work, _ = fleet
     assert (work / "local.json").exists(), "runs after the rerun test, whose report it compares with"
-    result = rnnexport_cmd("convert", "--config", "fleet.toml", "--executor", "ray", "--ray-address", ray_instance,
-                           "--rerun", "--report", "ray.json", cwd=work)
+    command = _readme_commands()[2]
+    assert command[:4] == ["convert", "--config", "fleet.toml", "--executor"] and "--rerun" in command
+    command[command.index("--ray-address") + 1] = ray_instance
+    result = rnnexport_cmd(*command, "--report", "ray.json", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("PASS (") == 2 and "up to date" not in result.stderr, result.stderr
     local = _without_timing(json.loads((work / "local.json").read_text()))
     on_ray = _without_timing(json.loads((work / "ray.json").read_text()))
     assert on_ray == local
+
+
+def test_readme_validate_command_writes_one_junit_report(fleet):
+    work, _ = fleet
+    command = _readme_commands()[3]
+    assert command[:2] == ["validate", "--config"]
+    result = _invoke(command, work)
+    assert result.exit_code == 0, result.output
+    junit = (work / "dist" / "parity.xml").read_text()
+    assert junit.count("<testsuite ") == 2 and 'failures="0"' in junit
