@@ -162,9 +162,15 @@ class PluginEntry:
         return self.error is not None
 
 
+@functools.cache
+def _entry_points() -> Any:
+    """Every installed entry point, read once: each reading scans every installed distribution."""
+    return entry_points()
+
+
 def _load(group: str, base: type) -> tuple[PluginEntry, ...]:
     found = []
-    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+    for ep in sorted(_entry_points().select(group=group), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else None
         try:
             cls = ep.load()
