@@ -145,6 +145,9 @@ def _validate_opened(
             stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
         reference = opened.reference(device)
         opening.pop_all()
+    if progress:
+        runs = len(cases) + 1 + len(stream_cases)  # the first case runs twice
+        progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {runs} cases", 0, 0)
     return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
 
 
@@ -179,13 +182,17 @@ class _Ready:
     model: Any
 
 
-def _ready(planned: PlannedSource, options: ConvertOptions, validate: bool) -> _Ready:
+def _ready(planned: PlannedSource, options: ConvertOptions, validate: bool, progress: Progress | None) -> _Ready:
     """Everything about one source that can fail before an export is written: reading it, its
     model, its streaming entry points, and the cases its sweep will run."""
     label = planned.label
+    if progress:
+        progress(f"reading {label}", 0, 0)
     opened = _open(planned.source, options.source)
     if not opened.info.exportable:
         raise UnsupportedModelError(f"{label}: {opened.info.problems[0]}")
+    if progress:
+        progress(f"building the model of {label}", 0, 0)
     model = opened.recurrent_model()
     if options.export.streaming and model.streaming is None:
         raise UnsupportedModelError(f"{label}: cannot stream: {model.not_streamable}")
@@ -285,9 +292,7 @@ def prepare(sources: SourceLike | Sequence[SourceLike], out: str | Path, options
     device = resolve_device(options.validation.device) if options.validate else None
     ready = []
     for planned in plan:
-        if progress:
-            progress(f"reading {planned.label}", 0, 0)
-        ready.append(_ready(planned, options, device is not None))
+        ready.append(_ready(planned, options, device is not None, progress))
     _check_space(plan.directory, ready, options.export.streaming)
     return Prepared(plan, options, device, ready)
 
@@ -324,9 +329,11 @@ def _validate_written(ready: _Ready, device: Device, options: ValidateOptions, r
                       progress: Progress | None) -> None:
     label = ready.planned.label
     if progress:
-        progress(f"validating {label}", 0, 0)
+        progress(f"opening the exports of {label}", 0, 0)
     dests = [(export.target, export.path) for export in ready.planned.exports]
     checked = _validate_opened(ready.opened, label, dests, device, options, progress)
+    if progress:
+        progress(f"recording the verdict in the exports of {label}", 0, 0)
     for (target, dest), export in zip(dests, checked):
         target.record_parity(dest, export.summary())
     result.report.exports += checked
@@ -368,7 +375,7 @@ def _validate(source: SourceLike, exports: Sequence[str | Path], options: Valida
         report.exports += [_unchecked(label, path, device, f"the source cannot be read: {exc}") for path in paths]
         return report
     if progress:
-        progress(f"validating {label}", 0, 0)
+        progress(f"opening the exports of {label}", 0, 0)
     report.exports += _validate_opened(opened, label, [(None, p) for p in paths], device, options, progress)
     return report
 

@@ -169,6 +169,15 @@ def _progress(params: dict[str, Any]) -> ConsoleProgress:
     return ConsoleProgress(enabled=not (params.get("quiet") or params.get("as_json")))
 
 
+def _timings(progress: ConsoleProgress, report: Any, params: dict[str, Any]) -> None:
+    """With -v, where the run's time went, phase by phase."""
+    if params["verbose"] and not (params["quiet"] or params["as_json"]):
+        from rnnexport.console import render_timings
+
+        exports = [(f"{e.target} {Path(e.path).name}", e.seconds) for e in (report.exports if report else ())]
+        click.echo(render_timings(progress.timings(), exports))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnnexport")
 @click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own logs.")
@@ -295,13 +304,14 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
     if fleet is not None:
         return _fleet("convert", models, given, config, params, paths, fleet, export=export, force=force,
                       validate=validate)
-    converted = convert_models(models, given, config, export, force, validate, progress=_progress(params))
+    with _progress(params) as progress:
+        converted = convert_models(models, given, config, export, force, validate, progress=progress)
     if not (params["quiet"] or params["as_json"]):
         for artifact in converted.artifacts:
             click.echo(f"wrote {artifact.path}")
-    if converted.report is None:
-        return 0
-    return _emit(converted.report, params, config, paths)
+    code = 0 if converted.report is None else _emit(converted.report, params, config, paths)
+    _timings(progress, converted.report, params)
+    return code
 
 
 @cli.command()
@@ -334,8 +344,11 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
     fleet = fleet_values(params)
     if fleet is not None:
         return _fleet("validate", models, given_settings(params), config, params, paths, fleet)
-    report = validate_models(models, given_settings(params), config, progress=_progress(params))
-    return _emit(report, params, config, paths)
+    with _progress(params) as progress:
+        report = validate_models(models, given_settings(params), config, progress=progress)
+    code = _emit(report, params, config, paths)
+    _timings(progress, report, params)
+    return code
 
 
 def main() -> None:

@@ -66,7 +66,8 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "options given here override it."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
-        click.option("-v", "--verbose", is_flag=True, help="List every case in the table."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="List every case under its export, then the seconds each phase of the run took."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -77,9 +78,13 @@ def source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--unsafe", is_flag=True, help="Let Keras load Lambda layers (runs code from the file)."),
         click.option("--inputs", metavar="NAME,...",
-                     help="TF1 graphs: the input placeholders, e.g. x:0 (found automatically where unambiguous)."),
-        click.option("--outputs", metavar="NAME",
-                     help="TF1 graphs: the output tensor, e.g. logits:0 (found automatically where unambiguous)."),
+                     help="TF1 and frozen graphs: the tensors to export from, e.g. x:0 (found automatically where "
+                          "unambiguous). Any tensor may be named: the graph is cut there, e.g. Mfcc:0 to drop an "
+                          "audio front end."),
+        click.option("--outputs", metavar="NAME,...",
+                     help="TF1 and frozen graphs: the tensors to export to, e.g. logits:0, any tensor of the graph "
+                          "(found automatically where unambiguous). SavedModels: the signature's output keys, "
+                          "e.g. output_0."),
         click.option("--step", type=click.IntRange(min=0),
                      help="TF1 checkpoint directories: restore this global step instead of the newest."),
         click.option("--custom-objects", metavar="MODULE:NAME,...",

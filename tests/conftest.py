@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import ast  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -31,6 +32,15 @@ def rnnexport_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=300)
+
+
+# A line of the progress a run prints on stderr off a terminal: `[  12.3s] exporting m.keras to onnx`.
+PROGRESS = re.compile(r"^\[ *\d+\.\ds\] ")
+
+
+def without_progress(stderr: str) -> list[str]:
+    """The lines of `stderr` that are not progress lines: errors and messages."""
+    return [line for line in stderr.splitlines() if not PROGRESS.match(line)]
 
 
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnxruntime", "numpy", "rich")

@@ -22,7 +22,7 @@ import catalogue_helper as poison
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, run_python
+from conftest import ROOT, run_python, without_progress
 from keras_models import build
 
 import rnnexport
@@ -159,7 +159,7 @@ def previous(files, tmp_path) -> Path:
 def _one_line_naming(stderr: str, named: str) -> None:
     """One line of error, naming `named`. A bad option is click's usage error: its error line
     follows click's own two-line reminder of the usage."""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("Usage: ", "Try '"))]
+    lines = [line for line in without_progress(stderr) if line.strip() and not line.startswith(("Usage: ", "Try '"))]
     assert len(lines) == 1, stderr
     assert named in lines[0], (named, stderr)
     assert "Traceback" not in stderr and "internal error" not in stderr
@@ -386,7 +386,7 @@ def test_signals_kill_and_concurrent_runs(files, tmp_path):
     for name, code in (("int", 130), ("term", 143)):
         _, stderr = runs[name].communicate(timeout=240)
         assert runs[name].returncode == code, stderr
-        assert stderr.strip() == (f"Interrupted by SIG{name.upper()}: no export was complete, none was left under its "
+        assert "\n".join(without_progress(stderr.strip())) == (f"Interrupted by SIG{name.upper()}: no export was complete, none was left under its "
                                   "name; no report was written")
         assert _snapshot(outs[name]) == before
     runs["kill"].communicate(timeout=60)

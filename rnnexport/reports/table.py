@@ -50,7 +50,8 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
     if reasons:
         lines.append(f"  {name}: {len(e.skipped)} case(s) not checked: {'; '.join(reasons)}")
     if verbose:
-        lines.append(f"\n{e.target} {e.path} (reference on {e.reference_device})")
+        # The export's notes go under its own heading, above its cases, not under the export before.
+        lines = ["", f"{e.target} {e.path} (reference on {e.reference_device})", *lines]
         for c in e.cases:
             errs = ", ".join(f"{o.name} {output_error(o)}" for o in c.outputs)
             mark = "skip" if c.skipped else "ok  " if c else "FAIL"
@@ -66,12 +67,13 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
 
 
 def render(report: ParityReport, verbose: bool = False) -> str:
-    header = ("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
-    rows = [(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), str(e.tolerance),
-             e.status) for e in report.exports]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    from rnnexport.console import render as plain, table as new_table
+
+    table = new_table("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
+    for e in report.exports:
+        table.add_row(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), str(e.tolerance),
+                      e.status)
+    lines = plain(table).splitlines()
     for e in report.exports:
         lines += _notes(e, verbose)
     lines.append("")
