@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rnnexport convert samples/*.keras samples/*.h5 samples/tf1_tagger samples/*.pb --to all --out build/demo --force \
 		--report build/demo/parity.json
-	$(BIN)/rnnexport convert samples/lstm_variable.keras samples/gru_fixed.keras samples/tf1_tagger samples/unrolled_lstm.pb \
-		--streaming --to all --out build/demo/streaming --force --report build/demo/streaming/parity.json
+	$(BIN)/rnnexport convert samples/lstm_variable.keras samples/gru_fixed.keras samples/kws_conv_gru.keras samples/tf1_tagger \
+		samples/unrolled_lstm.pb --streaming --to all --out build/demo/streaming --force --report build/demo/streaming/parity.json
 
 ## Run the test suite (what CI runs): two workers, one test file each at a time, so that a file's
 ## fixtures are written once (17 min in one process on the 2-core CI machine, 8 in two).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rnnexport.version import __version__
 
 if TYPE_CHECKING:
-    from rnnexport.api import ConvertResult, convert, inspect, validate
+    from rnnexport.api import ConvertResult, convert, inspect, inspect_export, validate
     from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions, SweepOptions, ValidateOptions
     from rnnexport.tolerance import Tolerance, ToleranceOverrides
 
@@ -26,6 +26,7 @@ _WHERE = {
     "ConvertResult": "rnnexport.api",
     "convert": "rnnexport.api",
     "inspect": "rnnexport.api",
+    "inspect_export": "rnnexport.api",
     "validate": "rnnexport.api",
     "ConvertOptions": "rnnexport.options",
     "ExportOptions": "rnnexport.options",
@@ -48,6 +49,7 @@ __all__ = [
     "ValidateOptions",
     "convert",
     "inspect",
+    "inspect_export",
     "validate",
 ]
 

@@ -18,6 +18,7 @@ from rnnexport import plugins, tolerance
 from rnnexport.console import native_logs_off, native_stderr_silenced
 from rnnexport.data import is_stream, shards
 from rnnexport.device import Device, resolve_device
+from rnnexport.exported import ExportContents
 from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
@@ -68,6 +69,24 @@ def inspect(source: SourceLike, options: SourceOptions = SourceOptions()) -> Sou
     """
     with native_stderr_silenced(native_logs_off()):
         return _open(as_source(source), options).info
+
+
+def inspect_export(path: str | Path) -> ExportContents | None:
+    """What an export holds: entry points with their dynamic dimensions, recurrent ops, batch
+    policy, streaming states and the parity summary stored in it; None when `path` is no export
+    (a SavedModel another tool wrote is a source to `inspect`).
+
+    >>> print(rnnexport.inspect_export("exports/lstm_variable.onnx").states[0].holds)
+    lstm h
+    """
+    path = Path(path)
+    with native_stderr_silenced(native_logs_off()):
+        for target in plugins.targets():
+            if target.detect(path):
+                contents = target.contents(path)
+                if contents is not None:
+                    return contents
+    return None
 
 
 def _broken(exc: Exception) -> str:

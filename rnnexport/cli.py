@@ -226,13 +226,21 @@ def plugins(as_json: bool) -> int:
 def inspect(source: Path, as_json: bool, **params: Any) -> int:
     """Show what SOURCE holds: layers, units, inputs, fixed length, what can be exported.
 
+    On an export (SavedModel, ONNX, TFLite) rnnexport wrote: its entry points with their dynamic
+    dimensions, recurrent ops, batch policy, streaming states and the parity stored in it.
+
     \b
     Examples:
       rnnexport inspect samples/gru_fixed.keras
       rnnexport inspect checkpoints/ --step 2000 --outputs logits:0
+      rnnexport inspect exports/lstm_variable.onnx
     """
     import rnnexport
 
+    exported = rnnexport.inspect_export(source)
+    if exported is not None:
+        click.echo(json.dumps(exported.to_dict(), indent=2) if as_json else "\n".join(exported.lines()))
+        return 0
     info = rnnexport.inspect(source, source_values(params))
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))

@@ -195,8 +195,12 @@ Replacement = Callable[[Recurrence, Any, LayerCall], Any]
 NEXT = "_next"
 
 
+# The role of a causal window's state: the last inputs a convolution, pooling or left padding read.
+WINDOW = "window"
+
+
 def state_name(layer: str, role: str) -> str:
-    """The name of the state `role` (`h` or `c`) of recurrent layer `layer`: `<layer>_<role>`."""
+    """The name of the state `role` (`h`, `c` or `window`) of layer `layer`: `<layer>_<role>`."""
     return f"{layer}_{role}"
 
 
@@ -207,23 +211,34 @@ def next_name(state: str) -> str:
 
 @dataclass(frozen=True)
 class StateInfo:
-    """One state tensor `[batch, size]` a streaming export carries between chunks.
+    """One state tensor `[batch, *shape]` a streaming export carries between chunks.
 
-    The step entry point takes it as input `name` (`<layer>_<role>`, role `h` or `c`) and returns
-    the state after the chunk as output `next_name` (`<layer>_<role>_next`).
+    The step entry point takes it as input `name` (`<layer>_<role>`) and returns the state after
+    the chunk as output `next_name` (`<layer>_<role>_next`). A recurrent layer's roles are `h` and
+    `c`, each `[units]` per row; a causal window's role is `window`, `[steps, channels]` per row:
+    the last `steps` inputs the layer read (zeros before the first chunk, as its padding implies).
+    `holds` says what it is in words, as `inspect` shows it.
     """
 
     name: str
     next_name: str
     layer: str
     role: str
-    size: int
+    shape: tuple[int, ...]
     dtype: str = "float32"
 
     @classmethod
-    def of(cls, layer: str, role: str, size: int, dtype: str = "float32") -> StateInfo:
+    def of(cls, layer: str, role: str, shape: int | tuple[int, ...], dtype: str = "float32") -> StateInfo:
         name = state_name(layer, role)
-        return cls(name, next_name(name), layer, role, size, dtype)
+        return cls(name, next_name(name), layer, role, (shape,) if isinstance(shape, int) else tuple(shape), dtype)
+
+    @property
+    def holds(self) -> str:
+        """`lstm h`, `conv window, 2 steps x 10 channels`."""
+        if self.role == WINDOW:
+            steps, channels = self.shape
+            return f"{self.layer} window, {steps} step{'s' * (steps != 1)} x {channels} channels"
+        return f"{self.layer} {self.role}"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ that one target, the export's own path."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,27 @@ def label(source: Path | Any) -> str:
     return str(source) if isinstance(source, Path) else f"<{type(source).__name__} {getattr(source, 'name', '')}>"
 
 
+# A TF1 Saver's files: `<prefix>.index`, `.meta`, `.data-*`; its prefix may end in `-<step>`.
+_CHECKPOINT_FILE = re.compile(r"\.(meta|index|data-\d+-of-\d+)$")
+
+
+def _checkpoint_stem(source: Path) -> str | None:
+    """`<folder>-<step>` (`<folder>` without a step) for a TF1 checkpoint prefix or one of its
+    files, None for anything else: every Saver names its files `model.ckpt-<step>`, so the folder
+    tells models apart and the step tells a model's checkpoints apart."""
+    prefix = _CHECKPOINT_FILE.sub("", source.name)
+    if not any((source.parent / f"{prefix}{ext}").is_file() for ext in (".index", ".meta")):
+        return None
+    folder = source.resolve().parent.name or "model"
+    step = re.search(r"-(\d+)$", prefix)
+    return f"{folder}-{step.group(1)}" if step else folder
+
+
 def _stem(source: Path | Any) -> str:
     if isinstance(source, Path):
-        return source.name.split(".")[0] if source.is_file() or not source.exists() else source.name
+        if source.is_dir():
+            return source.name
+        return _checkpoint_stem(source) or source.name.split(".")[0]
     return getattr(source, "name", None) or "model"
 
 

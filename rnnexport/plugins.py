@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from rnnexport.device import Device
+    from rnnexport.exported import ExportContents
     from rnnexport.model import RecurrentModel, SourceInfo
     from rnnexport.options import SourceOptions
     from rnnexport.tolerance import Tolerance
@@ -146,6 +147,11 @@ class Target(ABC):
 
     def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
         """Store the parity summary in an artifact that can carry it; others ignore it."""
+
+    def contents(self, path: Path) -> ExportContents | None:
+        """What `inspect` shows of the export at `path`: entry points, recurrent ops, batch policy,
+        streaming states and the stored parity (None: not an export this target can show)."""
+        return None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,21 @@ def keras3_samples() -> None:
     keras.Model(inputs, outputs, name="lstm_unrolled").save(HERE / "lstm_unrolled.keras")
 
 
+def keyword_spotter_sample() -> None:
+    """A keyword spotter's shape: causal convolutions over 10 MFCCs per frame (the second dilated),
+    a GRU, a score per keyword and frame; it streams frame by frame with each window as state."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    layers = keras.layers
+    inputs = keras.Input((None, 10), name="mfcc")
+    x = layers.Conv1D(16, 3, padding="causal", activation="relu", name="conv1d")(inputs)
+    x = layers.Conv1D(16, 3, padding="causal", dilation_rate=2, activation="relu", name="conv1d_dilated")(x)
+    x = layers.GRU(24, return_sequences=True, name="gru")(x)
+    outputs = layers.Dense(4, activation="softmax", name="keyword")(x)
+    keras.Model(inputs, outputs, name="kws_conv_gru").save(HERE / "kws_conv_gru.keras")
+
+
 def tf_keras_samples() -> None:
     import tensorflow as tf
 
@@ -58,5 +73,6 @@ if __name__ == "__main__":
         tf_keras_samples()
     else:
         keras3_samples()
+        keyword_spotter_sample()
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
         subprocess.run([sys.executable, __file__, "--tf-keras"], check=True, env=env)

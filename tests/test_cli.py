@@ -206,8 +206,8 @@ def test_tensorflow_noise_stays_off_the_terminal(tmp_path, lstm_file):
 
 def test_samples_script_and_readme_samples_exist():
     names = sorted(p.name for p in (ROOT / "samples").iterdir())
-    assert names == ["bidirectional_stack.h5", "gru_fixed.keras", "lstm_unrolled.keras", "lstm_variable.keras",
-                     "make_samples.py", "tf1_tagger", "unrolled_lstm.pb"]
+    assert names == ["bidirectional_stack.h5", "gru_fixed.keras", "kws_conv_gru.keras", "lstm_unrolled.keras",
+                     "lstm_variable.keras", "make_samples.py", "tf1_tagger", "unrolled_lstm.pb"]
     assert sorted(p.name for p in (ROOT / "samples" / "tf1_tagger").iterdir()) == [
         "checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "model.ckpt.meta"]
     makefile = (ROOT / "Makefile").read_text()

@@ -172,11 +172,11 @@ def test_bidirectional_keras_model_is_refused_naming_the_layer(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_layers_that_mix_time_steps_are_refused(tmp_path):
+def test_layers_that_look_ahead_are_refused(tmp_path):
     inputs = keras.Input((None, 5), name="x")
-    x = keras.layers.Conv1D(4, 3, padding="causal", name="conv")(inputs)
+    x = keras.layers.Conv1D(4, 3, padding="same", name="conv")(inputs)
     model = keras.Model(inputs, keras.layers.GRU(4, name="gru")(x))
-    with pytest.raises(UnsupportedModelError, match=r"layer 'conv' \(Conv1D\) may combine several time steps"):
+    with pytest.raises(UnsupportedModelError, match=r"layer 'conv' \(Conv1D, padding='same'\) reads 1 step after"):
         rnnexport.convert(model, tmp_path, STREAMING)
     # Without --streaming the same model exports, with no streaming entry points to check.
     result = rnnexport.convert(model, tmp_path, ConvertOptions(targets=("all",), validation=STREAMING.validation))
@@ -285,10 +285,38 @@ def test_the_readme_streaming_examples_run(tmp_path):
     examples = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(examples) == 3
     convert = re.search(r"`(rnnexport convert samples/lstm_variable.keras --streaming [^`]*)`", section).group(1)
-    source = TESTS.parent / "samples" / "lstm_variable.keras"
-    made = rnnexport_cmd("convert", str(source), *convert.split()[3:], "--lengths", "3", "-q", cwd=tmp_path)
+    (tmp_path / "samples").symlink_to(TESTS.parent / "samples")
+    made = rnnexport_cmd(*convert.split()[1:], "--lengths", "3", "-q", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
+    shown = re.search(r"\$ (rnnexport inspect exports/lstm_variable.onnx)\n(.*?)```", section, re.S)
+    inspected = rnnexport_cmd(*shown.group(1).split()[1:], cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    documented = [line for line in shown.group(2).splitlines() if not line.startswith("parity:")]
+    assert [line for line in inspected.stdout.splitlines() if not line.startswith("parity:")] == documented
+    assert re.search(r"^parity: PASS, \d+/\d+ cases passed, lengths 3,64, ", inspected.stdout, re.M)
     for example in examples:
         check = example + "\nassert scores.shape == (1, 5, 5) and np.isfinite(np.asarray(scores)).all()\n"
         ran = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, example + ran.stderr[-2000:]
+
+
+def test_exports_of_a_checkpoint_are_named_after_its_folder_and_step(tmp_path):
+    import shutil
+
+    from rnnexport.plan import export_paths
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for file in (TESTS.parent / "samples" / "tf1_tagger").glob("model.ckpt.*"):
+        for step in ("-1000", "-2000", ""):
+            shutil.copy(file, folder / file.name.replace("model.ckpt", f"model.ckpt{step}"))
+    named = {source: [p.name for _, p in export_paths(folder / source, ["all"], tmp_path / "out")]
+             for source in ("model.ckpt-1000", "model.ckpt-2000", "model.ckpt-2000.meta", "model.ckpt")}
+    assert named == {
+        "model.ckpt-1000": ["ckpts-1000.onnx", "ckpts-1000.savedmodel", "ckpts-1000.tflite"],
+        "model.ckpt-2000": ["ckpts-2000.onnx", "ckpts-2000.savedmodel", "ckpts-2000.tflite"],
+        "model.ckpt-2000.meta": ["ckpts-2000.onnx", "ckpts-2000.savedmodel", "ckpts-2000.tflite"],
+        "model.ckpt": ["ckpts.onnx", "ckpts.savedmodel", "ckpts.tflite"],
+    }
+    assert [p.name for _, p in export_paths(TESTS.parent / "samples" / "tf1_tagger", ["onnx"], tmp_path)] == [
+        "tf1_tagger.onnx"]

@@ -166,7 +166,9 @@ def test_conv1d_over_time_before_an_lstm_that_still_fuses(files, tmp_path):
 def test_a_convolution_front_end_does_not_stream(files, tmp_path):
     options = rnnexport.ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True))
     with pytest.raises(UnsupportedModelError, match=r"cannot stream: the front end's Conv2D\(4, kernel=3x2, strides=2x1, "
-                                                    r"padding=VALID, activation=relu\) reads windows of several steps"):
+                                                    r"padding=VALID, activation=relu\) looks ahead: with VALID padding over time each "
+                                                    r"output step reads up to 2 later input steps and its stride 2 "
+                                                    r"keeps one step in 2, which a chunk does not have yet"):
         rnnexport.convert(files / "conv_gru_dynamic.pb", tmp_path, options)
 
 

@@ -18,7 +18,7 @@ LENGTH_GENERIC = {
     "GlobalAveragePooling1D", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
     "Concatenate", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity",
     "Conv2D", "MaxPooling2D", "AveragePooling2D", "SpatialDropout2D", "GlobalMaxPooling2D",
-    "GlobalAveragePooling2D",
+    "GlobalAveragePooling2D", "ZeroPadding1D",
 }
 # Layers that move axes around: length-generic unless they fold, move or repeat the time axis,
 # which `timeaxis` reads from the shapes the loaded model was built with.

@@ -9,6 +9,8 @@ from typing import Any
 POOLING = ("MaxPooling1D", "AveragePooling1D", "MaxPooling2D", "AveragePooling2D")
 # Over (time, frequency) inputs, the first spatial axis is time.
 CONVOLUTIONS = ("Conv1D", "Conv2D")
+# Padding lengthens time before a valid window reads it.
+PADDING = "ZeroPadding1D"
 # Far beyond any kernel stack; a model still failing there cannot run at all.
 LONGEST = 1 << 20
 
@@ -24,6 +26,8 @@ def window(layer: Any) -> tuple[int, int, int] | None:
 
 
 def _out_length(layer: Any, steps: int) -> int:
+    if type(layer).__name__ == PADDING:
+        return steps + sum(layer.padding)
     sliding = window(layer)
     if sliding is None:
         return steps
@@ -72,7 +76,8 @@ def _chains(model: Any) -> list[list[Any]]:
 
 def shortest(model: Any) -> tuple[int, list[str]]:
     """The fewest steps every path through `model` runs with, and the layers that ask for more than one."""
-    chains = [[layer for layer in chain if window(layer) is not None] for chain in _chains(model)]
+    chains = [[layer for layer in chain if window(layer) is not None or type(layer).__name__ == PADDING]
+              for chain in _chains(model)]
     chains = [chain for chain in chains if chain]
     if not chains:
         return 1, []
@@ -85,5 +90,5 @@ def shortest(model: Any) -> tuple[int, list[str]]:
         middle = (low + high) // 2
         low, high = (low, middle) if all(_runs(chain, middle) for chain in chains) else (middle + 1, high)
     limiting = {layer.name: layer for chain in chains for layer in chain
-                if layer.padding == "valid" and _out_length(layer, 1) < 1}
+                if type(layer).__name__ != PADDING and layer.padding == "valid" and _out_length(layer, 1) < 1}
     return low, [_reason(layer) for layer in limiting.values()]

@@ -22,6 +22,7 @@ from rnnexport_converters.keras import equivalent as keras_equivalent
 from rnnexport_converters.keras import lengths as keras_lengths
 from rnnexport_converters.keras import legacy as keras_legacy
 from rnnexport_converters.keras import timeaxis as keras_timeaxis
+from rnnexport_converters.keras import windows as keras_windows
 from rnnexport_converters.keras.equivalent import KerasEquivalent
 from rnnexport_converters.keras.reference import KerasReference
 from rnnexport.device import Device
@@ -205,15 +206,13 @@ def _is_causal(model: Any) -> bool:
         kind = type(layer).__name__
         if kind == "Bidirectional" or getattr(layer, "go_backwards", False):
             return False
-        if kind in ("MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D",
-                    "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
-            return False
-        if kind == "Conv1D" and layer.padding != "causal":
+        if kind in ("GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
             return False
         # Over (time, frequency), a window more than one step long reads steps ahead.
         if kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D") and keras_lengths.window(layer)[0] > 1:
             return False
-    return True
+    # A 1-D window is causal where padding on its left gives it every step it reads.
+    return not keras_windows.plan(list(model.layers), list(model.outputs), None).ahead
 
 
 class OpenedKeras(OpenedSource):

@@ -1,9 +1,11 @@
 """A Keras model run a chunk at a time: each recurrent layer starts from a state given as an input
-and returns the state it ends in.
+and returns the state it ends in; each causal window (`windows`) reads the last steps of the
+previous chunk from a state and returns the last steps of this one.
 
 The model's own graph is walked once per trace, calling every layer as the model would, except
-that recurrent layers receive `initial_state` and return their final states as well. Only models
-whose other layers compute each time step on its own can be cut into chunks this way.
+that recurrent layers receive `initial_state` and return their final states as well, and windows
+read their state where they would read padding. Only models whose other layers compute each time
+step on its own can be cut into chunks this way.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import numpy as np
 from rnnexport_converters.keras import recurrences as keras_recurrences
+from rnnexport_converters.keras import windows as keras_windows
 
-from rnnexport.model import Replacement, StateInfo, Streaming, TensorInfo, state_name
+from rnnexport.model import WINDOW, Replacement, StateInfo, Streaming, TensorInfo, state_name
 from rnnexport.tf import tensorflow
 
 # Layers that compute each time step from that step alone (given the `axis` check below).
@@ -69,10 +72,19 @@ def _last_axis_only(layer: Any) -> bool:
     return all(a in (-1, rank - 1) for a in axes)
 
 
+def _windows(model: Any) -> keras_windows.Plan:
+    return keras_windows.plan(list(_layers(model)), list(getattr(model, "outputs", [])), PER_STEP)
+
+
 def not_streamable(model: Any) -> str:
     """Why this model cannot run chunk by chunk with explicit state, naming the layer (empty: it can)."""
+    windowed = _windows(model)
+    if windowed.refused:
+        return windowed.refused
     for layer in _layers(model):
         kind = type(layer).__name__
+        if kind in keras_windows.LAYERS:
+            continue
         if kind == "Bidirectional":
             return f"layer '{layer.name}' (Bidirectional) reads each sequence backwards, so it needs the whole sequence"
         if kind in RECURRENT:
@@ -117,9 +129,17 @@ def recurrent_layers(model: Any) -> list[Any]:
 
 
 def states_of(model: Any) -> tuple[StateInfo, ...]:
-    """The states of every recurrent layer, named `<layer>_<role>` (step outputs `<layer>_<role>_next`)."""
-    return tuple(StateInfo.of(layer.name, role, size)
-                 for layer in recurrent_layers(model) for role, size in state_roles(layer))
+    """The states of every causal window and recurrent layer, in graph order, named
+    `<layer>_<role>` (step outputs `<layer>_<role>_next`)."""
+    windows = {id(w.layer): w for w in _windows(model).windows}
+    states = []
+    for layer in _layers(model):
+        if id(layer) in windows:
+            window = windows[id(layer)]
+            states.append(StateInfo.of(layer.name, WINDOW, (window.steps, window.channels)))
+        elif type(layer).__name__ in RECURRENT:
+            states += [StateInfo.of(layer.name, role, size) for role, size in state_roles(layer)]
+    return tuple(states)
 
 
 @contextlib.contextmanager
@@ -140,14 +160,22 @@ def run_chunk(model: Any, inputs: Sequence[Any], states: dict[str, Any]) -> tupl
     layers = recurrent_layers(model)
     requested = {layer.name: layer.return_state for layer in layers}
     own: dict[str, list[StateInfo]] = {layer.name: [] for layer in layers}
+    windows = {w.layer.name: w for w in _windows(model).windows}
     for info in states_of(model):
-        own[info.layer].append(info)
+        own.setdefault(info.layer, []).append(info)
     finals: dict[str, Any] = {}
 
     def operation_fn(operation: Any) -> Any:
         graph = _nested(operation)
         if graph is not None:
             return lambda *args, **kwargs: _walk(graph, args[0])
+        if operation.name in windows:
+            def windowed(*args: Any, **kwargs: Any) -> Any:
+                (info,) = own[operation.name]
+                output, finals[info.next_name] = keras_windows.call(windows[operation.name], operation, args[0],
+                                                                    states[info.name], kwargs)
+                return output
+            return windowed
         if type(operation).__name__ not in RECURRENT:
             def call(*args: Any, **kwargs: Any) -> Any:
                 if "training" in getattr(operation, "_call_context_args", {}):
@@ -191,8 +219,8 @@ def initial_values(model: Any) -> dict[str, np.ndarray]:
 def start_state(model: Any, batch: int) -> dict[str, np.ndarray]:
     """The state the model starts each sequence from, for `batch` rows, keyed by state name."""
     trained = initial_values(model)
-    return {s.name: np.broadcast_to(trained[s.name], (batch, s.size)).copy() if s.name in trained
-            else np.zeros((batch, s.size), s.dtype) for s in states_of(model)}
+    return {s.name: np.broadcast_to(trained[s.name], (batch, *s.shape)).copy() if s.name in trained
+            else np.zeros((batch, *s.shape), s.dtype) for s in states_of(model)}
 
 
 def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_names: Sequence[str]) -> Streaming:
@@ -210,7 +238,7 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
 
     def trace_step(batch: int | None) -> Any:
         specs = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype, name=spec.name) for spec in inputs]
-        specs += [tf.TensorSpec((batch, s.size), s.dtype, name=s.name) for s in states]
+        specs += [tf.TensorSpec((batch, *s.shape), s.dtype, name=s.name) for s in states]
 
         def step(*tensors: Any) -> dict[str, Any]:
             given = dict(zip([s.name for s in states], tensors[len(inputs):]))
@@ -228,7 +256,7 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
     def initial_state(batch: Any) -> dict[str, Any]:
         values = {}
         for s in states:
-            shape = tf.stack([batch, s.size])
+            shape = tf.stack([batch, *s.shape])
             start = tf.broadcast_to(trained[s.name], shape) if s.name in trained else tf.zeros(shape, dtype=s.dtype)
             values[s.name] = tf.identity(start, name=s.name)
         return values

@@ -40,3 +40,47 @@ def recurrent_ops(proto: Any) -> dict[str, int]:
     return counts
 
 
+
+
+def _ports(values: Any) -> tuple[Any, ...]:
+    import onnx
+
+    from rnnexport.exported import Port
+
+    return tuple(Port(v.name, onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                      tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+                            for d in v.type.tensor_type.shape.dim)) for v in values)
+
+
+def contents(path: Path) -> Any:
+    """`inspect` of an ONNX export: the file at `path` and the streaming files beside it."""
+    import json
+
+    import onnx
+
+    from rnnexport.errors import ExportError, one_line
+    from rnnexport.exported import EntryPoint, ExportContents, states
+
+    files = [path, *(f for f in streaming_files(path) if f.is_file())]
+    protos = {}
+    for file in files:
+        try:
+            protos[file] = onnx.load(str(file), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and others for a bad file
+            raise ExportError(f"{file}: not a readable ONNX file ({one_line(exc, typed=False)})") from None
+    meta = {file: {p.key: p.value for p in proto.metadata_props} for file, proto in protos.items()}
+    entry_points, carried = [], ()
+    for file, proto in protos.items():
+        name = meta[file].get(META + "entry_point", "sequence")
+        inputs, outputs = _ports(proto.graph.input), _ports(proto.graph.output)
+        entry_points.append(EntryPoint(name, file.name, inputs, outputs))
+        if name == "step" and META + "states" in meta[file]:
+            carried = states(json.loads(meta[file][META + "states"]), {p.name: p.dims for p in inputs},
+                             json.loads(meta[file].get(META + "state_holds", "{}")))
+    first = entry_points[0].inputs[0].dims if entry_points[0].inputs else ()
+    batch = "any (dynamic 'batch' dimension)" if first and isinstance(first[0], str) else f"fixed at {first[0]}"
+    main = meta[path]
+    return ExportContents(
+        str(path), "onnx", tuple(entry_points), recurrent_ops(protos[path]), batch, carried,
+        main.get(META + "source"), json.loads(main[META + "parity"]) if META + "parity" in main else None,
+        tuple(f"{layer} not fused: {why}" for layer, why in json.loads(main.get(META + "not_fused", "{}")).items()))

@@ -13,9 +13,11 @@ from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.target_options import option
 from rnnexport.plugins import ExportDetails, Target
+from rnnexport_converters.onnx import files as onnx_files
 from rnnexport_converters.onnx.files import META, recurrent_ops, set_metadata, streaming_files
 
 if TYPE_CHECKING:
+    from rnnexport.exported import ExportContents
     from rnnexport_converters.onnx.runtime import OnnxProbe, OnnxRunner, OnnxStreamRunner
 
 
@@ -86,6 +88,9 @@ class OnnxTarget(Target):
             "fused": json.loads(meta.get(META + "fused", "{}")),
             "not_fused": json.loads(meta.get(META + "not_fused", "{}")),
         }
+
+    def contents(self, path: Path) -> ExportContents:
+        return onnx_files.contents(path)
 
     def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
         import onnx

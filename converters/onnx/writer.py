@@ -40,7 +40,7 @@ def _declare_io_shapes(proto: Any, specs: Iterable[TensorInfo]) -> None:
 
 
 def _state_specs(states: Iterable[StateInfo]) -> list[TensorInfo]:
-    return [TensorInfo(name, s.dtype, (None, s.size), None) for s in states for name in (s.name, s.next_name)]
+    return [TensorInfo(name, s.dtype, (None, *s.shape), None) for s in states for name in (s.name, s.next_name)]
 
 
 def _to_onnx(function: Any, options: OnnxOptions, handlers: Any = None) -> Any:
@@ -115,14 +115,17 @@ def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bo
         entry_points = model.streaming()
         step_path, initial_path = streaming_files(path)
         states = json.dumps([s.name for s in entry_points.states])
+        holds = json.dumps({s.name: s.holds for s in entry_points.states})
         trace_step_with = entry_points.trace_step_with
         step, step_fused, step_left = _fused(
             lambda fusion: trace_step_with(fusion, None) if trace_step_with is not None else (entry_points.step, {}),
             options)
         _declare_io_shapes(step, (*model.info.inputs, *model.info.outputs, *_state_specs(entry_points.states)))
         _save(step, step_path, model, {META + "entry_point": "step", META + "states": states,
+                                       META + "state_holds": holds,
                                        META + "fused": json.dumps(step_fused),
                                        META + "not_fused": json.dumps(step_left)})
         initial = _to_onnx(entry_points.initial_state, options)
         _declare_io_shapes(initial, _state_specs(entry_points.states))
-        _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states})
+        _save(initial, initial_path, model, {META + "entry_point": "initial_state", META + "states": states,
+                                             META + "state_holds": holds})

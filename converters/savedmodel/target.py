@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
+from rnnexport.version import __version__
+from rnnexport_converters.savedmodel import exported
 from rnnexport.model import RecurrentModel
 from rnnexport.target_options import NoOptions
 from rnnexport.plugins import Target
@@ -13,6 +16,7 @@ from rnnexport.runner import Probe
 from rnnexport.tf import tensorflow
 
 if TYPE_CHECKING:
+    from rnnexport.exported import ExportContents
     from rnnexport_converters.savedmodel.runtime import SavedModelRunner, SavedModelStreamRunner
 
 
@@ -32,6 +36,11 @@ class SavedModelTarget(Target):
             signatures[STEP] = entry_points.step.get_concrete_function()
             signatures[INITIAL_STATE] = entry_points.initial_state.get_concrete_function()
         tf.saved_model.save(model.module, str(path), signatures=signatures)
+        metadata = {"version": __version__, "source": model.info.path, "source_kind": model.info.kind}
+        if streaming:
+            metadata.update(states=[s.name for s in entry_points.states],
+                            state_holds={s.name: s.holds for s in entry_points.states})
+        exported.write_metadata(path, metadata)
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
@@ -52,3 +61,11 @@ class SavedModelTarget(Target):
         from rnnexport_converters.savedmodel.runtime import SavedModelProbe
 
         return SavedModelProbe(path, device)
+
+    def contents(self, path: Path) -> ExportContents | None:
+        return exported.contents(path)
+
+    def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
+        metadata = exported.read_metadata(path)
+        if metadata is not None:
+            exported.write_metadata(path, {**metadata, "parity": dict(summary)})

@@ -211,8 +211,11 @@ def not_streamable(frontend: tuple[Stage, ...]) -> str:
     windowed = next((stage for stage in frontend if not isinstance(stage, Dense)), None)
     if windowed is None:
         return ""
-    return (f"the front end's {windowed.describe()} reads windows of several steps, which a chunk's edges would "
-            "cut; only recurrent layers carry state from one chunk to the next")
+    window, stride = windowed._time()
+    return (f"the front end's {windowed.describe()} looks ahead: with {windowed.padding} padding over time each output "
+            f"step reads up to {window - 1 if windowed.padding == 'VALID' else window // 2} later input steps"
+            + (f" and its stride {stride} keeps one step in {stride}" if stride > 1 else "")
+            + ", which a chunk does not have yet; only causal windows (left padding) stream")
 
 
 def _takes(frontend: tuple[Stage, ...], length: int) -> bool:

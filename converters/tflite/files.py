@@ -4,6 +4,7 @@ keeps in it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,69 @@ def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 def step_file(path: Path) -> Path:
     """The file beside `m.tflite` that holds the `step` and `initial_state` signatures."""
     return path.with_name(f"{path.name[: -len(path.suffix)]}.step.tflite")
+
+
+def with_metadata(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
+    """The flatbuffer with rnnexport's metadata stored in it (replacing any it held)."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _signatures(path: Path) -> list[Any]:
+    """Each signature of the file at `path` as an entry point, ports as LiteRT declares them."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from rnnexport.exported import EntryPoint, Port, dims
+
+    interpreter = Interpreter(str(path))
+    entry_points = []
+    for name in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(name)
+        ports = [tuple(Port(key, np.dtype(d["dtype"]).name, dims(d["shape_signature"])) for key, d in sorted(details.items()))
+                 for details in (runner.get_input_details(), runner.get_output_details())]
+        entry_points.append(EntryPoint(name, path.name, *ports))
+    return entry_points
+
+
+def contents(path: Path) -> Any:
+    """`inspect` of a TFLite export: the file at `path` and the step file beside it."""
+    from rnnexport.exported import ExportContents, states
+
+    meta, ops = read_file(path)
+    entry_points = _signatures(path)
+    step, carried = step_file(path), ()
+    if step.is_file():
+        step_meta, _ = read_file(step)
+        step_points = _signatures(step)
+        entry_points += step_points
+        inputs = {p.name: p.dims for e in step_points if e.name == "step" for p in e.inputs}
+        carried = states(step_meta.get("states", []), inputs, step_meta.get("state_holds", {}))
+    batch = "any (resized per call)" if meta.get("batch") is None else f"fixed at {meta['batch']}"
+    if meta.get("batch_fixed_because"):
+        batch += f" ({meta['batch_fixed_because']})"
+    notes = tuple(f"{layer} not fused: {why}" for layer, why in meta.get("not_fused", {}).items())
+    if meta.get("quantize"):
+        notes += (f"weights quantized: {meta['quantize']}",)
+    return ExportContents(str(path), "tflite", tuple(entry_points),
+                          {op: n for op, n in ops.items() if op in RECURRENT_OPS}, batch, carried,
+                          meta.get("source"), meta.get("parity"), notes)
+
+
+def record_parity(path: Path, summary: Mapping[str, Any]) -> None:
+    """Store the parity summary in the file's metadata, replacing the file once it is written."""
+    meta, _ = read_file(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(with_metadata(path.read_bytes(), {**meta, "parity": dict(summary)}))
+    tmp.replace(path)

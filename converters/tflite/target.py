@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
 from rnnexport.model import RecurrentModel
 from rnnexport.target_options import option
 from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import ExportDetails, Target
+from rnnexport_converters.tflite import files as tflite_files
 from rnnexport_converters.tflite.files import RECURRENT_OPS, read_file, step_file
 
 if TYPE_CHECKING:
+    from rnnexport.exported import ExportContents
     from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
 
 QUANTIZATIONS = ("float16", "dynamic-range")
@@ -97,3 +100,9 @@ class TfliteTarget(Target):
             "not_fused": meta.get("not_fused", {}),
             **({"batch_fixed_because": meta["batch_fixed_because"]} if meta.get("batch_fixed_because") else {}),
         }
+
+    def contents(self, path: Path) -> ExportContents:
+        return tflite_files.contents(path)
+
+    def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
+        tflite_files.record_parity(path, summary)

@@ -4,20 +4,17 @@ stubs only on that path), the stubs replaced by LiteRT's kernels, and rnnexport'
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from rnnexport.version import __version__
 from rnnexport.errors import ExportError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
-from rnnexport_converters.tflite.files import KERNELS, METADATA_NAME, step_file
+from rnnexport_converters.tflite.files import KERNELS, step_file, with_metadata
 from rnnexport_converters.tflite.layers import Layers
 from rnnexport_converters.tflite.surgery import replace_stubs
 from rnnexport_converters.tflite.target import TfliteOptions
@@ -34,22 +31,6 @@ def _blocking_message(log: str, options: TfliteOptions) -> str:
                 "this model cannot be exported to TFLite (try --to onnx)")
     lines = [line.strip() for line in log.splitlines() if "error" in line.lower()]
     return f"the TFLite converter failed: {(lines or log.strip().splitlines() or ['unknown error'])[0]}"
-
-
-def _finish(flatbuffer: bytes, metadata: Mapping[str, Any]) -> bytes:
-    """Store rnnexport's metadata in the flatbuffer."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _converter(converter: Any, options: TfliteOptions) -> bytes:
@@ -138,12 +119,13 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
         "quantize": options.quantize,
         "select_ops": options.select_ops,
     }
-    path.write_bytes(_finish(flatbuffer, {**meta, **layers}))
+    path.write_bytes(with_metadata(flatbuffer, {**meta, **layers}))
     if streaming:
         entry_points = model.streaming()
         streamed, step_batch = _step_file(entry_points, model, options)
-        step_file(path).write_bytes(_finish(streamed, {**meta, "batch": step_batch, "stateless": True,
-                                                       "states": [s.name for s in entry_points.states]}))
+        step_file(path).write_bytes(with_metadata(streamed, {**meta, "batch": step_batch, "stateless": True,
+                                                       "states": [s.name for s in entry_points.states],
+                                                       "state_holds": {s.name: s.holds for s in entry_points.states}}))
 
 
 def _step_file(entry_points: Any, model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, int | None]:
