@@ -86,7 +86,8 @@ class ExportContents:
             said += [f"  {state.describe()}" for state in self.states]
         else:
             said.append("streaming: no step entry point")
-        said.append("parity: " + (summary(self.parity) if self.parity else "not recorded (validate it to record one)"))
+        stored = summary(self.parity) if self.parity else "none stored (convert stores one when it validates)"
+        said.append(f"parity: {stored}")
         said += [f"note: {note}" for note in self.notes]
         return said
 

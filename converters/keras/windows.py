@@ -48,31 +48,33 @@ def _span(layer: Any) -> int:
 
 def _channels_last(layer: Any) -> str:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return f"layer '{layer.name}' ({type(layer).__name__}) has data_format={layer.data_format}; only time on axis 1 streams"
+        return (f"layer '{layer.name}' ({type(layer).__name__}) has data_format={layer.data_format}; only time on "
+                "axis 1 streams")
     return ""
 
 
-def _windowed(layer: Any, lead: int) -> tuple[int, str]:
-    """The lead after a convolution or pooling layer given `lead`, or why it looks ahead."""
+def _windowed(layer: Any, lead: int) -> tuple[int, str, bool]:
+    """The lead after a convolution or pooling layer given `lead`, or why it cannot stream and
+    whether that is because it looks ahead."""
     kind = type(layer).__name__
     refused = _channels_last(layer)
     if refused:
-        return 0, refused
+        return 0, refused, False
     stride, span = layer.strides[0], _span(layer)
     if stride != 1:
         return 0, (f"layer '{layer.name}' ({kind}, strides={stride}) keeps one step in {stride}, so a chunk's steps "
-                   "would not line up with its outputs; only strides=1 streams")
+                   "would not line up with its outputs; only strides=1 streams"), True
     if layer.padding == "causal":
-        return lead, ""
+        return lead, "", False
     if layer.padding == "same":
         return 0, (f"layer '{layer.name}' ({kind}, padding='same') reads {steps(span - span // 2)} after the one it "
                    "outputs, which a chunk does not have yet; padding='causal' (or ZeroPadding1D((n, 0)) before "
-                   "padding='valid') streams")
+                   "padding='valid') streams"), True
     if lead < span:
-        return 0, (f"layer '{layer.name}' ({kind}, padding='valid') reads {steps(span - lead)} after the one it outputs, "
-                   f"which a chunk does not have yet; left-pad it with ZeroPadding1D(({span}, 0)) or use a causal "
-                   "window to stream")
-    return lead - span, ""
+        return 0, (f"layer '{layer.name}' ({kind}, padding='valid') reads {steps(span - lead)} after the one it "
+                   f"outputs, which a chunk does not have yet; left-pad it with ZeroPadding1D(({span}, 0)) or use a "
+                   "causal window to stream"), True
+    return lead - span, "", False
 
 
 @dataclass
@@ -125,9 +127,9 @@ def plan(layers: list[Any], outputs: list[Any], per_step: frozenset[str] | None)
                 windows.append(Window(layer, left, int(layer.input.shape[-1])))
             lead += left
         elif kind == CONVOLUTION or kind in POOLING:
-            lead, refused = _windowed(layer, lead)
+            lead, refused, ahead = _windowed(layer, lead)
             if refused:
-                return fail(refused, "steps after the one it outputs" in refused)
+                return fail(refused, ahead)
             if kind == CONVOLUTION and layer.padding == "causal" and _span(layer):
                 windows.append(Window(layer, _span(layer), int(layer.input.shape[-1])))
         elif lead and per_step is not None and kind not in per_step:

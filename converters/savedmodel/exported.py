@@ -59,6 +59,6 @@ def contents(path: Path) -> Any:
     if "step" in signatures:
         inputs = {p.name: p.dims for p in entry_points[names.index("step")].inputs}
         carried = states(meta.get("states", []), inputs, meta.get("state_holds", {}))
+    notes = ("recurrent layers run as TensorFlow While loops (Keras's own computation)",) if loops else ()
     return ExportContents(str(path), "savedmodel", entry_points, {"While": loops} if loops else {},
-                          "any (dynamic 'batch' dimension)", carried, meta.get("source"), meta.get("parity"),
-                          ("recurrent layers run as TensorFlow While loops (Keras's own computation)",) if loops else ())
+                          "any (dynamic 'batch' dimension)", carried, meta.get("source"), meta.get("parity"), notes)

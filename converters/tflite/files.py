@@ -71,7 +71,8 @@ def _signatures(path: Path) -> list[Any]:
     entry_points = []
     for name in interpreter.get_signature_list():
         runner = interpreter.get_signature_runner(name)
-        ports = [tuple(Port(key, np.dtype(d["dtype"]).name, dims(d["shape_signature"])) for key, d in sorted(details.items()))
+        ports = [tuple(Port(key, np.dtype(d["dtype"]).name, dims(d["shape_signature"]))
+                       for key, d in sorted(details.items()))
                  for details in (runner.get_input_details(), runner.get_output_details())]
         entry_points.append(EntryPoint(name, path.name, *ports))
     return entry_points
@@ -82,14 +83,16 @@ def contents(path: Path) -> Any:
     from rnnexport.exported import ExportContents, states
 
     meta, ops = read_file(path)
-    entry_points = _signatures(path)
-    step, carried = step_file(path), ()
-    if step.is_file():
-        step_meta, _ = read_file(step)
-        step_points = _signatures(step)
-        entry_points += step_points
-        inputs = {p.name: p.dims for e in step_points if e.name == "step" for p in e.inputs}
-        carried = states(step_meta.get("states", []), inputs, step_meta.get("state_holds", {}))
+    entry_points, carried = [], ()
+    for file in (path, step_file(path)):
+        if not file.is_file():
+            continue
+        file_meta = read_file(file)[0] if file != path else meta
+        points = _signatures(file)
+        entry_points += points
+        inputs = {p.name: p.dims for e in points if e.name == "step" for p in e.inputs}
+        if inputs and "states" in file_meta:
+            carried = states(file_meta["states"], inputs, file_meta.get("state_holds", {}))
     batch = "any (resized per call)" if meta.get("batch") is None else f"fixed at {meta['batch']}"
     if meta.get("batch_fixed_because"):
         batch += f" ({meta['batch_fixed_because']})"
