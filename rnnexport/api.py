@@ -16,7 +16,7 @@ import numpy as np
 
 from rnnexport import plugins, tolerance
 from rnnexport.console import native_logs_off, native_stderr_silenced
-from rnnexport.data import is_stream, shards
+from rnnexport.data import batches, is_stream, shards
 from rnnexport.device import Device, resolve_device
 from rnnexport.exported import ExportContents
 from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
@@ -152,38 +152,28 @@ def _validate_opened(
     progress: Progress | None,
 ) -> list[ExportResult]:
     under_test = _exports_under_test(opened, label, exports, device, options)
-    if is_stream(options.sweep.data):
-        return _check_data_set(opened, under_test, device, options, progress)
+    sweep, data_set = options.sweep, is_stream(options.sweep.data)
     # The exports are closed here only if the sweep or the reference cannot be set up; else by `check`.
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
-        cases = build_cases(opened.info.inputs, opened.info.fixed_length, options.sweep, opened.info.min_length)
-        stream_cases = []
-        if any(e.stream_runner is not None for e in under_test):
-            stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, options.sweep)
+        cases, stream_cases = [], []
+        if not data_set:
+            cases = build_cases(opened.info.inputs, opened.info.fixed_length, sweep, opened.info.min_length)
+        if not data_set and any(e.stream_runner is not None for e in under_test):
+            stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, sweep)
         reference = opened.reference(device)
         opening.pop_all()
+    if data_set:
+        # A set streamed in batches from its shards (`rnnexport.data`), folded as it goes.
+        from rnnexport.parity.stream import check_stream
+
+        return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
+                            f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress)
     if progress:
         runs = len(cases) + 1 + len(stream_cases)  # the first case runs twice
         progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {runs} cases", 0, 0)
     return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
-
-
-def _check_data_set(opened: OpenedSource, under_test: list[ExportUnderTest], device: Device,
-                    options: ValidateOptions, progress: Progress | None) -> list[ExportResult]:
-    """The exports checked on a data set streamed through in batches (`rnnexport.data`)."""
-    from rnnexport.data import batches
-    from rnnexport.parity.stream import check_stream
-
-    sweep = options.sweep
-    with ExitStack() as opening:
-        for close in closers(*(part for e in under_test for part in e.opened)):
-            opening.callback(close)
-        reference = opened.reference(device)
-        opening.pop_all()
-    return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
-                        f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:

@@ -26,9 +26,9 @@ from rnnexport.options import SweepOptions
 from rnnexport.sweep import Case, checked_arrays, read_npz
 
 TFRECORD = (".tfrecord", ".tfrecords")
-# Without `data_batch`, a batch holds about this many input values: a Keras reference runs eagerly,
-# at a cost per call (10,000 rows of 20 steps took 5.6x as long in batches of 256 as of 4096),
-# and the batch stays small beside a shard.
+# Without `data_batch`, a batch holds about this many input values: every batch costs a call into
+# the reference and each export (10,000 rows of 20 steps took 1.3x as long in batches of 256 as
+# in batches of 4096), and the batch stays small beside a shard.
 BATCH_VALUES = 2**22
 BATCH_ROWS = (16, 4096)
 # A bucket holding rows of many lengths is flushed, partly full, past this many batches' rows.
