@@ -168,6 +168,9 @@ def _validate_opened(
         # A set streamed in batches from its shards (`rnnexport.data`), folded as it goes.
         from rnnexport.parity.stream import check_stream
 
+        if progress:
+            progress(f"checking {label} on {', '.join(e.target for e in under_test)}: data {sweep.data.name}", 0, 0)
+
         return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
                             f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress)
     if progress:
