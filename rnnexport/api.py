@@ -22,6 +22,7 @@ from rnnexport.exported import ExportContents
 from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
+from rnnexport.thresholds import DEFAULT_THRESHOLDS
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
 from rnnexport.plan import Plan, PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
@@ -105,7 +106,7 @@ def _exports_under_test(
     under_test = []
     for target, path in exports:
         runner, stream_runner, probe, not_runnable, broken = None, None, None, "", ""
-        default, details = FLOAT32_TOLERANCE[device.kind], ExportDetails()
+        default, details, thresholds = FLOAT32_TOLERANCE[device.kind], ExportDetails(), None
         try:
             if target is None:
                 target = plugins.find_target_for(path)
@@ -114,6 +115,8 @@ def _exports_under_test(
             probe = target.probe(path, device)
             default = target.default_tolerance(device, path)
             details = ExportDetails(**target.describe(path))
+            mode = target.judged_by(path)
+            thresholds = options.thresholds.apply(DEFAULT_THRESHOLDS[mode]) if mode else None
             if stream_runner:
                 details["streaming_states"] = stream_runner.states
             if opened.info.min_length > 1:
@@ -139,6 +142,7 @@ def _exports_under_test(
             stream_runner=stream_runner,
             broken=broken,
             probe=probe,
+            thresholds=thresholds,
         ))
     return under_test
 
@@ -176,7 +180,8 @@ def _validate_opened(
     if progress:
         runs = len(cases) + 1 + len(stream_cases)  # the first case runs twice
         progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {runs} cases", 0, 0)
-    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs)
+    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs,
+                 options.task)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:

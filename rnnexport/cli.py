@@ -306,7 +306,8 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
     if out is None and config.out is None:
         raise click.UsageError("give --out, or `out` in the config file")
     given = given_settings(params, targets=targets if is_given("targets") else None, out=out)
-    export = ExportOptions(target_options=target_values(params), streaming=streaming)
+    export = ExportOptions(target_options=target_values(params, targets if is_given("targets") else None),
+                           streaming=streaming)
     paths = _report_paths(params, config)
     fleet = fleet_values(params)
     if fleet is not None:

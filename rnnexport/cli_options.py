@@ -54,6 +54,18 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Absolute tolerance, for every target or one (repeatable)."),
         click.option("--rtol", multiple=True, metavar="[TARGET=]X",
                      help="Relative tolerance, for every target or one (repeatable)."),
+        click.option("--min-snr", type=float, metavar="DB",
+                     help="Quantized exports (int8, int16x8, ONNX dynamic int8): the SNR every output must reach "
+                          "[default: per mode, int8 20 dB, int16x8 30 dB]."),
+        click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="FRACTION",
+                     help="Quantized exports: the share of top-1 decisions of class-score outputs that must agree "
+                          "with the source [default: 0.99]."),
+        click.option("--max-kl", type=click.FloatRange(0), metavar="NATS",
+                     help="Quantized exports: the largest mean KL divergence of class-score outputs "
+                          "[default: per mode, int8 0.01, int16x8 0.001]."),
+        click.option("--task", type=click.Choice(["classify"]),
+                     help="classify: every output is class scores (logits where not probabilities), judged by "
+                          "top-1 agreement when quantized."),
         click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
         click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
@@ -119,43 +131,62 @@ def _declared(target: Any) -> list[Any]:
         return []  # `Options` is not a dataclass: the target gets no flags, and the rest still works
 
 
-def target_option_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One flag per option an installed target declares, typed and documented by the declaration:
-    the option's own flag, or `--<target>-<name>` where another option has that flag already."""
+def _sharing() -> dict[str, list[Any]]:
+    """Options of several targets with one flag, name, kind and default share one flag (`--quantize`
+    of tflite and onnx), keyed by the first one's key; the value goes to each target that takes it."""
     from rnnexport import plugins
 
-    taken = CONVERT_FLAGS | {o for p in getattr(fn, "__click_params__", []) for o in (*p.opts, *p.secondary_opts)}
-    options = []
+    groups: dict[tuple[Any, ...], list[Any]] = {}
     for target in plugins.targets():
         for item in _declared(target):
-            flag = item.flag if item.flag not in taken else f"--{target.name}-{item.name.replace('_', '-')}"
-            taken.add(flag)
-            spec = item.spec
-            if spec.kind is bool:
-                flags = f"{flag}/--no-{flag[2:]}" if item.default else flag
-                options.append(click.option(flags, _option_key(item), is_flag=True, default=bool(item.default),
-                                            show_default=bool(item.default), help=spec.help))
-                continue
-            kind = click.Choice(spec.choices) if spec.choices else \
-                click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else \
-                click.FloatRange(spec.minimum, spec.maximum) if spec.kind is float else str
-            options.append(click.option(flag, _option_key(item), type=kind, default=item.default,
-                                        show_default=item.default is not None, help=spec.help))
+            groups.setdefault((item.flag, item.name, item.spec.kind, item.default), []).append(item)
+    return {_option_key(items[0]): items for items in groups.values()}
+
+
+def target_option_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One flag per option an installed target declares, typed and documented by the declaration:
+    the option's own flag (shared by the targets that declare the same option), or
+    `--<target>-<name>` where another option has that flag already."""
+    taken = CONVERT_FLAGS | {o for p in getattr(fn, "__click_params__", []) for o in (*p.opts, *p.secondary_opts)}
+    options = []
+    for key, items in _sharing().items():
+        item = items[0]
+        flag = item.flag if item.flag not in taken else f"--{item.target}-{item.name.replace('_', '-')}"
+        taken.add(flag)
+        spec = item.spec
+        text = spec.help if len(items) == 1 else " ".join(f"{each.target}: {each.spec.help}" for each in items)
+        if spec.kind is bool:
+            flags = f"{flag}/--no-{flag[2:]}" if item.default else flag
+            options.append(click.option(flags, key, is_flag=True, default=bool(item.default),
+                                        show_default=bool(item.default), help=text))
+            continue
+        choices = tuple(dict.fromkeys(c for each in items for c in each.spec.choices))
+        kind = click.Choice(choices) if choices else \
+            click.IntRange(spec.minimum, spec.maximum) if spec.kind is int else \
+            click.FloatRange(spec.minimum, spec.maximum) if spec.kind is float else str
+        options.append(click.option(flag, key, type=kind, default=item.default,
+                                    show_default=item.default is not None, help=text))
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def target_values(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The target options given on the command line, by target; the others keep their defaults."""
-    from rnnexport import plugins
-
+def target_values(params: dict[str, Any], targets: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """The target options given on the command line, by target; the others keep their defaults. A
+    shared flag's value goes to each target whose choices take it; one of `targets` (the --to
+    targets, when given) that declares the option but not that value is refused."""
     chosen: dict[str, dict[str, Any]] = {}
-    for target in plugins.targets():
-        for item in _declared(target):
-            key = _option_key(item)
-            if key in params and is_given(key):
-                chosen.setdefault(item.target, {})[item.name] = params[key]
+    for key, items in _sharing().items():
+        if key not in params or not is_given(key):
+            continue
+        value = params[key]
+        for item in items:
+            if item.spec.choices and value not in item.spec.choices:
+                if targets and "all" not in targets and item.target in targets:
+                    raise click.BadParameter(f"target '{item.target}' does not take '{value}'; it takes: "
+                                             f"{', '.join(item.spec.choices)}", param_hint=item.flag)
+                continue
+            chosen.setdefault(item.target, {})[item.name] = value
     return chosen
 
 
@@ -179,6 +210,7 @@ def is_given(name: str) -> bool:
 
 def given_settings(params: dict[str, Any], **more: Any) -> Any:
     """What the command line gave, for the API to lay over the config file."""
+    from rnnexport.thresholds import ThresholdOverrides
     from rnnexport.settings import Given
 
     def given(name: str, value: Any) -> Any:
@@ -194,6 +226,8 @@ def given_settings(params: dict[str, Any], **more: Any) -> Any:
         atol=_parse_tolerances(params["atol"], "--atol"),
         rtol=_parse_tolerances(params["rtol"], "--rtol"),
         source=source_values(params),
+        thresholds=ThresholdOverrides(params["min_snr"], params["min_agreement"], params["max_kl"]),
+        task=params["task"],
         **more,
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rnnexport.thresholds import ThresholdOverrides
 from rnnexport.tolerance import ToleranceOverrides
 
 
@@ -69,9 +70,14 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class ValidateOptions:
+    """`thresholds` override the quantization mode's defaults for exports judged by decisions
+    (int8, int16x8, ONNX dynamic int8); `task="classify"` declares every output class scores."""
+
     device: str = "auto"
     sweep: SweepOptions = field(default_factory=SweepOptions)
     tolerance: ToleranceOverrides = field(default_factory=ToleranceOverrides)
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    task: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class ExportDetails(TypedDict, total=False):
     not_fused: dict[str, str]
     streaming_states: list[str]
     shortest_length: int
+    calibration: str
+    io: dict[str, dict[str, Any]]
 
 
 class OpenedSource(ABC):
@@ -118,6 +120,11 @@ class Target(ABC):
     @abstractmethod
     def runner(self, path: Path, device: Device) -> Runner:
         """A runner for the artifact; raise `ExportError` when it cannot be read."""
+
+    def judged_by(self, path: Path) -> str | None:
+        """The quantization mode whose thresholds (`rnnexport.thresholds.DEFAULT_THRESHOLDS`) judge
+        the export at `path` by decisions instead of a tolerance; None: a tolerance judges it."""
+        return None
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         """The tolerance the artifact at `path` meets against the reference on `device` (by

@@ -14,6 +14,7 @@ from typing import Any
 
 from rnnexport.config import Config, ModelEntry
 from rnnexport.options import SourceOptions, SweepOptions, ValidateOptions
+from rnnexport.thresholds import ThresholdOverrides
 from rnnexport.tolerance import ToleranceOverrides
 
 
@@ -32,6 +33,8 @@ class Given:
     atol: Mapping[str, float] = field(default_factory=dict)
     rtol: Mapping[str, float] = field(default_factory=dict)
     source: SourceOptions = field(default_factory=SourceOptions)
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    task: str | None = None
 
 
 def _first(*values: Any) -> Any:
@@ -53,7 +56,7 @@ def validate_options(given: Given, config: Config, model_data: Path | None = Non
     )
     tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=config.tolerance)
     return ValidateOptions(device=_first(given.device, config.device, ValidateOptions().device), sweep=sweep,
-                           tolerance=tolerance)
+                           tolerance=tolerance, thresholds=given.thresholds, task=given.task)
 
 
 def source_options(given: Given, model: ModelEntry) -> SourceOptions:

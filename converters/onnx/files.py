@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
+RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan", "DynamicQuantizeLSTM")
 META = "rnnexport."
 
 

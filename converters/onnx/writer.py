@@ -13,9 +13,11 @@ from typing import Any
 from rnnexport_converters.onnx.files import META, set_metadata, streaming_files
 from rnnexport_converters.onnx.forms import faster_as_loop, to_loop
 from rnnexport_converters.onnx.fusion import FusedOps
+from rnnexport_converters.onnx.quantize import quantize
 from rnnexport_converters.onnx.target import OnnxOptions
 
-from rnnexport.errors import ExportError, one_line
+from rnnexport.calibration import calibration
+from rnnexport.errors import ExportError, UserError, one_line
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.tf import tensorflow
 from rnnexport.version import __version__
@@ -98,7 +100,13 @@ def _fused(trace: Callable[[FusedOps], tuple[Any, dict[str, str]]],
 
 
 def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bool) -> None:
-    """Write `model` to `path` (and its streaming files beside it when asked)."""
+    """Write `model` to `path` (and its streaming files beside it when asked); quantized, its
+    sequence file only."""
+    if options.quantize is not None and streaming:
+        raise UserError(f"--quantize {options.quantize}: the streaming ONNX files are not quantized (issue 22); "
+                        "export them without it")
+    if options.calibration is not None and options.quantize != "int8":
+        raise UserError("--calibration needs --quantize int8 for ONNX exports")
     tensorflow()
     # tf2onnx logs every op it cannot map before failing; the one-line error below says it all.
     quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
@@ -110,7 +118,16 @@ def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bo
         if recurrence.name not in fused and recurrence.name not in not_fused:
             not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
     _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
-    _save(proto, path, model, {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused)})
+    meta = {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused)}
+    calibrated = None
+    if options.quantize is not None:
+        meta[META + "quantize"] = options.quantize
+        if options.quantize == "int8":
+            calibrated = calibration(model.info.inputs, model.info.fixed_length, options.calibration)
+            meta[META + "calibration"] = calibrated.origin
+    _save(proto, path, model, meta)
+    if options.quantize is not None:
+        quantize(path, options.quantize, calibrated.samples if calibrated else ())
     if streaming:
         entry_points = model.streaming()
         step_path, initial_path = streaming_files(path)

@@ -51,39 +51,62 @@ class TfliteRunner(Closable):
         self.batch = batches.pop() if len(batches) == 1 and -1 not in batches else None
         self.inputs = {name: (d["index"], d["dtype"]) for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
+        # An --integer-io file takes and returns integers: fed real values quantized, read dequantized.
+        self.scales = {name: d["quantization"] for name, d in (*inputs.items(), *outputs.items())
+                       if d["quantization"][0] and np.issubdtype(d["dtype"], np.integer)}
         self.device = "CPU (LiteRT, XNNPACK delegate)"
 
     @functools.cached_property
     def signature(self) -> Any:
         return self.interpreter.get_signature_runner()
 
+    def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {}
+        for name, (_, dtype) in self.inputs.items():
+            value = inputs[name]
+            if name in self.scales:
+                scale, zero_point = self.scales[name]
+                limits = np.iinfo(dtype)
+                value = np.clip(np.round(np.asarray(value) / scale) + zero_point, limits.min, limits.max)
+            feed[name] = np.asarray(value, dtype=dtype)
+        return feed
+
+    def _read(self, name: str, value: np.ndarray) -> np.ndarray:
+        if name not in self.scales:
+            return np.array(value)
+        scale, zero_point = self.scales[name]
+        return ((np.asarray(value, np.float32) - zero_point) * scale).astype(np.float32)
+
     def _call(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
-        return {name: np.array(value) for name, value in self.signature(**feed).items()}
+        return {name: self._read(name, value) for name, value in self.signature(**self._feed(inputs)).items()}
 
     def _invoke(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """One call through the interpreter itself, so that its tensors can be read afterwards."""
         interpreter = self.interpreter
-        feed = {name: np.asarray(inputs[name], dtype=dtype) for name, (_, dtype) in self.inputs.items()}
+        feed = self._feed(inputs)
         for name, (index, _) in self.inputs.items():
             interpreter.resize_tensor_input(index, feed[name].shape)
         interpreter.allocate_tensors()
         for name, (index, _) in self.inputs.items():
             interpreter.set_tensor(index, feed[name])
         interpreter.invoke()
-        return {name: interpreter.get_tensor(index) for name, index in self.outputs.items()}
+        return {name: self._read(name, interpreter.get_tensor(index)) for name, index in self.outputs.items()}
 
     def tensors(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """After one invoke at the file's batch, every floating-point tensor the interpreter kept."""
+        """After one invoke at the file's batch, every floating-point tensor the interpreter kept, and
+        every quantized one, dequantized."""
         self._invoke(inputs)
         found = {}
         for detail in self.interpreter.get_tensor_details():
-            if not np.issubdtype(detail["dtype"], np.floating):
+            scale, zero_point = detail["quantization"]
+            quantized = bool(scale) and detail["dtype"] in (np.int8, np.int16)
+            if not (np.issubdtype(detail["dtype"], np.floating) or quantized):
                 continue
             try:
-                found[detail["name"]] = np.array(self.interpreter.get_tensor(detail["index"]))
+                value = np.array(self.interpreter.get_tensor(detail["index"]))
             except ValueError:
                 continue  # a tensor without data (a scratch buffer the interpreter never filled)
+            found[detail["name"]] = ((value.astype(np.float32) - zero_point) * scale) if quantized else value
         return found
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:

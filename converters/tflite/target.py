@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rnnexport.exported import ExportContents
     from rnnexport_converters.tflite.runtime import TfliteProbe, TfliteRunner, TfliteStreamRunner
 
-QUANTIZATIONS = ("float16", "dynamic-range")
+QUANTIZATIONS = ("float16", "dynamic-range", "int8", "int16x8")
 FORMS = ("fused", "loop")
 
 
@@ -29,8 +29,15 @@ class TfliteOptions:
 
     batch: int | None = option(None, "Fix the batch of TFLite exports (default: any batch); a file with a fixed "
                                "batch runs larger batches in chunks.", kind=int, minimum=1)
-    quantize: str | None = option(None, "Quantize TFLite weights; validated with that quantization's own tolerance.",
+    quantize: str | None = option(None, "Quantize TFLite exports: float16 or dynamic-range weights (validated with "
+                                  "that quantization's own tolerance), or int8 / int16x8 activations with int8 weights, "
+                                  "calibrated on --calibration (judged by SNR and top-1 agreement).",
                                   kind=str, choices=QUANTIZATIONS)
+    calibration: str | None = option(None, "The .npz (keyed by input name, as --data) that int8 and int16x8 exports are "
+                                     "calibrated on [default: random inputs drawn as the sweep draws them, with a "
+                                     "warning].", kind=str)
+    integer_io: bool = option(False, "int8 and int16x8 TFLite exports take and return integers (their scales are in "
+                              "the file and the report) instead of float32.")
     select_ops: bool = option(False, "Allow TensorFlow (Flex) ops in TFLite exports; needs a runtime with the Flex "
                               "delegate.", flag="--tflite-select-ops")
     form: str = option("fused", "Recurrent layers of TFLite exports: LiteRT's fused kernels wherever one computes the "
@@ -83,6 +90,10 @@ class TfliteTarget(Target):
 
         return TfliteRunner(path)
 
+    def judged_by(self, path: Path) -> str | None:
+        quantize = read_file(path)[0].get("quantize")
+        return quantize if quantize in ("int8", "int16x8") else None
+
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         meta, _ = read_file(path)
         return QUANTIZED_TOLERANCE.get(meta.get("quantize"), self.tolerances[device.kind])
@@ -92,6 +103,7 @@ class TfliteTarget(Target):
         return {
             "batch": meta.get("batch"),
             "quantize": meta.get("quantize"),
+            **({"calibration": meta["calibration"], "io": meta["io"]} if "calibration" in meta else {}),
             "ops": ops,
             "recurrent_ops": {op: n for op, n in ops.items() if op in RECURRENT_OPS},
             "stateless": meta.get("stateless", False),

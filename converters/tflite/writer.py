@@ -11,9 +11,11 @@ from typing import Any
 
 
 from rnnexport.version import __version__
-from rnnexport.errors import ExportError
+from rnnexport.calibration import Calibration, calibration
+from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
+from rnnexport_converters.tflite.calibration import INTEGER_MODES, LOOPS_16X8, convert_in_child, io_scales
 from rnnexport_converters.tflite.files import KERNELS, step_file, with_metadata
 from rnnexport_converters.tflite.layers import Layers
 from rnnexport_converters.tflite.surgery import replace_stubs
@@ -52,13 +54,17 @@ def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions
     return _converter(tensorflow().lite.TFLiteConverter.from_concrete_functions(functions, model.module), options)
 
 
-def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions) -> bytes:
-    """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs."""
+def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
+                   calibrated: Calibration | None = None) -> bytes:
+    """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs.
+    Full-integer files are calibrated and converted in a child process (see `calibration`)."""
     tf = tensorflow()
     holder = tf.Module()
     holder.model_variables = list(model.module.variables)
     with tempfile.TemporaryDirectory(prefix="rnnexport-tflite-") as tmp:
         tf.saved_model.save(holder, tmp, signatures={"serving_default": function.get_concrete_function()})
+        if calibrated is not None:
+            return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io)
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
@@ -73,7 +79,8 @@ def _refused(options: TfliteOptions) -> str:
     return "--tflite-form loop" if options.form == "loop" else ""
 
 
-def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes, dict[str, Any]]:
+def _sequence_file(model: RecurrentModel, options: TfliteOptions,
+                   calibrated: Calibration | None) -> tuple[bytes, dict[str, Any]]:
     """The full-sequence flatbuffer and what its metadata says about each recurrent layer.
 
     At any batch unless `--batch` fixes one. Where the converter cannot convert the model at any
@@ -81,16 +88,19 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions) -> tuple[bytes
     are only lowered at a fixed batch), the batch is fixed at 1 and the metadata says why."""
     layers = Layers(_refused(options))
     function, kept = model.trace_with(layers, options.batch)
+    loops = [name for name, form in layers.forms.items() if form == "loop"]
+    if options.quantize == "int16x8" and loops:
+        raise ExportError(LOOPS_16X8.format(layers=", ".join(f"layer '{name}'" for name in loops)))
     batch, fixed_because = options.batch, ""
     try:
-        flatbuffer = _convert_saved(function, model, options)
+        flatbuffer = _convert_saved(function, model, options, calibrated)
     except ExportError as exc:
         if options.batch is not None:
             raise
         layers = Layers(_refused(options))
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
-        flatbuffer = _convert_saved(function, model, options)
+        flatbuffer = _convert_saved(function, model, options, calibrated)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
     not_fused = {**{name: reason for name, reason in layers.reasons.items() if name not in fused}, **kept}
     for recurrence in model.recurrences:
@@ -111,7 +121,14 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
     """Write `model` to `path` (and its streaming file beside it when asked)."""
     if model.trace_with is None:
         raise ExportError(f"{model.info.path}: this source cannot be traced for TFLite")
-    flatbuffer, layers = _sequence_file(model, options)
+    integer = options.quantize in INTEGER_MODES
+    if integer and streaming:
+        raise UserError(f"--quantize {options.quantize}: streaming step files are not quantized to integers "
+                        "(issue 22); export the streaming files without it")
+    if not integer and (options.calibration or options.integer_io):
+        raise UserError("--calibration and --integer-io need --quantize int8 or int16x8")
+    calibrated = calibration(model.info.inputs, model.info.fixed_length, options.calibration) if integer else None
+    flatbuffer, layers = _sequence_file(model, options, calibrated)
     meta = {
         "version": __version__,
         "source": model.info.path,
@@ -119,6 +136,9 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
         "quantize": options.quantize,
         "select_ops": options.select_ops,
     }
+    if calibrated is not None:
+        meta["calibration"] = calibrated.origin
+        meta["io"] = io_scales(flatbuffer)
     path.write_bytes(with_metadata(flatbuffer, {**meta, **layers}))
     if streaming:
         entry_points = model.streaming()

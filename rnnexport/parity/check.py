@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from rnnexport.model import TensorInfo
 from rnnexport.parity.compare import compare_output
-from rnnexport.parity.drift import locate
+from rnnexport.parity.decisions import judge
+from rnnexport.parity.drift import locate, rank_by_snr
 from rnnexport.parity.results import CaseResult, ExportResult
 from rnnexport.parity.run import (
     Expected,
@@ -24,6 +25,10 @@ from rnnexport.parity.statistics import statistics, summary
 from rnnexport.runner import NEXT, LayerOutputs, ReferenceRunner
 from rnnexport.sweep import Case
 from rnnexport.tolerance import Tolerance
+
+
+# A quantized export's cases compare shapes and finiteness only; its thresholds judge the values.
+JUDGED = Tolerance(atol=float("inf"), rtol=0.0)
 
 
 def _compare_case(expected: Expected, produced: Produced, states: Sequence[str], tolerance: Tolerance,
@@ -61,6 +66,7 @@ def check(
     stream_cases: Sequence[Case] = (),
     inputs: Sequence[TensorInfo] = (),
     layer_outputs: LayerOutputs | None = None,
+    task: str | None = None,
 ) -> list[ExportResult]:
     """Run every case once on the reference and on every export; compare every output.
 
@@ -68,6 +74,9 @@ def check(
     return with the source run on the whole sequence, final states included. A failing export is
     then located: the first time step, and with `layer_outputs`, the first layer that drifts.
     The `--data` case's error statistics go in the result's `details["data"]`.
+    A quantized export (with `thresholds`) is judged by decisions instead of its tolerance: every
+    output pooled over the cases (`decisions.judge`, outputs declared class scores by `task`), its
+    layers ranked by SNR.
     The reference and every runner and probe are closed at the end, also when the run raises."""
     with ExitStack() as stack:
         for close in closers(reference, *(part for e in exports for part in e.opened)):
@@ -75,16 +84,25 @@ def check(
         ran = run(reference, exports, cases, stream_cases, inputs, progress)
         results = []
         for export, outputs in zip(exports, ran.exports):
-            compared = compare_run(ran.reference, outputs, export.tolerance, export.time_axes)
+            judged = export.thresholds is not None
+            compared = compare_run(ran.reference, outputs, JUDGED if judged else export.tolerance, export.time_axes)
             data = [(e, p) for e, p in zip(ran.reference.cases, outputs.cases)
                     if e.case.kind == "data" and p is not None and not p.error and not e.skipped]
             if data:
                 stats = statistics(((e.outputs, p.outputs) for e, p in data), export.tolerance)
                 rows = sum(e.case.batch for e, _ in data)
                 export = replace(export, details={**export.details, "data": summary(stats, rows, len(data))})
+            quality, ranked = (), ()
+            if judged:
+                pairs = [(expected.case.length, expected.outputs, produced.outputs)
+                         for expected, produced in zip(ran.reference.cases, outputs.cases)
+                         if produced is not None and not produced.error and not expected.skipped]
+                quality = judge(pairs, export.thresholds, task, export.details.get("calibration", ""))
+                ranked = rank_by_snr(compared, export, layer_outputs)
             results.append(ExportResult.of(
                 export, device=outputs.device, reference_device=ran.reference.device, cases=compared,
                 error=export.broken or export.not_runnable, validated=not export.not_runnable,
                 seconds=outputs.seconds, drift=locate(compared, export, layer_outputs),
+                quality=quality, layers_by_snr=ranked,
             ))
         return results

@@ -110,3 +110,30 @@ def compare_layers(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mappi
             found.append(LayerDrift(name, kind, comparison.passed, None if nonfinite else comparison.max_abs,
                                     comparison.first_bad_step, tensor))
     return tuple(found)
+
+
+def layers_by_snr(layers: Sequence[tuple[str, str, np.ndarray]], tensors: Mapping[str, np.ndarray]
+                  ) -> tuple[LayerDrift, ...]:
+    """Each layer's output against the export's tensor of its shape that reproduces it best (the
+    highest SNR), lowest SNR first: where a quantized export departs most from its source. A layer
+    with no tensor of its shape, or reproduced exactly, comes last."""
+    candidates = {name: np.squeeze(value).astype(np.float64) for name, value in tensors.items()
+                  if np.issubdtype(value.dtype, np.floating) and value.size > 1}
+    found = []
+    for name, kind, output in layers:
+        reference = np.squeeze(output).astype(np.float64)
+        best: tuple[float, str, float] | None = None
+        for tensor, value in candidates.items():
+            aligned = _aligned(value, reference)
+            if aligned is None or not np.all(np.isfinite(aligned)):
+                continue
+            noise = float(np.mean((aligned - reference) ** 2))
+            snr = np.inf if noise == 0 else 10 * np.log10(max(float(np.mean(reference ** 2)), 1e-30) / noise)
+            if best is None or snr > best[0]:
+                best = (snr, tensor, float(np.max(np.abs(aligned - reference))))
+        if best is None:
+            found.append(LayerDrift(name, kind, None))
+        else:
+            snr, tensor, max_abs = best
+            found.append(LayerDrift(name, kind, None, max_abs, None, tensor, None if np.isinf(snr) else float(snr)))
+    return tuple(sorted(found, key=lambda layer: (layer.snr_db is None, layer.snr_db or 0.0)))

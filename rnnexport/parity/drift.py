@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rnnexport.parity.compare import compare_layers
-from rnnexport.parity.results import CaseResult, Drift
+from rnnexport.parity.compare import compare_layers, layers_by_snr
+from rnnexport.parity.results import CaseResult, Drift, LayerDrift
 from rnnexport.parity.run import RUN_FAILED, ExportUnderTest, failed_run
 from rnnexport.runner import LayerOutputs
 
@@ -42,3 +42,18 @@ def locate(results: Sequence[CaseResult], export: ExportUnderTest, layer_outputs
             # Capped as a run failure is, then told as the comparison's own.
             note = f"comparing layers failed: {failed_run(exc).removeprefix(RUN_FAILED)}"
     return Drift(failing.case.name, output.name, output.first_bad_step, layers, note)
+
+
+def rank_by_snr(results: Sequence[CaseResult], export: ExportUnderTest, layer_outputs: LayerOutputs | None
+                ) -> tuple[LayerDrift, ...]:
+    """A quantized export's layers, lowest SNR first, on its longest full-sequence case (where the
+    error has accumulated most); empty where the export or the source cannot show its layers."""
+    ran = [c for c in results if not c.skipped and not c.error and c.case.chunk is None and c.case.kind != "again"]
+    if not ran or export.probe is None or layer_outputs is None:
+        return ()
+    case = max(ran, key=lambda c: (c.case.length or 0, c.case.batch))
+    inputs = _rows(case.case.inputs, export.probe.batch)
+    try:
+        return layers_by_snr(layer_outputs(inputs), export.probe.tensors(inputs))
+    except Exception:  # noqa: BLE001 - ranking is a diagnosis; its failure must not hide the verdict
+        return ()

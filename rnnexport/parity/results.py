@@ -11,7 +11,9 @@ from rnnexport.sweep import Case
 from rnnexport.tolerance import Tolerance
 
 if TYPE_CHECKING:
+    from rnnexport.parity.decisions import OutputQuality
     from rnnexport.plugins import ExportDetails
+    from rnnexport.thresholds import Thresholds
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Export:
     path: str
     tolerance: Tolerance
     details: ExportDetails = field(default_factory=dict)
+    # Set for a quantized export judged by decisions (SNR, top-1 agreement, KL) instead of `tolerance`.
+    thresholds: Thresholds | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,11 @@ class LayerDrift:
     max_abs: float | None = None
     first_bad_step: int | None = None
     tensor: str = ""
+    snr_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "matches": self.matches, "max_abs": self.max_abs,
-                "first_bad_step": self.first_bad_step, "tensor": self.tensor}
+                "first_bad_step": self.first_bad_step, "tensor": self.tensor, "snr_db": self.snr_db}
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,9 @@ class ExportResult(Export):
     validated: bool = True
     seconds: float = 0.0
     drift: Drift | None = None
+    # Per output of a quantized export, judged against `thresholds`; its layers, lowest SNR first.
+    quality: tuple[OutputQuality, ...] = ()
+    layers_by_snr: tuple[LayerDrift, ...] = ()
 
     @classmethod
     def of(cls, export: Export, **found: Any) -> ExportResult:
@@ -175,7 +183,7 @@ class ExportResult(Export):
 
     @property
     def passed(self) -> bool:
-        return self.validated and not self.error and bool(self.checked) and all(self.cases)
+        return self.validated and not self.error and bool(self.checked) and all(self.cases) and all(self.quality)
 
     @property
     def checked(self) -> list[CaseResult]:
@@ -223,10 +231,17 @@ class ExportResult(Export):
         if self.error:
             return [self.error]
         lines = [line for case in self.cases for line in case.failures()]
+        lines += [quality.describe() for quality in self.quality if not quality]
         if any(case.kept_state(self.cases[0]) for case in self.cases):
             lines.append("the export keeps state between calls: the first case run again right after itself "
                          "gave another answer")
         return lines
+
+    def quantized(self) -> dict[str, Any]:
+        """How a quantized export is judged and what it reached, for the report."""
+        return {"thresholds": self.thresholds.to_dict(), "calibration": self.details.get("calibration"),
+                "outputs": [q.to_dict() for q in self.quality],
+                "layers_by_snr": [layer.to_dict() for layer in self.layers_by_snr]}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +259,7 @@ class ExportResult(Export):
             "max_rel": self.max_rel,
             "details": self.details,
             "drift": self.drift.to_dict() if self.drift else None,
+            **({"quantized": self.quantized()} if self.thresholds is not None else {}),
             "timing": {"seconds": round(self.seconds, 3)},
             "cases": [c.to_dict() for c in self.cases],
         }
