@@ -118,11 +118,11 @@ def test_target_options_are_checked_against_the_declaration(tmp_path):
         options = ConvertOptions(targets=("tflite",), export=ExportOptions(target_options=target_options))
         return rnnexport.convert(ROOT / "samples" / "gru_fixed.keras", tmp_path, options)
 
-    with pytest.raises(UserError, match="target 'tflite' option 'quantize': 'int8' is not supported; supported are: "
-                                        "float16, dynamic-range"):
-        convert({"tflite": {"quantize": "int8"}})
-    with pytest.raises(UserError, match="target 'tflite' has no option 'batches'; its options are: batch, form, "
-                                        "quantize, select_ops"):
+    with pytest.raises(UserError, match="target 'tflite' option 'quantize': 'int4' is not supported; supported are: "
+                                        "float16, dynamic-range, int8, int16x8"):
+        convert({"tflite": {"quantize": "int4"}})
+    with pytest.raises(UserError, match="target 'tflite' has no option 'batches'; its options are: batch, "
+                                        "calibration, form, integer_io, quantize, select_ops"):
         convert({"tflite": {"batches": 2}})
     with pytest.raises(UserError, match="target 'onnx' option 'opset': 12 is out of range; expected from 13 to 18"):
         convert({"onnx": {"opset": 12}})

@@ -91,9 +91,11 @@ def test_int8_tflite_file_is_integer_inside_and_at_its_edges(quantized):
     tmp, _, outcome = quantized
     details = _export(outcome, "tflite")["details"]
     assert details["quantize"] == "int8"
-    # Every layer kind is a loop quantized op by op: three WHILE per returned sequence, two for the
-    # bidirectional layer's directions.
-    assert details["recurrent_ops"] == {"WHILE": 15}
+    # LSTMs (both directions of the bidirectional one) are the converter's quantized kernel, at the
+    # fixed batch it needs; the GRU and the SimpleRNN loops quantized op by op (three WHILE each).
+    assert details["recurrent_ops"] == {"UNIDIRECTIONAL_SEQUENCE_LSTM": 3, "WHILE": 6}
+    assert details["fused"] == {"bilstm": "UNIDIRECTIONAL_SEQUENCE_LSTM", "lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM"}
+    assert details["batch"] == 1 and "fixed batch" in details["batch_fixed_because"]
     assert details["io"]["x"]["dtype"] == "int8" and details["io"]["probs"]["dtype"] == "int8"
     assert details["io"]["probs"]["scale"] > 0
     model = flatbuffer_utils.read_model(str(tmp / "int8" / "kinds.tflite"))
@@ -101,11 +103,20 @@ def test_int8_tflite_file_is_integer_inside_and_at_its_edges(quantized):
                    if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "WHILE"}
     for index in loop_bodies:
         assert schema.TensorType.INT8 in {t.type for t in model.subgraphs[index].tensors}, f"loop {index} is float"
-    # The recurrent matrix product of every step, in both passes of each of the five directions.
+    # The recurrent matrix product of every step, in both passes of the GRU and the SimpleRNN.
     integer_steps = [index for index in loop_bodies for op in model.subgraphs[index].operators
                      if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "FULLY_CONNECTED"
                      and model.subgraphs[index].tensors[op.inputs[1]].type == schema.TensorType.INT8]
-    assert len(integer_steps) == 10
+    assert len(integer_steps) == 4
+    main = model.subgraphs[0]
+    kernels = [op for op in main.operators
+               if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+    assert len(kernels) == 3
+    for op in kernels:
+        # int8 weights (input_to_input ... recurrent_to_output), int8 hidden and int16 cell state.
+        assert {main.tensors[i].type for i in op.inputs[1:9]} == {schema.TensorType.INT8}
+        assert (main.tensors[op.inputs[18]].type, main.tensors[op.inputs[19]].type) == (
+            schema.TensorType.INT8, schema.TensorType.INT16)
 
 
 def test_int8_onnx_is_qdq(quantized):
@@ -121,7 +132,8 @@ def test_int16x8_refuses_loop_layers_naming_them_and_the_reason(quantized, tmp_p
                                        "--out", str(tmp_path)])
     assert outcome.exit_code == 2, outcome.output
     assert "layer 'bilstm', layer 'gru', layer 'rnn', layer 'lstm'" in outcome.output
-    assert "16x8 quantizer has no 16x8 WHILE" in outcome.output and "use --quantize int8" in outcome.output
+    assert "16x8 quantizer quantizes no recurrent layer: it has no 16x8 UNIDIRECTIONAL_SEQUENCE_LSTM, WHILE" in \
+        outcome.output and "use --quantize int8" in outcome.output
     assert not list(tmp_path.iterdir())
     wrong = CliRunner().invoke(cli, ["convert", str(source), "--to", "onnx", "--quantize", "int16x8",
                                      "--out", str(tmp_path)])

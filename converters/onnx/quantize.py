@@ -58,6 +58,19 @@ def quantize(path: Path, mode: str, samples: Sequence[Mapping[str, np.ndarray]])
 
 
 def _integer(path: Path, mode: str, samples: Sequence[Mapping[str, np.ndarray]]) -> Any:
+    import logging
+
+    # The quantizer advises pre-processing on the root logger, with a message that fails to format.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return _quantized(path, mode, samples)
+    finally:
+        root.setLevel(level)
+
+
+def _quantized(path: Path, mode: str, samples: Sequence[Mapping[str, np.ndarray]]) -> Any:
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 

@@ -11,14 +11,15 @@ around in the float flatbuffer it is given:
   freed memory (SIGSEGV; tensorflow/tensorflow#75140). A `SHAPE` op reading each such output keeps
   it allocated; the quantizer drops it again.
 
-No 16x8 file has a loop: TF 2.21 quantizes int16 activations with its older quantizer
-(`tensorflow/lite/tools/optimize/quantize_model.cc`), which has no 16x8 `WHILE`, `LESS`,
-`SELECT_V2` or `DYNAMIC_UPDATE_SLICE` and wants a recorded range for every input of the ops it
+No 16x8 file has a recurrent layer: TF 2.21 quantizes int16 activations with its older quantizer
+(`tensorflow/lite/tools/optimize/quantize_model.cc`), which has no 16x8
+`UNIDIRECTIONAL_SEQUENCE_LSTM` ("Quantization to 16x8-bit not yet supported for op"), `WHILE`,
+`LESS`, `SELECT_V2` or `DYNAMIC_UPDATE_SLICE` and wants a recorded range for every input of the ops it
 knows, the int32 step counters of loop conditions included (`FillQuantizationParams`: "Max and
 min for dynamic tensors should be recorded during calibration"); allowed to leave ops in float,
 it writes int32 constants with 2-byte buffers that LiteRT refuses to load. Its MLIR quantizer's
 int16 mode gives int16 activations a zero point of -1, which LiteRT's `FULLY_CONNECTED` refuses.
-So a layer in the loop form is refused for 16x8, naming it (`LOOPS_16X8`).
+So a recurrent model is refused for 16x8, naming its layers (`NO_16X8`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ import numpy as np
 from rnnexport.errors import ExportError
 
 INTEGER_MODES = ("int8", "int16x8")
-LOOPS_16X8 = ("TF 2.21's 16x8 quantizer has no 16x8 WHILE, LESS, SELECT_V2 or DYNAMIC_UPDATE_SLICE, and the "
-              "loop form of {layers} needs them; use --quantize int8")
+NO_16X8 = ("TF 2.21's 16x8 quantizer quantizes no recurrent layer: it has no 16x8 UNIDIRECTIONAL_SEQUENCE_LSTM, "
+           "WHILE, LESS, SELECT_V2 or DYNAMIC_UPDATE_SLICE, which {layers} need; use --quantize int8")
 # How much of the child's stderr a refusal quotes.
 LAST_WORDS = 3
 

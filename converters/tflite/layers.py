@@ -9,6 +9,11 @@ Two forms, chosen per layer by `form`:
   initial states, `go_backwards`, returned states, peepholes, clipping and projection. A
   returned sequence is written step by step into a buffer the loop carries, which LiteRT copies
   on every step: fine for short sequences, quadratic for long ones.
+- **quantized fused** (int8 files, `Layers(integer=True)`): an LSTM a Keras-2 `lstm_` function
+  computes, which the converter itself fuses into `UNIDIRECTIONAL_SEQUENCE_LSTM` and quantizes with
+  the rest (int8 weights and hidden state, int16 cell state). The converter does so only at a fixed
+  batch, and its kernel keeps its state between calls, which `surgery.reset_quantized_states`
+  undoes. Its Keras LSTM clips the cell state at 10 (`ConvertKerasLSTMLayer`).
 - **fused**: a stub that the converter keeps as one custom op, which `surgery` replaces with
   LiteRT's `UNIDIRECTIONAL_SEQUENCE_LSTM` or `UNIDIRECTIONAL_SEQUENCE_RNN` kernel (TF1
   peepholes, projection and clipping included). Those write the whole sequence in one pass, so
@@ -18,6 +23,7 @@ Two forms, chosen per layer by `form`:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,18 +79,80 @@ def fusable(recurrence: Recurrence, call: LayerCall) -> str:
     return ""
 
 
+def converter_fusable(recurrence: Recurrence, call: LayerCall) -> str:
+    """Why the converter would not fuse this layer as a Keras LSTM (empty: it would)."""
+    weights = recurrence.directions[0]
+    if recurrence.cell != "lstm":
+        return "only LSTMs have a quantized fused kernel"
+    if (recurrence.activation, recurrence.recurrent_activation) != ("tanh", "sigmoid"):
+        return "the converter's Keras LSTM has tanh and sigmoid activations only"
+    if weights.peepholes is not None or weights.projection is not None or recurrence.cell_clip or recurrence.proj_clip:
+        return "the converter's Keras LSTM has no peepholes, projection or clipping"
+    if call.mask is not None or call.initial_state is not None or recurrence.return_state:
+        return "the converter's Keras LSTM takes no mask or initial state and returns no state"
+    return ""
+
+
+def _keras_lstm(inputs: Any, weights: DirectionWeights) -> Any:
+    """One direction's sequence from a function the converter fuses into its quantized LSTM kernel:
+    the signature and attributes of Keras 2's `standard_lstm`, whose body the converter replaces
+    (it computes the same, for the shapes and for a converter that does not fuse)."""
+    tf = tensorflow()
+    batch, units = inputs.shape[0], weights.recurrent_kernel.shape[0]
+
+    @tf.function(experimental_attributes={"api_implements": f"lstm_{uuid.uuid4().hex}", "time_major": False,
+                                          "go_backwards": False})
+    def standard_lstm(x: Any, init_h: Any, init_c: Any, kernel: Any, recurrent_kernel: Any, bias: Any) -> Any:
+        def step(state: Any, x_t: Any) -> Any:
+            h, c = state
+            i, f, g, o = tf.split(tf.matmul(x_t, kernel) + tf.matmul(h, recurrent_kernel) + bias, 4, axis=1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            return tf.sigmoid(o) * tf.tanh(c), c
+
+        hs, cs = tf.scan(step, tf.transpose(x, [1, 0, 2]), initializer=(init_h, init_c))
+        outputs = tf.transpose(hs, [1, 0, 2])
+        return outputs[:, -1], outputs, hs[-1], cs[-1], tf.constant(0.0)
+
+    # Static where the batch is fixed: the converter fuses only initial states of a static shape.
+    zeros = tf.zeros([batch, units] if batch is not None else tf.stack([tf.shape(inputs)[0], units]), inputs.dtype)
+    _, sequence, _, _, _ = standard_lstm(inputs, zeros, zeros, tf.constant(weights.kernel),
+                                         tf.constant(weights.recurrent_kernel),
+                                         tf.constant(weights.input_bias + weights.recurrent_bias))
+    return sequence
+
+
+def _keras_lstm_layer(recurrence: Recurrence, inputs: Any) -> Any:
+    tf = tensorflow()
+    if recurrence.go_backwards:
+        inputs = tf.reverse(inputs, [1])
+    sequence = _keras_lstm(inputs, recurrence.directions[0])
+    if recurrence.bidirectional:
+        backward = tf.reverse(_keras_lstm(tf.reverse(inputs, [1]), recurrence.directions[1]), [1])
+        if not recurrence.return_sequences:
+            return _merge(recurrence.merge_mode, sequence[:, -1], backward[:, 0])
+        return _merge(recurrence.merge_mode, sequence, backward)
+    return sequence if recurrence.return_sequences else sequence[:, -1]
+
+
 class Layers:
     """The replacement a TFLite export is traced with; remembers which stubs it emitted and why
     each layer got the form it did."""
 
-    def __init__(self, refused: str = "") -> None:
-        """`refused`: why no layer may get a fused kernel in this file (empty: they may)."""
+    def __init__(self, refused: str = "", integer: bool = False) -> None:
+        """`refused`: why no layer may get a fused kernel in this file (empty: they may);
+        `integer`: a full-integer file, whose LSTMs the converter fuses where it can."""
         self.refused = refused
+        self.integer = integer
         self.stubs: dict[str, Stub] = {}
         self.forms: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
+        self.converter_fused: list[str] = []
 
     def __call__(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
+        if self.integer and not converter_fusable(recurrence, call):
+            self.forms[recurrence.name] = "fused"
+            self.converter_fused.append(recurrence.name)
+            return _keras_lstm_layer(recurrence, inputs)
         reason = fusable(recurrence, call) or self.refused
         self.forms[recurrence.name] = "loop" if reason else "fused"
         if reason:

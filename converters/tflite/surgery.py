@@ -38,6 +38,16 @@ class _Graph:
         self.model.buffers.append(buffer)
         return self._tensor(name, value.shape, value.shape, len(self.model.buffers) - 1)
 
+    def typed_constant(self, name: str, value: np.ndarray, tensor_type: int, quantization: Any = None) -> int:
+        """A constant of any type, with the quantization of the tensor it stands for."""
+        buffer = self.schema.BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8)
+        self.model.buffers.append(buffer)
+        index = self._tensor(name, value.shape, value.shape, len(self.model.buffers) - 1)
+        self.subgraph.tensors[index].type = tensor_type
+        self.subgraph.tensors[index].quantization = quantization
+        return index
+
     def _tensor(self, name: str, shape: tuple[int, ...], signature: tuple[int, ...], buffer: int = 0,
                 variable: bool = False) -> int:
         tensor = self.schema.TensorT()
@@ -186,4 +196,35 @@ def replace_stubs(flatbuffer: bytes, stubs: Mapping[str, Stub]) -> bytes:
     if missing:
         raise ExportError(f"the TFLite converter did not keep rnnexport's fused-kernel stubs {', '.join(missing)}")
     _drop_unused_opcodes(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def reset_quantized_states(flatbuffer: bytes) -> bytes:
+    """The flatbuffer with each converter-made `UNIDIRECTIONAL_SEQUENCE_LSTM` given its initial
+    state again before every call: a `FILL` of the state's zero (its zero point, in its integer
+    type) into each state tensor, shaped as the tensor (the file has a fixed batch). Without it,
+    a call starts from the previous call's final state."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.INT16: np.int16, schema.TensorType.FLOAT32: np.float32}
+    lstm = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+    for subgraph in model.subgraphs:
+        graph = _Graph(model, subgraph)
+        operators = []
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == lstm:
+                for index in (int(i) for i in op.inputs[18:20]):
+                    state = subgraph.tensors[index]
+                    q = state.quantization
+                    zero = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+                    shape = graph.typed_constant(f"{state.name.decode()}/shape", np.array(state.shape, np.int32),
+                                                 schema.TensorType.INT32)
+                    value = graph.typed_constant(f"{state.name.decode()}/zero", np.array(zero, dtypes[state.type]),
+                                                 state.type, q)
+                    operators.append(graph.fill(shape, value, index))
+            operators.append(op)
+        subgraph.operators = operators
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

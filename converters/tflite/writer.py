@@ -15,10 +15,10 @@ from rnnexport.calibration import Calibration, calibration
 from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
-from rnnexport_converters.tflite.calibration import INTEGER_MODES, LOOPS_16X8, convert_in_child, io_scales
+from rnnexport_converters.tflite.calibration import INTEGER_MODES, NO_16X8, convert_in_child, io_scales
 from rnnexport_converters.tflite.files import KERNELS, step_file, with_metadata
 from rnnexport_converters.tflite.layers import Layers
-from rnnexport_converters.tflite.surgery import replace_stubs
+from rnnexport_converters.tflite.surgery import replace_stubs, reset_quantized_states
 from rnnexport_converters.tflite.target import TfliteOptions
 
 
@@ -68,6 +68,7 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
+CONVERTER_FUSES_AT_A_FIXED_BATCH = "the converter fuses a quantized LSTM kernel only at a fixed batch"
 # Why a layer of a file gets no fused kernel whatever it computes.
 QUANTIZED = "the export is quantized, and the converter quantizes the loop form's weights, not a fused kernel's"
 STEP_FILE = "a streaming step file takes its state from its inputs, which the loop form does"
@@ -86,22 +87,27 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
     At any batch unless `--batch` fixes one. Where the converter cannot convert the model at any
     batch (a layer the source keeps as its own loop, a TimeDistributed layer: their tensor lists
     are only lowered at a fixed batch), the batch is fixed at 1 and the metadata says why."""
-    layers = Layers(_refused(options))
+    integer = options.quantize == "int8"
+    layers = Layers(_refused(options), integer)
     function, kept = model.trace_with(layers, options.batch)
-    loops = [name for name, form in layers.forms.items() if form == "loop"]
-    if options.quantize == "int16x8" and loops:
-        raise ExportError(LOOPS_16X8.format(layers=", ".join(f"layer '{name}'" for name in loops)))
     batch, fixed_because = options.batch, ""
+    if layers.converter_fused and batch is None:
+        layers = Layers(_refused(options), integer)
+        function, kept = model.trace_with(layers, 1)
+        batch, fixed_because = 1, CONVERTER_FUSES_AT_A_FIXED_BATCH
     try:
         flatbuffer = _convert_saved(function, model, options, calibrated)
     except ExportError as exc:
-        if options.batch is not None:
+        if batch is not None:
             raise
-        layers = Layers(_refused(options))
+        layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
         flatbuffer = _convert_saved(function, model, options, calibrated)
+    if layers.converter_fused:
+        flatbuffer = reset_quantized_states(flatbuffer)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
+    fused.update({name: KERNELS["lstm"] for name in layers.converter_fused})
     not_fused = {**{name: reason for name, reason in layers.reasons.items() if name not in fused}, **kept}
     for recurrence in model.recurrences:
         if recurrence.name not in fused and recurrence.name not in not_fused:
@@ -111,7 +117,7 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
         "batch_fixed_because": fixed_because,
         "stateless": True,
         "fused": fused,
-        "forms": {name: ("loop" if name in layers.reasons else "fused") for name in layers.forms},
+        "forms": layers.forms,
         "not_fused": not_fused,
     }
     return replace_stubs(flatbuffer, layers.stubs), meta
@@ -122,6 +128,8 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
     if model.trace_with is None:
         raise ExportError(f"{model.info.path}: this source cannot be traced for TFLite")
     integer = options.quantize in INTEGER_MODES
+    if options.quantize == "int16x8" and model.recurrences:
+        raise ExportError(NO_16X8.format(layers=", ".join(f"layer '{r.name}'" for r in model.recurrences)))
     if integer and streaming:
         raise UserError(f"--quantize {options.quantize}: streaming step files are not quantized to integers "
                         "(issue 22); export the streaming files without it")
