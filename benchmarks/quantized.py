@@ -93,7 +93,7 @@ def export(model: Path, out: Path, target: str, mode: str, calibration: Path) ->
     try:
         rnnexport.convert(model, path, options)
     except UserError as exc:
-        return None, str(exc).split(": ", 2)[-1]
+        return None, str(exc).split(f" to {target}: ", 1)[-1]
     return path, ""
 
 

@@ -24,11 +24,12 @@ class Thresholds:
 
 # Per quantization mode judged by decisions (TFLite int8 and int16x8, ONNX int8 and dynamic-range,
 # whose activations onnxruntime quantizes at run time). int16 activations keep about 48 dB more
-# range than int8. Measured figures: README.md, "Quantized exports".
+# range than int8. KL: an int8 softmax output rounds probabilities under 1/512 to zero, which alone
+# gives the ML-KWS models 0.018-0.025 at 96-100% agreement. Measured: README.md, "Quantized exports".
 DEFAULT_THRESHOLDS = {
-    "int8": Thresholds(min_snr_db=20.0, min_agreement=0.99, max_kl=0.01),
-    "int16x8": Thresholds(min_snr_db=30.0, min_agreement=0.99, max_kl=0.001),
-    "dynamic-range": Thresholds(min_snr_db=20.0, min_agreement=0.99, max_kl=0.01),
+    "int8": Thresholds(min_snr_db=20.0, min_agreement=0.99, max_kl=0.05),
+    "int16x8": Thresholds(min_snr_db=30.0, min_agreement=0.99, max_kl=0.01),
+    "dynamic-range": Thresholds(min_snr_db=20.0, min_agreement=0.99, max_kl=0.05),
 }
 
 

@@ -75,7 +75,7 @@ def test_int8_exports_pass_by_decisions_and_report_them(quantized):
         (probs,) = judged["outputs"]
         assert probs["class_scores"] == SOFTMAX and probs["passed"] is True
         assert probs["decisions"] == (1 + 8) * (1 + 9 + 20) + 1  # every step of every case, "again" included
-        assert probs["top1_agreement"] >= 0.9 and probs["snr_db"] >= 20.0 and probs["kl_divergence"] <= 0.01
+        assert probs["top1_agreement"] >= 0.9 and probs["snr_db"] >= 20.0 and probs["kl_divergence"] <= 0.05
         assert probs["max_abs"] > 1e-4, "a quantized export that matches exactly was not quantized"
         assert [x["length"] for x in probs["by_length"]] == [1, 9, 20]
         ranked = judged["layers_by_snr"]
@@ -204,4 +204,4 @@ def test_decisions_pool_cases_and_tell_class_scores_apart():
     assert pooled.snr_db == pytest.approx(10 * np.log10(np.mean(regression ** 2) / 1e-4), rel=1e-6)
     quality = judge([(5, {"p": probs}, {"p": flipped})], Thresholds(20.0, 0.99, 0.01), None, "c.npz: 4 rows")
     assert not quality[0] and "top-1 agreement 95.0% < 99.0% (1 of 20 decisions differ)" in quality[0].describe()
-    assert ThresholdOverrides(min_snr_db=35.0).apply(DEFAULT_THRESHOLDS["int8"]) == Thresholds(35.0, 0.99, 0.01)
+    assert ThresholdOverrides(min_snr_db=35.0).apply(DEFAULT_THRESHOLDS["int8"]) == Thresholds(35.0, 0.99, 0.05)

@@ -222,6 +222,7 @@ def reset_quantized_states(flatbuffer: bytes) -> bytes:
                     zero = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
                     shape = graph.typed_constant(f"{state.name.decode()}/shape", np.array(state.shape, np.int32),
                                                  schema.TensorType.INT32)
+                    graph.make_state(index, int(state.shape[-1]))
                     value = graph.typed_constant(f"{state.name.decode()}/zero", np.array(zero, dtypes[state.type]),
                                                  state.type, q)
                     operators.append(graph.fill(shape, value, index))

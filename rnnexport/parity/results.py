@@ -237,6 +237,11 @@ class ExportResult(Export):
                          "gave another answer")
         return lines
 
+    @property
+    def criterion(self) -> str:
+        """What the export is judged by, in words: its thresholds where quantized, else its tolerance."""
+        return str(self.tolerance) if self.thresholds is None else str(self.thresholds)
+
     def quantized(self) -> dict[str, Any]:
         """How a quantized export is judged and what it reached, for the report."""
         return {"thresholds": self.thresholds.to_dict(), "calibration": self.details.get("calibration"),

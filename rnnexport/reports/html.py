@@ -102,7 +102,7 @@ def render(report: ParityReport) -> str:
     esc = _esc
     rows = "".join(
         f"<tr><td>{esc(Path(e.source).name)}</td><td>{esc(e.target)}</td><td><code>{esc(Path(e.path).name)}</code></td>"
-        f"<td>{cases(e)}</td><td>{error(e)}</td><td>{e.tolerance}</td>"
+        f"<td>{cases(e)}</td><td>{error(e)}</td><td>{e.criterion}</td>"
         f"<td class={e.status.split()[0]}>{e.status}</td></tr>"
         for e in report.exports
     )

@@ -18,7 +18,7 @@ def render(report: ParityReport) -> str:
              "|---|---|---|---|---|---|---|"]
     for e in report.exports:
         lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {cases(e)} | {error(e)} "
-                     f"| {e.tolerance} | {'✅' if e else '❌'} {e.status} |")
+                     f"| {e.criterion} | {'✅' if e else '❌'} {e.status} |")
     drifting = [e for e in report.exports if not e]
     if drifting:
         lines += ["", "#### Where it drifts"]

@@ -71,7 +71,7 @@ def render(report: ParityReport, verbose: bool = False) -> str:
 
     table = new_table("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
     for e in report.exports:
-        table.add_row(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), str(e.tolerance),
+        table.add_row(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), e.criterion,
                       e.status)
     lines = plain(table).splitlines()
     for e in report.exports:
