@@ -176,7 +176,8 @@ def _validate_opened(
             progress(f"checking {label} on {', '.join(e.target for e in under_test)}: data {sweep.data.name}", 0, 0)
 
         return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
-                            f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress)
+                            f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress,
+                        options.task)
     if progress:
         runs = len(cases) + 1 + len(stream_cases)  # the first case runs twice
         progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {runs} cases", 0, 0)

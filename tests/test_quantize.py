@@ -205,3 +205,18 @@ def test_decisions_pool_cases_and_tell_class_scores_apart():
     quality = judge([(5, {"p": probs}, {"p": flipped})], Thresholds(20.0, 0.99, 0.01), None, "c.npz: 4 rows")
     assert not quality[0] and "top-1 agreement 95.0% < 99.0% (1 of 20 decisions differ)" in quality[0].describe()
     assert ThresholdOverrides(min_snr_db=35.0).apply(DEFAULT_THRESHOLDS["int8"]) == Thresholds(35.0, 0.99, 0.05)
+
+
+def test_a_streamed_data_set_judges_a_quantized_export_by_decisions_too(quantized):
+    tmp, source, _ = quantized
+    shards = tmp / "shards"
+    shards.mkdir(exist_ok=True)
+    rng = np.random.default_rng(11)
+    for index in range(2):
+        np.savez(shards / f"{index}.npz", x=rng.standard_normal((8, 20, 4)).astype(np.float32))
+    outcome = CliRunner().invoke(cli, ["validate", str(source), str(tmp / "int8" / "kinds.onnx"), "--data",
+                                       str(shards), "--json", *AGREEMENT])
+    assert outcome.exit_code == 0, outcome.output
+    (probs,) = json.loads(outcome.output)["exports"][0]["quantized"]["outputs"]
+    assert probs["decisions"] == 2 * 8 * 20 and probs["snr_db"] >= 20.0
+    assert [x["length"] for x in probs["by_length"]] == [20]

@@ -9,9 +9,12 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from rnnexport.model import TensorInfo
-from rnnexport.parity.check import compare_run
+from rnnexport.parity.check import JUDGED, compare_run
 from rnnexport.parity.compare import compare_output
+from rnnexport.parity.decisions import OutputQuality, Scores, class_kinds, scores
 from rnnexport.parity.drift import locate
 from rnnexport.parity.results import CaseResult, ExportResult, OutputComparison
 from rnnexport.parity.run import ExportUnderTest, ProgressFn, closers, expect, produce, run
@@ -47,14 +50,42 @@ class _Running:
     error: str = ""
     first_failing: CaseResult | None = None
     seconds: float = 0.0
+    # A quantized export's decisions, pooled batch by batch; which outputs are class scores is
+    # read from the first batch (the set is never held whole).
+    kinds: dict[str, str] | None = None
+    scores: dict[str, Scores] = field(default_factory=dict)
+    by_length: dict[str, dict[int, Scores]] = field(default_factory=dict)
+
+    def score(self, case: Case, reference: dict, produced: dict, task: str | None) -> None:
+        if self.kinds is None:
+            self.kinds = class_kinds([reference], task)
+        for name, ref in reference.items():
+            exp = produced.get(name)
+            if exp is None or exp.shape != ref.shape or not (np.isfinite(ref).all() and np.isfinite(exp).all()):
+                continue
+            found = scores(ref, exp, self.kinds.get(name))
+            self.scores[name] = self.scores.get(name, Scores()) + found
+            if case.length is not None:
+                lengths = self.by_length.setdefault(name, {})
+                lengths[case.length] = lengths.get(case.length, Scores()) + found
+
+    def quality(self, export: ExportUnderTest) -> tuple[OutputQuality, ...]:
+        if export.thresholds is None:
+            return ()
+        return tuple(OutputQuality.judged(name, (self.kinds or {}).get(name), total,
+                                          tuple(sorted(self.by_length.get(name, {}).items())), export.thresholds,
+                                          export.details.get("calibration", ""))
+                     for name, total in self.scores.items())
 
 
 def check_stream(reference: ReferenceRunner, exports: Sequence[ExportUnderTest], batches: Iterable[Case],
                  name: str, inputs: Sequence[TensorInfo] = (), layer_outputs: LayerOutputs | None = None,
-                 chunks: Sequence[int] = (), progress: ProgressFn | None = None) -> list[ExportResult]:
+                 chunks: Sequence[int] = (), progress: ProgressFn | None = None,
+                 task: str | None = None) -> list[ExportResult]:
     """Every batch through the reference and each export, folded into one case named `name` per
     export. Streaming exports are also fed the first batch in `chunks`; a failing export is
-    located on its first failing batch. Everything opened is closed at the end."""
+    located on its first failing batch; a quantized one is judged by its decisions over every
+    batch (`decisions`). Everything opened is closed at the end."""
     import time
 
     with ExitStack() as stack:
@@ -83,8 +114,11 @@ def check_stream(reference: ReferenceRunner, exports: Sequence[ExportUnderTest],
                 if produced.error:
                     state.error = f"{case.name}: {produced.error}"
                     continue
-                compared = tuple(compare_output(n, ref, produced.outputs.get(n), export.tolerance,
+                tolerance = export.tolerance if export.thresholds is None else JUDGED
+                compared = tuple(compare_output(n, ref, produced.outputs.get(n), tolerance,
                                                 export.time_axes.get(n)) for n, ref in expected.outputs.items())
+                if export.thresholds is not None:
+                    state.score(case, expected.outputs, produced.outputs, task)
                 for each in compared:
                     state.outputs[each.name] = _fold(state.outputs.get(each.name), each, case.batch)
                 statistics([(expected.outputs, produced.outputs)], export.tolerance, into=state.stats)
@@ -101,7 +135,8 @@ def check_stream(reference: ReferenceRunner, exports: Sequence[ExportUnderTest],
             results.append(ExportResult.of(
                 judged, device=export.runner.device if export.runner else "-",
                 reference_device=reference.device, cases=cases, error=export.broken or export.not_runnable,
-                validated=not export.not_runnable, seconds=state.seconds, drift=drift))
+                validated=not export.not_runnable, seconds=state.seconds, drift=drift,
+                quality=state.quality(export)))
         return results
 
 
