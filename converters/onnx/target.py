@@ -50,7 +50,8 @@ class OnnxOptions:
         return int(value)
 
 
-# Measured worst on the layer-kind fixtures: 1.1e-3 (float16 weights and activations, float32 I/O).
+# TFLite's float16 tolerance: ONNX float16 files (every tensor float16, float32 I/O) met it on the
+# tests' model of every layer kind and on the ML-KWS models (SNR 59-64 dB, benchmarks/quantized.py).
 FLOAT16_TOLERANCE = Tolerance(atol=5e-3, rtol=5e-3)
 
 
