@@ -25,6 +25,7 @@ from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport.thresholds import DEFAULT_THRESHOLDS
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
+from rnnexport.parity.stream import check_stream
 from rnnexport.plan import Plan, PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
 from rnnexport.plugins import ExportDetails, OpenedSource, Target
 from rnnexport.reports import ParityReport
@@ -156,33 +157,23 @@ def _validate_opened(
     progress: Progress | None,
 ) -> list[ExportResult]:
     under_test = _exports_under_test(opened, label, exports, device, options)
-    sweep, data_set = options.sweep, is_stream(options.sweep.data)
+    sweep, data_set, info = options.sweep, is_stream(options.sweep.data), opened.info
     # The exports are closed here only if the sweep or the reference cannot be set up; else by `check`.
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
-        cases, stream_cases = [], []
-        if not data_set:
-            cases = build_cases(opened.info.inputs, opened.info.fixed_length, sweep, opened.info.min_length)
-        if not data_set and any(e.stream_runner is not None for e in under_test):
-            stream_cases = build_stream_cases(opened.info.inputs, opened.info.fixed_length, sweep)
+        cases = [] if data_set else build_cases(info.inputs, info.fixed_length, sweep, info.min_length)
+        streams = not data_set and any(e.stream_runner is not None for e in under_test)
+        stream_cases = build_stream_cases(info.inputs, info.fixed_length, sweep) if streams else []
         reference = opened.reference(device)
         opening.pop_all()
-    if data_set:
-        # A set streamed in batches from its shards (`rnnexport.data`), folded as it goes.
-        from rnnexport.parity.stream import check_stream
-
-        if progress:
-            progress(f"checking {label} on {', '.join(e.target for e in under_test)}: data {sweep.data.name}", 0, 0)
-
-        return check_stream(reference, under_test, batches(sweep.data, opened.info.inputs, sweep),
-                            f"data {sweep.data.name}", opened.info.inputs, opened.layer_outputs, sweep.chunks, progress,
-                        options.task)
-    if progress:
-        runs = len(cases) + 1 + len(stream_cases)  # the first case runs twice
-        progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {runs} cases", 0, 0)
-    return check(reference, under_test, cases, progress, stream_cases, opened.info.inputs, opened.layer_outputs,
-                 options.task)
+    if progress:  # the first case runs twice; a data set streamed from its shards is one case
+        what = f"data {sweep.data.name}" if data_set else f"{len(cases) + 1 + len(stream_cases)} cases"
+        progress(f"checking {label} on {', '.join(e.target for e in under_test)}: {what}", 0, 0)
+    if data_set:  # batch by batch from the shards (`rnnexport.data`), folded as it goes
+        return check_stream(reference, under_test, batches(sweep.data, info.inputs, sweep), f"data {sweep.data.name}",
+                            info.inputs, opened.layer_outputs, sweep.chunks, progress, options.task)
+    return check(reference, under_test, cases, progress, stream_cases, info.inputs, opened.layer_outputs, options.task)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
