@@ -19,11 +19,14 @@ from rnnexport.version import __version__
 
 if TYPE_CHECKING:
     from rnnexport.api import ConvertResult, convert, inspect, inspect_export, validate
+    from rnnexport.checks import check_golden, compare
     from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions, SweepOptions, ValidateOptions
     from rnnexport.tolerance import Tolerance, ToleranceOverrides
 
 _WHERE = {
     "ConvertResult": "rnnexport.api",
+    "check_golden": "rnnexport.checks",
+    "compare": "rnnexport.checks",
     "convert": "rnnexport.api",
     "inspect": "rnnexport.api",
     "inspect_export": "rnnexport.api",
@@ -47,6 +50,8 @@ __all__ = [
     "Tolerance",
     "ToleranceOverrides",
     "ValidateOptions",
+    "check_golden",
+    "compare",
     "convert",
     "inspect",
     "inspect_export",

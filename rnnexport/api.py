@@ -14,22 +14,26 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport import plugins, tolerance
+from rnnexport import golden, plugins
 from rnnexport.console import native_logs_off, native_stderr_silenced
 from rnnexport.data import batches, is_stream, shards
 from rnnexport.device import Device, resolve_device
 from rnnexport.exported import ExportContents
-from rnnexport.errors import Interrupted, NotRunnableError, UnsupportedModelError, UserError, one_line
+from rnnexport.errors import (
+    Interrupted,
+    UnsupportedModelError,
+    UserError,
+)
 from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
-from rnnexport.thresholds import DEFAULT_THRESHOLDS
 from rnnexport.tolerance import FLOAT32_TOLERANCE
-from rnnexport.parity import ExportResult, ExportUnderTest, check, closers
+from rnnexport.parity import ExportResult, ReferenceOutputs, check, closers
 from rnnexport.parity.stream import check_stream
 from rnnexport.plan import Plan, PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
-from rnnexport.plugins import ExportDetails, OpenedSource, Target
+from rnnexport.plugins import OpenedSource, Target
 from rnnexport.reports import ParityReport
 from rnnexport.sweep import build_cases, build_stream_cases
+from rnnexport.under_test import check_names, check_options, exports_under_test, source_side
 
 # progress(message, done, total): total == 0 announces a stage, otherwise counts cases.
 Progress = Callable[[str, int, int], None]
@@ -91,64 +95,8 @@ def inspect_export(path: str | Path) -> ExportContents | None:
     return None
 
 
-def _broken(exc: Exception) -> str:
-    """Why an export could not be set up, in one line: the gate reports it and goes on."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"cannot read the export: {one_line(exc)}"
-
-
-def _exports_under_test(
-    opened: OpenedSource, label: str, exports: Sequence[tuple[Target | None, Path]], device: Device,
-    options: ValidateOptions
-) -> list[ExportUnderTest]:
-    """Set up every export; one that cannot be read or loaded becomes a failing entry with the reason."""
-    time_axes = {o.name: o.time_axis for o in opened.info.outputs}
-    under_test = []
-    for target, path in exports:
-        runner, stream_runner, probe, not_runnable, broken = None, None, None, "", ""
-        default, details, thresholds = FLOAT32_TOLERANCE[device.kind], ExportDetails(), None
-        try:
-            if target is None:
-                target = plugins.find_target_for(path)
-            runner = target.runner(path, device)
-            stream_runner = target.stream_runner(path, device)
-            probe = target.probe(path, device)
-            default = target.default_tolerance(device, path)
-            details = ExportDetails(**target.describe(path))
-            mode = target.judged_by(path)
-            thresholds = options.thresholds.apply(DEFAULT_THRESHOLDS[mode]) if mode else None
-            if stream_runner:
-                details["streaming_states"] = stream_runner.states
-            if opened.info.min_length > 1:
-                details["shortest_length"] = opened.info.min_length
-        except NotRunnableError as exc:
-            not_runnable = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a broken export fails its own check, never the whole run
-            broken = _broken(exc)
-            for close in closers(runner, stream_runner):
-                close()
-            runner = stream_runner = None
-        name = target.name if target is not None else "unknown"
-        under_test.append(ExportUnderTest(
-            source=label,
-            source_kind=opened.info.kind,
-            target=name,
-            path=str(path),
-            runner=runner,
-            tolerance=tolerance.resolve(name, default, opened.tolerance_floor(device), options.tolerance, device.kind),
-            time_axes=time_axes,
-            details=details,
-            not_runnable=not_runnable,
-            stream_runner=stream_runner,
-            broken=broken,
-            probe=probe,
-            thresholds=thresholds,
-        ))
-    return under_test
-
-
 def _validate_opened(
+    source: Path | Any,
     opened: OpenedSource,
     label: str,
     exports: Sequence[tuple[Target | None, Path]],
@@ -156,14 +104,16 @@ def _validate_opened(
     options: ValidateOptions,
     progress: Progress | None,
 ) -> list[ExportResult]:
-    under_test = _exports_under_test(opened, label, exports, device, options)
+    side = source_side(opened, label, device)
+    under_test = exports_under_test(side, exports, device, options.tolerance, options.thresholds)
     sweep, data_set, info = options.sweep, is_stream(options.sweep.data), opened.info
+    saving = options.save_golden is not None
     # The exports are closed here only if the sweep or the reference cannot be set up; else by `check`.
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
         cases = [] if data_set else build_cases(info.inputs, info.fixed_length, sweep, info.min_length)
-        streams = not data_set and any(e.stream_runner is not None for e in under_test)
+        streams = not data_set and (any(e.stream_runner is not None for e in under_test) or (saving and info.causal))
         stream_cases = build_stream_cases(info.inputs, info.fixed_length, sweep) if streams else []
         reference = opened.reference(device)
         opening.pop_all()
@@ -173,7 +123,18 @@ def _validate_opened(
     if data_set:  # batch by batch from the shards (`rnnexport.data`), folded as it goes
         return check_stream(reference, under_test, batches(sweep.data, info.inputs, sweep), f"data {sweep.data.name}",
                             info.inputs, opened.layer_outputs, sweep.chunks, progress, options.task)
-    return check(reference, under_test, cases, progress, stream_cases, info.inputs, opened.layer_outputs, options.task)
+
+    def keep(outputs: ReferenceOutputs) -> None:
+        from rnnexport.tf import versions
+
+        golden.save(options.save_golden, outputs, source=label, digest=golden.checksum(source),
+                    kind=info.kind, inputs=info.inputs, outputs=info.outputs, sweep=golden.sweep_of(options),
+                    floor=side.floor, overrides=options.tolerance, min_length=info.min_length, versions=versions(),
+                    force=options.force_golden)
+
+    return check(reference, under_test, cases, progress, stream_cases, info.inputs, opened.layer_outputs,
+                 options.task, options=check_options(options, keep_stream_cases=saving and info.causal),
+                 keep=keep if saving else None)
 
 
 def _new_report(device: Device, options: ValidateOptions) -> ParityReport:
@@ -295,13 +256,15 @@ def prepare(sources: SourceLike | Sequence[SourceLike], out: str | Path, options
     """Read and check everything `convert` needs before it writes: the plan, every source and
     its model, the sweep's cases, the free space."""
     plan = plan_exports(sources, out, options)
-    tolerance.check_targets(options.validation.tolerance, (t.name for t in plugins.targets()))
+    check_names(options.validation)
+    golden.check_saveable(options.validation, len(plan.sources), options.validate)
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.validation.device) if options.validate else None
     ready = []
     for planned in plan:
         ready.append(_ready(planned, options, device is not None, progress))
+    check_names(options.validation, [o.name for r in ready for o in r.opened.info.outputs])
     _check_space(plan.directory, ready, options.export.streaming)
     return Prepared(plan, options, device, ready)
 
@@ -340,7 +303,7 @@ def _validate_written(ready: _Ready, device: Device, options: ValidateOptions, r
     if progress:
         progress(f"opening the exports of {label}", 0, 0)
     dests = [(export.target, export.path) for export in ready.planned.exports]
-    checked = _validate_opened(ready.opened, label, dests, device, options, progress)
+    checked = _validate_opened(ready.planned.source, ready.opened, label, dests, device, options, progress)
     if progress:
         progress(f"recording the verdict in the exports of {label}", 0, 0)
     for (target, dest), export in zip(dests, checked):
@@ -369,7 +332,8 @@ def _validate(source: SourceLike, exports: Sequence[str | Path], options: Valida
               source_options: SourceOptions, progress: Progress | None) -> ParityReport:
     source = as_source(source)
     paths = [Path(p) for p in exports]
-    tolerance.check_targets(options.tolerance, (t.name for t in plugins.targets()))
+    check_names(options)
+    golden.check_saveable(options, 1, True)
     if progress:
         progress("loading TensorFlow", 0, 0)
     device = resolve_device(options.device)
@@ -383,9 +347,10 @@ def _validate(source: SourceLike, exports: Sequence[str | Path], options: Valida
         # The gate reports a source it cannot read as a failure of every export it was given.
         report.exports += [_unchecked(label, path, device, f"the source cannot be read: {exc}") for path in paths]
         return report
+    check_names(options, [o.name for o in opened.info.outputs])
     if progress:
         progress(f"opening the exports of {label}", 0, 0)
-    report.exports += _validate_opened(opened, label, [(None, p) for p in paths], device, options, progress)
+    report.exports += _validate_opened(source, opened, label, [(None, p) for p in paths], device, options, progress)
     return report
 
 

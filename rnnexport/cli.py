@@ -28,6 +28,7 @@ from rnnexport.cli_options import (
     target_values,
     validation_options,
 )
+from rnnexport import cli_checks
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
 from rnnexport.errors import Interrupted, UserError, one_line
@@ -189,6 +190,7 @@ def cli(debug: bool) -> None:
       rnnexport inspect model.h5
       rnnexport convert model.h5 --to savedmodel --out exports/
       rnnexport validate model.h5 exports/model.savedmodel --report parity.json
+      rnnexport check exports/model.onnx --golden golden.npz
 
     Exit codes: 0 every parity check passed, 1 a parity check failed, 2 bad usage or input,
     3 an internal error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -297,7 +299,7 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
       rnnexport convert --config fleet.toml --executor ray --ray-address 10.0.0.5:6379
     """
     from rnnexport.options import ExportOptions
-    from rnnexport.runs import convert_models
+    from rnnexport.runs import convert_models, one_golden
 
     config = _config(params)
     models = [ModelEntry(source=s) for s in sources] or list(config.models)
@@ -305,7 +307,8 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
         raise click.UsageError("give SOURCES, or a config file that lists [[tool.rnnexport.models]]")
     if out is None and config.out is None:
         raise click.UsageError("give --out, or `out` in the config file")
-    given = given_settings(params, targets=targets if is_given("targets") else None, out=out)
+    given = given_settings(params, targets=targets if is_given("targets") else None, out=out, force_golden=force)
+    one_golden(given, models)
     export = ExportOptions(target_options=target_values(params, targets if is_given("targets") else None),
                            streaming=streaming)
     paths = _report_paths(params, config)
@@ -325,10 +328,11 @@ def convert(sources: tuple[Path, ...], targets: tuple[str, ...], out: Path | Non
 
 @cli.command()
 @click.argument("paths", nargs=-1, metavar="[SOURCE EXPORT...]", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing --save-golden file.")
 @validation_options
 @fleet_options
 @_run
-def validate(paths: tuple[Path, ...], **params: Any) -> int:
+def validate(paths: tuple[Path, ...], force: bool, **params: Any) -> int:
     """Check existing exports of SOURCE over the parity sweep; exit 1 on any drift.
 
     Without arguments, every model of the config file is checked against its exports. An
@@ -340,8 +344,9 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
       rnnexport validate model.h5 exports/model.onnx --report parity.json --junit parity.xml
       rnnexport validate --config gate.toml --markdown summary.md --html parity.html
       rnnexport validate --config fleet.toml --jobs 4 --junit parity.xml
+      rnnexport validate model.h5 exports/model.onnx --save-golden golden.npz
     """
-    from rnnexport.runs import validate_models
+    from rnnexport.runs import one_golden, validate_models
 
     config = _config(params)
     if len(paths) == 1:
@@ -350,14 +355,30 @@ def validate(paths: tuple[Path, ...], **params: Any) -> int:
     if not models:
         raise click.UsageError("give SOURCE and EXPORTS, or a config file that lists [[tool.rnnexport.models]]")
     paths = _report_paths(params, config)
+    given = one_golden(given_settings(params, force_golden=force), models)
     fleet = fleet_values(params)
     if fleet is not None:
-        return _fleet("validate", models, given_settings(params), config, params, paths, fleet)
+        return _fleet("validate", models, given, config, params, paths, fleet)
     with _progress(params) as progress:
-        report = validate_models(models, given_settings(params), config, progress=progress)
+        report = validate_models(models, given, config, progress=progress)
     code = _emit(report, params, config, paths)
     _timings(progress, report, params)
     return code
+
+
+def sourceless(params: dict[str, Any], run: Callable[[ConsoleProgress], Any]) -> int:
+    """`check` and `compare` (rnnexport.cli_checks): no config file, the reports where the options say."""
+    config = Config(path=Path("pyproject.toml"))
+    paths = _report_paths(params, config)
+    with _progress(params) as progress:
+        report = run(progress)
+    code = _emit(report, params, config, paths)
+    _timings(progress, report, params)
+    return code
+
+
+cli.add_command(cli_checks.check)
+cli.add_command(cli_checks.compare)
 
 
 def main() -> None:

@@ -37,10 +37,15 @@ def _parse_tolerances(values: tuple[str, ...], name: str) -> dict[str, float]:
     return parsed
 
 
-def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
-                     help="Where to run reference and exports; auto picks a GPU when TensorFlow sees one."),
+def _apply(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def sweep_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Which cases the sweep runs."""
+    return _apply(fn, [
         click.option("--lengths", metavar="N,N,...",
                      help="Sequence lengths to check [default: 1, 2, short, source length, 4x beyond]."),
         click.option("--batches", metavar="N,N,...", default="1,3", show_default=True, help="Batch sizes to check."),
@@ -50,10 +55,53 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data", type=click.Path(exists=True, path_type=Path),
                      help="Check on the arrays of this .npz (keyed by input name) instead of random inputs; or "
                           "stream a directory of .npz shards or TFRecord files through in batches."),
-        click.option("--atol", multiple=True, metavar="[TARGET=]X",
-                     help="Absolute tolerance, for every target or one (repeatable)."),
-        click.option("--rtol", multiple=True, metavar="[TARGET=]X",
-                     help="Relative tolerance, for every target or one (repeatable)."),
+    ])
+
+
+def judging_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How exports are judged: tolerances, latency, when to stop."""
+    return _apply(fn, [
+        click.option("--atol", multiple=True, metavar="[NAME=]X",
+                     help="Absolute tolerance, for every output of every target, or by NAME for one target or "
+                          "one output (repeatable): --atol 1e-4 --atol tflite=1e-3 --atol logits=1e-4."),
+        click.option("--rtol", multiple=True, metavar="[NAME=]X",
+                     help="Relative tolerance, as --atol. An output passes where every element has "
+                          "|export - reference| <= atol + rtol * |reference|."),
+        click.option("--fail-fast", is_flag=True, help="End the sweep at the first case an export fails."),
+        click.option("--latency-repeats", type=click.IntRange(min=0), default=3, show_default=True,
+                     help="Timed calls per shape of the sweep, after its own call, for the latency table (0: none)."),
+        click.option("--max-latency-ms", multiple=True, metavar="[TARGET=]MS",
+                     help="Fail an export whose median latency at some shape of the sweep exceeds MS (repeatable)."),
+        click.option("--min-speedup", multiple=True, metavar="[TARGET=]X",
+                     help="Fail an export that is not at least X times faster than the source (compare: than "
+                          "the first export) at every shape of the sweep (repeatable)."),
+    ])
+
+
+def report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the report goes, and how much of it the terminal shows."""
+    return _apply(fn, [
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
+        click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
+        click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a Markdown summary here, e.g. for a pull-request comment."),
+        click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write a self-contained HTML report here, with error against length per export."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="List every case under its export, then the seconds each phase of the run took."),
+    ])
+
+
+def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = report_options(fn)
+    fn = _apply(fn, [
+        click.option("--save-golden", type=click.Path(dir_okay=False, path_type=Path), metavar="GOLDEN.npz",
+                     help="Also save the sweep's inputs and the source's outputs (with the sweep, tolerances and "
+                          "the source's checksum) here, for `rnnexport check` where only an export's runtime is "
+                          "installed."),
         click.option("--min-snr", type=float, metavar="DB",
                      help="Quantized exports (int8, int16x8, ONNX dynamic int8): the SNR every output must reach "
                           "[default: per mode, int8 20 dB, int16x8 30 dB]."),
@@ -66,23 +114,14 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--task", type=click.Choice(["classify"]),
                      help="classify: every output is class scores (logits where not probabilities), judged by "
                           "top-1 agreement when quantized."),
-        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here."),
-        click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write a JUnit XML report here (a test case per export and case) for CI systems."),
-        click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write a Markdown summary here, e.g. for a pull-request comment."),
-        click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write a self-contained HTML report here, with error against length per export."),
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
                      help="Read settings from this TOML file [default: [tool.rnnexport] of ./pyproject.toml]; "
                           "options given here override it."),
-        click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of the table."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress and no table; the exit code tells."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="List every case under its export, then the seconds each phase of the run took."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
+    ])
+    fn = judging_options(fn)
+    fn = sweep_options(fn)
+    fn = click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+                      help="Where to run reference and exports; auto picks a GPU when TensorFlow sees one.")(fn)
     return source_options(fn)
 
 
@@ -208,26 +247,55 @@ def is_given(name: str) -> bool:
     return source is not None and source is not ParameterSource.DEFAULT
 
 
-def given_settings(params: dict[str, Any], **more: Any) -> Any:
-    """What the command line gave, for the API to lay over the config file."""
-    from rnnexport.thresholds import ThresholdOverrides
-    from rnnexport.settings import Given
+def _parse_numbers(values: tuple[str, ...], name: str) -> dict[str, float]:
+    """`[TARGET=]X` values, each positive, by target (`*` for every one)."""
+    parsed = _parse_tolerances(values, name)
+    for key, value in parsed.items():
+        if value <= 0:
+            raise click.BadParameter(f"expected a positive number, got {value:g}", param_hint=name)
+    return parsed
+
+
+def judging(params: dict[str, Any]) -> dict[str, Any]:
+    """The judging options given, as `Given` fields."""
+    return {
+        "atol": _parse_tolerances(params["atol"], "--atol"),
+        "rtol": _parse_tolerances(params["rtol"], "--rtol"),
+        "fail_fast": params["fail_fast"],
+        "latency_repeats": params["latency_repeats"] if is_given("latency_repeats") else None,
+        "max_latency_ms": _parse_numbers(params["max_latency_ms"], "--max-latency-ms"),
+        "min_speedup": _parse_numbers(params["min_speedup"], "--min-speedup"),
+    }
+
+
+def sweep_given(params: dict[str, Any]) -> dict[str, Any]:
+    """The sweep options given, as `Given` fields (None: not given)."""
 
     def given(name: str, value: Any) -> Any:
         return value if is_given(name) else None
 
+    return {
+        "lengths": _parse_list(params["lengths"], "--lengths"),
+        "batches": given("batches", _parse_list(params["batches"], "--batches")),
+        "seed": given("seed", params["seed"]),
+        "chunks": given("chunks", _parse_list(params["chunks"], "--chunks")),
+        "data": params["data"],
+    }
+
+
+def given_settings(params: dict[str, Any], **more: Any) -> Any:
+    """What the command line gave, for the API to lay over the config file."""
+    from rnnexport.settings import Given
+    from rnnexport.thresholds import ThresholdOverrides
+
     return Given(
-        device=given("device", params["device"]),
-        lengths=_parse_list(params["lengths"], "--lengths"),
-        batches=given("batches", _parse_list(params["batches"], "--batches")),
-        seed=given("seed", params["seed"]),
-        chunks=given("chunks", _parse_list(params["chunks"], "--chunks")),
-        data=params["data"],
-        atol=_parse_tolerances(params["atol"], "--atol"),
-        rtol=_parse_tolerances(params["rtol"], "--rtol"),
+        device=params["device"] if is_given("device") else None,
         source=source_values(params),
         thresholds=ThresholdOverrides(params["min_snr"], params["min_agreement"], params["max_kl"]),
         task=params["task"],
+        save_golden=params["save_golden"],
+        **sweep_given(params),
+        **judging(params),
         **more,
     )
 
@@ -262,3 +330,34 @@ def fleet_values(params: dict[str, Any]) -> Any:
         raise click.UsageError("--ray-address goes with --executor ray")
     return FleetOptions(jobs=params["jobs"] or 1, executor=params["executor"] or "local",
                         ray_address=params["ray_address"], rerun=params["rerun"])
+
+
+def runtime_options(params: dict[str, Any], sweep: bool) -> Any:
+    """The options of a check without a source: judging, and for `compare` the sweep."""
+    from rnnexport.options import SweepOptions, ValidateOptions
+    from rnnexport.tolerance import ToleranceOverrides
+
+    judged = judging(params)
+    swept = sweep_given(params) if sweep else {}
+    defaults = SweepOptions()
+    return ValidateOptions(
+        device=params["device"],
+        sweep=SweepOptions(**{k: v if v is not None else getattr(defaults, k) for k, v in swept.items()}),
+        tolerance=ToleranceOverrides(atol=judged["atol"], rtol=judged["rtol"]),
+        fail_fast=judged["fail_fast"],
+        latency_repeats=params["latency_repeats"],
+        max_latency_ms=judged["max_latency_ms"],
+        min_speedup=judged["min_speedup"],
+    )
+
+
+golden_option = click.option(
+    "--golden", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="GOLDEN.npz",
+    help="The golden file `convert` or `validate --save-golden` wrote: the sweep's inputs and the source's outputs.")
+runtime_device = click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+                              help="Where to run the exports (gpu asks TensorFlow which GPU there is).")
+
+
+def sourceless_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`check` and `compare`: the device, judging and report options."""
+    return runtime_device(judging_options(report_options(fn)))

@@ -71,13 +71,25 @@ class ExportOptions:
 @dataclass(frozen=True)
 class ValidateOptions:
     """`thresholds` override the quantization mode's defaults for exports judged by decisions
-    (int8, int16x8, ONNX dynamic int8); `task="classify"` declares every output class scores."""
+    (int8, int16x8, ONNX dynamic int8); `task="classify"` declares every output class scores.
+
+    `fail_fast` ends the sweep at the first case an export fails. `latency_repeats`: timed calls
+    per shape of the sweep after its own call (0: no latency). `max_latency_ms` and
+    `min_speedup` (by target name or `*`) fail an export slower than declared at some shape.
+    `save_golden`: write the sweep's inputs and the source's outputs there (an existing file
+    only with `force_golden`)."""
 
     device: str = "auto"
     sweep: SweepOptions = field(default_factory=SweepOptions)
     tolerance: ToleranceOverrides = field(default_factory=ToleranceOverrides)
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     task: str | None = None
+    fail_fast: bool = False
+    latency_repeats: int = 3
+    max_latency_ms: Mapping[str, float] = field(default_factory=dict)
+    min_speedup: Mapping[str, float] = field(default_factory=dict)
+    save_golden: Path | None = None
+    force_golden: bool = False
 
 
 @dataclass(frozen=True)

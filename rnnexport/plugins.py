@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from rnnexport.device import Device
     from rnnexport.exported import ExportContents
-    from rnnexport.model import RecurrentModel, SourceInfo
+    from rnnexport.model import RecurrentModel, SourceInfo, TensorInfo
     from rnnexport.options import SourceOptions
     from rnnexport.tolerance import Tolerance
     from rnnexport.runner import Probe, ReferenceRunner, Runner, StreamRunner
@@ -151,6 +151,11 @@ class Target(ABC):
     def describe(self, path: Path) -> ExportDetails:
         """Facts about an artifact for the report (op types, fused layers); cheap to compute."""
         return {}
+
+    def interface(self, path: Path, device: Device) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The inputs and outputs of the artifact as its runtime declares them (dynamic
+        dimensions None), for checking it without its source (`rnnexport compare`)."""
+        raise ExportError(f"{path}: the {self.name} target cannot say what its exports take")
 
     def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
         """Store the parity summary in an artifact that can carry it; others ignore it."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from rnnexport.model import NEXT
+from rnnexport.errors import UnsupportedModelError
+from rnnexport.model import NEXT, TensorInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,3 +89,45 @@ def split_state(outputs: Mapping[str, np.ndarray], states: Iterable[str]) -> tup
     states = list(states)
     carried = {name + NEXT for name in states}
     return ({k: v for k, v in outputs.items() if k not in carried}, {name: outputs[name + NEXT] for name in states})
+
+
+def seen_tensor(name: str, dtype: Any, shape: Sequence[int | None], output: bool = False) -> TensorInfo:
+    """An export's input or output as its runtime declares it, the time axis inferred the way
+    rnnexport writes them: inputs `[batch, time, ...]` (an integer `[batch]` input holds each
+    row's length), outputs with a time axis when of rank 3 or more."""
+    import numpy as np
+
+    dtype = np.dtype(dtype).name
+    dims = tuple(None if d is None or isinstance(d, str) or d < 0 else int(d) for d in shape)
+    if not output and len(dims) == 1 and np.issubdtype(np.dtype(dtype), np.integer):
+        return TensorInfo(name, dtype, dims, None, role="lengths")
+    time_axis = 1 if len(dims) >= (3 if output else 2) else None
+    return TensorInfo(name, dtype, dims, time_axis)
+
+
+class ExportReference(Closable):
+    """Another export as the reference (`rnnexport compare A B`): A's outputs are the ground
+    truth, its streaming entry points (fed the whole sequence as one chunk) the final states."""
+
+    def __init__(self, runner: Runner, stream_runner: StreamRunner | None, label: str) -> None:
+        self.runner, self.stream_runner, self.label = runner, stream_runner, label
+        self.name, self.device = runner.name, runner.device
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        return self.runner.run(inputs)
+
+    def method(self, inputs: Mapping[str, np.ndarray]) -> str:
+        return f"the export {self.label}"
+
+    def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        if self.stream_runner is None:
+            raise UnsupportedModelError(f"{self.label} has no streaming entry points")
+        batch = next(iter(inputs.values())).shape[0]
+        _, state = self.stream_runner.step(inputs, self.stream_runner.initial_state(batch))
+        return {name + NEXT: value for name, value in state.items()}
+
+    def close(self) -> None:
+        for part in (self.runner, self.stream_runner):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()

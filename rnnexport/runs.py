@@ -28,6 +28,13 @@ def _combine(report: ParityReport | None, more: ParityReport | None) -> ParityRe
     return report
 
 
+def one_golden(given: Given, models: Sequence[ModelEntry]) -> Given:
+    """`given`, once checked that a golden file to save (`save_golden`) keeps one model's sweep."""
+    if given.save_golden is not None and len(models) != 1:
+        raise UserError(f"{given.save_golden}: a golden file keeps the sweep of one source; {len(models)} were given")
+    return given
+
+
 def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
                    export: ExportOptions = ExportOptions(), force: bool = False, validate: bool = True,
                    progress: api.Progress | None = None) -> api.ConvertResult:

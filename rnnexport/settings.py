@@ -35,6 +35,12 @@ class Given:
     source: SourceOptions = field(default_factory=SourceOptions)
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     task: str | None = None
+    fail_fast: bool = False
+    latency_repeats: int | None = None
+    max_latency_ms: Mapping[str, float] = field(default_factory=dict)
+    min_speedup: Mapping[str, float] = field(default_factory=dict)
+    save_golden: Path | None = None
+    force_golden: bool = False
 
 
 def _first(*values: Any) -> Any:
@@ -55,8 +61,13 @@ def validate_options(given: Given, config: Config, model_data: Path | None = Non
         features=config.features,
     )
     tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=config.tolerance)
-    return ValidateOptions(device=_first(given.device, config.device, ValidateOptions().device), sweep=sweep,
-                           tolerance=tolerance, thresholds=given.thresholds, task=given.task)
+    defaults_of = ValidateOptions()
+    return ValidateOptions(device=_first(given.device, config.device, defaults_of.device), sweep=sweep,
+                           tolerance=tolerance, fail_fast=given.fail_fast,
+                           latency_repeats=_first(given.latency_repeats, defaults_of.latency_repeats),
+                           max_latency_ms=dict(given.max_latency_ms), min_speedup=dict(given.min_speedup),
+                           save_golden=given.save_golden, force_golden=given.force_golden,
+                           thresholds=given.thresholds, task=given.task)
 
 
 def source_options(given: Given, model: ModelEntry) -> SourceOptions:

@@ -47,23 +47,31 @@ def versions() -> dict[str, str]:
     return found
 
 
-def environment() -> dict[str, object]:
-    """What else the numbers depend on: machine, TF32, oneDNN, determinism, runtimes' back ends."""
+def environment(with_tensorflow: bool = True) -> dict[str, object]:
+    """What else the numbers depend on: machine, TF32, oneDNN, determinism, runtimes' back ends.
+    Without `with_tensorflow` (a check that ran no TensorFlow), TensorFlow's facts are None."""
     import platform
-
-    tf = tensorflow()
-    from tensorflow.python.framework import config as tf_config
-    from tensorflow.python.util import _pywrap_util_port
 
     found: dict[str, object] = {
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu_count": os.cpu_count(),
-        "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-        "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+        "tf32": None,
+        "onednn": None,
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "op_determinism": bool(tf_config.is_op_determinism_enabled()),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "op_determinism": None,
+        "gpus": [],
     }
+    if with_tensorflow:
+        tf = tensorflow()
+        from tensorflow.python.framework import config as tf_config
+        from tensorflow.python.util import _pywrap_util_port
+
+        found.update({
+            "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+            "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+            "op_determinism": bool(tf_config.is_op_determinism_enabled()),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        })
     try:
         import onnxruntime
 

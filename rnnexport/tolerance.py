@@ -9,7 +9,8 @@ The tolerance an export is checked with is built in layers, each over the one be
 3. the config file: `[tolerance."*"]`, then `[tolerance.<device>]`;
 4. the command line (`--atol`, `--rtol`, or the API's `ToleranceOverrides`).
 
-Within one layer, a value for the target by name wins over the one for `*`.
+Within one layer, a value for an output by name wins over the one for the target, which wins
+over the one for `*`. A key names a target or an output; one that names neither is refused.
 """
 
 from __future__ import annotations
@@ -26,12 +27,22 @@ class Tolerance:
 
     atol: float
     rtol: float
+    # Outputs judged with their own tolerance (`--atol logits=1e-4`), by output name.
+    outputs: Mapping[str, Tolerance] = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"atol": self.atol, "rtol": self.rtol}
+    def of(self, output: str) -> Tolerance:
+        """The tolerance output `output` is judged with."""
+        return self.outputs.get(output, self)
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"atol": self.atol, "rtol": self.rtol}
+        if self.outputs:
+            data["outputs"] = {name: {"atol": t.atol, "rtol": t.rtol} for name, t in sorted(self.outputs.items())}
+        return data
 
     def __str__(self) -> str:
-        return f"atol {self.atol:g} rtol {self.rtol:g}"
+        own = "".join(f"; {name} atol {t.atol:g} rtol {t.rtol:g}" for name, t in sorted(self.outputs.items()))
+        return f"atol {self.atol:g} rtol {self.rtol:g}{own}"
 
 
 # What float32 exports meet against the reference, per device kind. Measured on CPU: SavedModel
@@ -49,7 +60,7 @@ class ToleranceOverrides:
     sits over its table for every device.
 
     >>> ToleranceOverrides(atol={"*": 1e-4, "tflite": 1e-3}).apply("tflite", Tolerance(1e-5, 1e-5))
-    Tolerance(atol=0.001, rtol=1e-05)
+    Tolerance(atol=0.001, rtol=1e-05, outputs={})
     """
 
     atol: Mapping[str, float] = field(default_factory=dict)
@@ -57,31 +68,58 @@ class ToleranceOverrides:
     device: str | None = None
     under: ToleranceOverrides | None = None
 
-    def apply(self, target: str, default: Tolerance, device: str = "cpu") -> Tolerance:
+    def apply(self, target: str, default: Tolerance, device: str = "cpu", outputs: Iterable[str] = ()) -> Tolerance:
+        """The tolerance of an export of `target` on `device`, with its own one for each of
+        `outputs` that some layer names."""
+        base = self._lookup((target, "*"), default, device)
+        own = {name: self._lookup((name, target, "*"), default, device) for name in outputs if self.names(name)}
+        return Tolerance(base.atol, base.rtol, {name: t for name, t in own.items() if t != base})
+
+    def _lookup(self, keys: tuple[str, ...], default: Tolerance, device: str) -> Tolerance:
         if self.under is not None:
-            default = self.under.apply(target, default, device)
+            default = self.under._lookup(keys, default, device)
         if self.device is not None and self.device != device:
             return default
-        return Tolerance(
-            atol=self.atol.get(target, self.atol.get("*", default.atol)),
-            rtol=self.rtol.get(target, self.rtol.get("*", default.rtol)),
-        )
+        atol = next((self.atol[k] for k in keys if k in self.atol), default.atol)
+        rtol = next((self.rtol[k] for k in keys if k in self.rtol), default.rtol)
+        return Tolerance(atol, rtol)
+
+    def names(self, key: str) -> bool:
+        """Whether some layer gives a value for `key`."""
+        layer: ToleranceOverrides | None = self
+        while layer is not None:
+            if key in layer.atol or key in layer.rtol:
+                return True
+            layer = layer.under
+        return False
 
 
-def check_targets(overrides: ToleranceOverrides | None, known: Iterable[str], where: str = "--atol/--rtol") -> None:
-    """Refuse an override for a target that does not exist (a typo would silently do nothing)."""
-    names = sorted(known)
+def unknown_name(given: Iterable[str], targets: Iterable[str], where: str, outputs: Iterable[str] = ()) -> None:
+    """Refuse a per-target (or, where `outputs` are known, per-output) value for a name that is
+    none of them (a typo would silently do nothing): one line naming it and the names known."""
+    targets, outputs = sorted(set(targets)), sorted(set(outputs))
+    for key in given:
+        if key != "*" and key not in targets and key not in outputs:
+            what = "target or output" if outputs else "target"
+            listed = f"; outputs are: {', '.join(outputs)}" if outputs else ""
+            raise UserError(f"{where}: unknown {what} '{key}'; known targets are: {', '.join(targets)}, *{listed}")
+
+
+def check_targets(overrides: ToleranceOverrides | None, targets: Iterable[str], outputs: Iterable[str] = (),
+                  where: str = "--atol/--rtol") -> None:
+    """Refuse an override for a name that is neither a target nor one of `outputs`."""
+    targets, outputs = list(targets), list(outputs)
     while overrides is not None:
-        for key in (*overrides.atol, *overrides.rtol):
-            if key != "*" and key not in names:
-                raise UserError(f"{where}: unknown target '{key}'; known targets are: {', '.join(names)}, *")
+        unknown_name((*overrides.atol, *overrides.rtol), targets, where, outputs)
         overrides = overrides.under
 
 
 def resolve(target: str, default: Tolerance, floor: Tolerance | None, overrides: ToleranceOverrides,
-            device: str) -> Tolerance:
+            device: str, outputs: Iterable[str] = ()) -> Tolerance:
     """The tolerance an export of `target` is checked with on `device` (`cpu` or `gpu`), from the
-    target's `default`, the source's `floor` and the user's `overrides` (layers 3 and 4)."""
+    target's `default`, the source's `floor` and the user's `overrides` (layers 3 and 4), with
+    its own one for each of `outputs` the overrides name."""
     if floor is not None:
         default = Tolerance(max(default.atol, floor.atol), max(default.rtol, floor.rtol))
-    return overrides.apply(target, default, device)
+    return overrides.apply(target, default, device, outputs)
+

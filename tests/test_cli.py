@@ -68,9 +68,11 @@ def test_plugins_lists_builtin_source_and_target():
         (["convert", "flat.keras", "--out", "out"], "Error: flat.keras: layer 'flatten' (Flatten) is not supported"),
         (["convert", "lstm.keras", "--to", "pdf", "--out", "out"], "Error: target 'pdf' is not supported; supported are: onnx, savedmodel, tflite"),
         (["convert", "lstm.keras", "--atol", "tflit=1e-3", "--out", "out"],
-         "Error: --atol/--rtol: unknown target 'tflit'; known targets are: onnx, savedmodel, tflite, *"),
+         "Error: --atol/--rtol: unknown target or output 'tflit'; known targets are: onnx, savedmodel, tflite, *; "
+         "outputs are: "),
         (["validate", "lstm.keras", "lstm.keras", "--rtol", "onx=1e-3"],
-         "Error: --atol/--rtol: unknown target 'onx'; known targets are: onnx, savedmodel, tflite, *"),
+         "Error: --atol/--rtol: unknown target or output 'onx'; known targets are: onnx, savedmodel, tflite, *; "
+         "outputs are: "),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, lstm_file, args, message):
@@ -143,7 +145,7 @@ def test_json_report_and_device(tmp_path, lstm_file):
     printed = json.loads(result.output)
     written = json.loads((tmp_path / "r.json").read_text())
     for report in (printed, written):
-        assert report["schema_version"] == 2 and report["passed"] is True
+        assert report["schema_version"] == 3 and report["passed"] is True
         assert report["device"] == "CPU"
         assert {"tensorflow", "keras", "numpy", "python"} <= set(report["versions"])
         (export,) = report["exports"]

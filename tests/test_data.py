@@ -152,5 +152,9 @@ def test_tfrecord_files_give_the_in_memory_statistics(readme_run, in_memory):
     (export,) = readme_run[1]["exports"]
     (tags,) = export["cases"][0]["outputs"]
     (expected,) = [c for c in in_memory.cases if c.case.kind == "data"][0].outputs
-    assert tags == expected.to_dict()
+    expected = expected.to_dict()
+    # A set streamed in batches keeps its error's mean and percentiles in details.data (checked below).
+    for key in ("mean_abs", "median_abs", "p99_abs"):
+        assert tags.pop(key) is None and expected.pop(key) > 0
+    assert tags == expected
     _same_statistics_dicts(export["details"]["data"], in_memory.details["data"], batches_expected=3)

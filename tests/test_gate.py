@@ -53,11 +53,15 @@ def _reparse_all(json_path: Path, junit_path: Path, markdown_path: Path, html_pa
     assert root.tag == "testsuites" and int(root.attrib["tests"]) == cases
     assert len(root.findall("testsuite")) == len(report["exports"])
     markdown = markdown_path.read_text()
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| source")]
+    table = markdown.split("| source |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(rows) == len(report["exports"])
     page = _Page()
     page.feed(html_path.read_text())
-    assert page.tags["svg"] == len([e for e in report["exports"] if any(c["kind"] != "streaming" for c in e["cases"])])
+    # Per source, one chart of every export's error against length, one against chunk size.
+    charts = {(e["source"], c["kind"] == "streaming") for e in report["exports"] for c in e["cases"]
+              if not c["skipped"] and c["length"] is not None}
+    assert page.tags.get("svg", 0) == len(charts)
     assert "http" not in "".join(page.sources), "the HTML report must not fetch anything"
     return report
 
@@ -278,6 +282,10 @@ def test_same_config_and_seed_give_the_same_report(two_layers, tmp_path):
         report = _valid(json.loads(path.read_text()))
         for export in report["exports"]:
             assert export.pop("timing")["seconds"] > 0
+            # Wall times: the same shapes are timed, the milliseconds differ from run to run.
+            latency = export.pop("latency")
+            assert [(s["case"], s["median_ms"] > 0) for s in latency["shapes"]] == [
+                (f"len={n} batch={b}", True) for n in (3, 40) for b in (1, 3)]
         reports.append(report)
     assert reports[0] == reports[1]
     environment = reports[0]["environment"]

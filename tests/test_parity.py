@@ -95,4 +95,4 @@ def test_report_writes_json_to_a_string_path(tmp_path):
 
     ParityReport(device="CPU").write_json(str(tmp_path / "sub" / "r.json"))
     data = json.loads((tmp_path / "sub" / "r.json").read_text())
-    assert data["schema_version"] == 2 and data["passed"] is False and data["exports"] == []
+    assert data["schema_version"] == 3 and data["passed"] is False and data["exports"] == []

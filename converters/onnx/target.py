@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
 from rnnexport.errors import ExportError, UserError
-from rnnexport.model import RecurrentModel
+from rnnexport.model import RecurrentModel, TensorInfo
+from rnnexport.runner import seen_tensor
 from rnnexport.target_options import option
 from rnnexport.plugins import ExportDetails, Target
 from rnnexport_converters.onnx import files as onnx_files
@@ -106,6 +107,14 @@ class OnnxTarget(Target):
         if self._meta(path).get(META + "quantize") == "float16":
             return FLOAT16_TOLERANCE
         return self.tolerances[device.kind]
+
+    def interface(self, path: Path, device: Device) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        from rnnexport_converters.onnx.runtime import ORT_TYPES, OnnxRunner
+
+        session = OnnxRunner(path, device).session
+        return ([seen_tensor(i.name, ORT_TYPES.get(i.type, "float32"), i.shape) for i in session.get_inputs()],
+                [seen_tensor(o.name, ORT_TYPES.get(o.type, "float32"), o.shape, output=True)
+                 for o in session.get_outputs()])
 
     def describe(self, path: Path) -> ExportDetails:
         import onnx

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from rnnexport.device import Device
 from rnnexport.version import __version__
 from rnnexport_converters.savedmodel import exported
-from rnnexport.model import RecurrentModel
+from rnnexport.model import RecurrentModel, TensorInfo
 from rnnexport.target_options import NoOptions
 from rnnexport.plugins import Target
-from rnnexport.runner import Probe
+from rnnexport.runner import Probe, seen_tensor
 from rnnexport.tf import tensorflow
 
 if TYPE_CHECKING:
@@ -44,6 +44,15 @@ class SavedModelTarget(Target):
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+
+    def interface(self, path: Path, device: Device) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        from rnnexport_converters.savedmodel.runtime import SavedModelRunner
+
+        function = SavedModelRunner(path, device)._fn
+        specs = function.structured_input_signature[1]
+        return ([seen_tensor(name, spec.dtype.name, spec.shape.as_list()) for name, spec in specs.items()],
+                [seen_tensor(name, spec.dtype.name, spec.shape.as_list(), output=True)
+                 for name, spec in function.structured_outputs.items()])
 
     def runner(self, path: Path, device: Device) -> SavedModelRunner:
         from rnnexport_converters.savedmodel.runtime import SavedModelRunner

@@ -17,23 +17,32 @@ KERNELS = {"lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM", "rnn": "UNIDIRECTIONAL_SEQUEN
 
 
 def read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The rnnexport metadata of a .tflite file, and how often each op type occurs in it."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    """The rnnexport metadata of a .tflite file, and how often each op type occurs in it. Reads
+    the flatbuffer with LiteRT's own schema: checking a TFLite file needs no TensorFlow."""
+    from ai_edge_litert import schema_py_generated as schema
 
     try:
-        model = flatbuffer_utils.read_model(str(path))
+        raw = path.read_bytes()
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read it ({exc.strerror or one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - the flatbuffer reader fails with whatever a bad byte causes
         raise ExportError(f"{path}: not a readable TFLite flatbuffer ({one_line(exc)})") from None
+    builtin = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     meta: dict[str, Any] = {}
     for entry in model.metadata or []:
         if entry.name == METADATA_NAME.encode():
-            meta = json.loads(bytes(model.buffers[entry.buffer].data).decode())
+            buffer = model.buffers[entry.buffer]
+            # Files over 2 GiB keep buffers after the flatbuffer, at an offset.
+            data = raw[buffer.offset: buffer.offset + buffer.size] if buffer.offset else bytes(buffer.data)
+            meta = json.loads(data.decode())
     ops: dict[str, int] = {}
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+            code = model.operatorCodes[op.opcodeIndex]
+            name = builtin.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
             if name == "CUSTOM":
-                name = model.operatorCodes[op.opcodeIndex].customCode.decode()
+                name = code.customCode.decode()
             ops[name] = ops.get(name, 0) + 1
     return meta, ops
 

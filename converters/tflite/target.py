@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
-from rnnexport.model import RecurrentModel
+from rnnexport.model import RecurrentModel, TensorInfo
+from rnnexport.runner import seen_tensor
 from rnnexport.target_options import option
 from rnnexport.tolerance import Tolerance
 from rnnexport.plugins import ExportDetails, Target
@@ -93,6 +94,14 @@ class TfliteTarget(Target):
     def judged_by(self, path: Path) -> str | None:
         quantize = read_file(path)[0].get("quantize")
         return quantize if quantize in ("int8", "int16x8") else None
+
+    def interface(self, path: Path, device: Device) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        from rnnexport_converters.tflite.runtime import TfliteRunner
+
+        signature = TfliteRunner(path).interpreter.get_signature_runner()
+        return ([seen_tensor(name, d["dtype"], d["shape_signature"]) for name, d in signature.get_input_details().items()],
+                [seen_tensor(name, d["dtype"], d["shape_signature"], output=True)
+                 for name, d in signature.get_output_details().items()])
 
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         meta, _ = read_file(path)

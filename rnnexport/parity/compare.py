@@ -7,16 +7,23 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rnnexport.parity.results import LayerDrift, OutputComparison
+from rnnexport.parity.results import LayerDrift, OutputComparison, OutputStats
 from rnnexport.tolerance import Tolerance
 
 # Relative error divides by max(|reference|, REL_FLOOR) so that near-zero outputs do not explode.
 REL_FLOOR = 1e-3
 
 
+def _where(index: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in index)
+
+
 def compare_output(
     name: str, reference: np.ndarray, exported: np.ndarray | None, tolerance: Tolerance, time_axis: int | None
 ) -> OutputComparison:
+    """One output against its reference with the criterion |export - reference| <= atol + rtol * |reference|,
+    element by element; says what that measured: the worst ratio of error to allowed error and
+    where, and the mean, median and 99th percentile of the absolute error."""
     ref_shape = tuple(reference.shape)
     if exported is None:
         return OutputComparison(name, False, ref_shape, None, reason=f"the export has no output '{name}'")
@@ -28,16 +35,26 @@ def compare_output(
     bad_ref = int(np.size(ref) - np.count_nonzero(np.isfinite(ref)))
     bad_exp = int(np.size(exp) - np.count_nonzero(np.isfinite(exp)))
     if ref.size == 0:
-        return OutputComparison(name, True, ref_shape, exp_shape, 0.0, 0.0)
-    with np.errstate(invalid="ignore", over="ignore"):
+        return OutputComparison(name, True, ref_shape, exp_shape, 0.0, 0.0, worst_ratio=0.0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.abs(exp - ref)
         excess = diff - tolerance.rtol * np.abs(ref)
         rel = diff / np.maximum(np.abs(ref), REL_FLOOR)
+        allowed = tolerance.atol + tolerance.rtol * np.abs(ref)
+        # An exact match scores 0 even where nothing is allowed; any other error there is infinite.
+        ratios = np.where(diff == 0, 0.0, diff / allowed)
     finite = np.isfinite(diff)
     # None where no element compares (every one NaN or Inf): JSON has no NaN.
-    max_abs = float(np.max(diff[finite])) if finite.any() else None
-    max_rel = float(np.max(rel[finite])) if finite.any() else None
-    needed = float(max(0.0, np.max(excess[finite]))) if finite.any() else None
+    max_abs = max_rel = needed = worst_ratio = worst_index = mean_abs = median_abs = p99_abs = None
+    if finite.any():
+        errors = diff[finite]
+        max_abs, max_rel = float(np.max(errors)), float(np.max(rel[finite]))
+        needed = float(max(0.0, np.max(excess[finite])))
+        mean_abs, median_abs = float(np.mean(errors)), float(np.median(errors))
+        p99_abs = float(np.percentile(errors, 99))
+        scored = np.where(finite, ratios, -1.0)
+        worst_index = _where(np.unravel_index(int(np.argmax(scored)), scored.shape))
+        worst_ratio = float(scored[worst_index])
     within = np.where(np.isfinite(excess), excess <= tolerance.atol, False)
     first_bad = None
     if not within.all() and time_axis is not None and ref.ndim > time_axis:
@@ -49,13 +66,26 @@ def compare_output(
     if not within.all() and not (bad_ref or bad_exp):
         where = f" from time step {first_bad}" if first_bad is not None else ""
         reasons.append(
-            f"max abs err {max_abs:.3g} exceeds atol {tolerance.atol:g} + rtol {tolerance.rtol:g}{where}"
-            f" (would pass with atol {needed:.3g})"
+            f"max abs err {max_abs:.3g} exceeds atol {tolerance.atol:g} + rtol {tolerance.rtol:g}{where}; "
+            f"{worst_ratio:.3g}x the allowed error at {name}{list(worst_index)} (would pass with atol {needed:.3g})"
         )
     passed = not reasons
     return OutputComparison(
-        name, passed, ref_shape, exp_shape, max_abs, max_rel, bad_ref, bad_exp, first_bad, needed, "; ".join(reasons)
+        name, passed, ref_shape, exp_shape, max_abs, max_rel, bad_ref, bad_exp, first_bad, needed, "; ".join(reasons),
+        worst_ratio, worst_index, mean_abs, median_abs, p99_abs,
     )
+
+
+def output_stats(name: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> OutputStats:
+    """The absolute error of one output over every case it was compared in, (reference,
+    export) pairs of the same shape: mean, median, 99th percentile and max over all elements."""
+    errors = [np.abs(exp.astype(np.float64) - ref.astype(np.float64)).ravel() for ref, exp in pairs]
+    joined = np.concatenate(errors) if errors else np.zeros(0)
+    joined = joined[np.isfinite(joined)]
+    if not joined.size:
+        return OutputStats(name, 0)
+    return OutputStats(name, int(joined.size), float(np.mean(joined)), float(np.median(joined)),
+                       float(np.percentile(joined, 99)), float(np.max(joined)))
 
 
 def _aligned(value: np.ndarray, reference: np.ndarray) -> np.ndarray | None:

@@ -4,9 +4,11 @@ tolerance that would have been needed to pass."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from rnnexport.parity.latency import Latency
 from rnnexport.sweep import Case
 from rnnexport.tolerance import Tolerance
 
@@ -43,6 +45,13 @@ class OutputComparison:
     first_bad_step: int | None = None
     needed_atol: float | None = None
     reason: str = ""
+    # What the criterion measured: the largest |export - reference| / (atol + rtol * |reference|)
+    # over the elements (above 1 fails) and the index of that element.
+    worst_ratio: float | None = None
+    worst_index: tuple[int, ...] | None = None
+    mean_abs: float | None = None
+    median_abs: float | None = None
+    p99_abs: float | None = None
 
     def __bool__(self) -> bool:
         return self.passed
@@ -60,7 +69,50 @@ class OutputComparison:
             "first_bad_step": self.first_bad_step,
             "needed_atol": self.needed_atol,
             "reason": self.reason,
+            "worst_ratio": _finite(self.worst_ratio),
+            "worst_index": None if self.worst_index is None else list(self.worst_index),
+            "mean_abs": self.mean_abs,
+            "median_abs": self.median_abs,
+            "p99_abs": self.p99_abs,
         }
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no infinity: an error where nothing was allowed is written as null, with the reason."""
+    return value if value is None or math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    """The absolute error of one output over the whole sweep (every element of every case)."""
+
+    name: str
+    elements: int
+    mean_abs: float | None = None
+    median_abs: float | None = None
+    p99_abs: float | None = None
+    max_abs: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "elements": self.elements, "mean_abs": self.mean_abs,
+                "median_abs": self.median_abs, "p99_abs": self.p99_abs, "max_abs": self.max_abs}
+
+
+@dataclass(frozen=True)
+class Worst:
+    """Where an export came closest to (or went furthest over) its tolerance."""
+
+    ratio: float
+    case: str
+    output: str
+    index: tuple[int, ...]
+
+    def describe(self) -> str:
+        ratio = "inf" if not math.isfinite(self.ratio) else f"{self.ratio:.2g}"
+        return f"{ratio} at {self.output}{list(self.index)} in {self.case}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": _finite(self.ratio), "case": self.case, "output": self.output, "index": list(self.index)}
 
 
 @dataclass(frozen=True)
@@ -175,6 +227,10 @@ class ExportResult(Export):
     # Per output of a quantized export, judged against `thresholds`; its layers, lowest SNR first.
     quality: tuple[OutputQuality, ...] = ()
     layers_by_snr: tuple[LayerDrift, ...] = ()
+    outputs: tuple[OutputStats, ...] = ()
+    latency: Latency | None = None
+    # Why the sweep ended before its last case (--fail-fast), when it did.
+    stopped: str = ""
 
     @classmethod
     def of(cls, export: Export, **found: Any) -> ExportResult:
@@ -183,7 +239,15 @@ class ExportResult(Export):
 
     @property
     def passed(self) -> bool:
-        return self.validated and not self.error and bool(self.checked) and all(self.cases) and all(self.quality)
+        return (self.validated and not self.error and bool(self.checked) and all(self.cases) and all(self.quality)
+                and not (self.latency and self.latency.failures()))
+
+    @property
+    def worst(self) -> Worst | None:
+        """The element that came closest to its allowed error (or went furthest over it)."""
+        found = [Worst(o.worst_ratio, c.case.name, o.name, o.worst_index) for c in self.checked for o in c.outputs
+                 if o.worst_ratio is not None and o.worst_index is not None]
+        return max(found, key=lambda w: w.ratio, default=None)
 
     @property
     def checked(self) -> list[CaseResult]:
@@ -235,6 +299,8 @@ class ExportResult(Export):
         if any(case.kept_state(self.cases[0]) for case in self.cases):
             lines.append("the export keeps state between calls: the first case run again right after itself "
                          "gave another answer")
+        if self.latency is not None:
+            lines += self.latency.failures()
         return lines
 
     @property
@@ -266,5 +332,9 @@ class ExportResult(Export):
             "drift": self.drift.to_dict() if self.drift else None,
             **({"quantized": self.quantized()} if self.thresholds is not None else {}),
             "timing": {"seconds": round(self.seconds, 3)},
+            "worst": self.worst.to_dict() if self.worst else None,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "latency": self.latency.to_dict() if self.latency else None,
+            "stopped": self.stopped,
             "cases": [c.to_dict() for c in self.cases],
         }

@@ -52,14 +52,19 @@ class Expected:
     method: str
     outputs: Arrays = field(default_factory=dict)
     skipped: str = ""
+    # How long the reference's own call took, in milliseconds (None: not timed).
+    ms: float | None = None
 
 
 @dataclass(frozen=True)
 class ReferenceOutputs:
-    """Everything the reference computed, case by case in sweep order."""
+    """Everything the reference computed, case by case in sweep order (the repeated case and the
+    streaming cases included), and its median milliseconds per timed case name. Given to `run`
+    in place of a reference (read back from a golden file), its cases are the sweep."""
 
     device: str
     cases: tuple[Expected, ...]
+    latency: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,20 @@ class ExportOutputs:
     cases: tuple[Produced | None, ...]
     seconds: float = 0.0
     states: tuple[str, ...] = ()
+    latency: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RunResults:
+    """What every side computed; `stopped` says why the sweep ended early, when it did."""
+
     reference: ReferenceOutputs
     exports: tuple[ExportOutputs, ...]
+    stopped: str = ""
+
+
+# stop(expected, produced by each export) -> True ends the sweep after this case (--fail-fast).
+StopFn = Callable[[Expected, Sequence["Produced | None"]], bool]
 
 
 def closers(*things: object) -> list[Callable[[], None]]:
@@ -136,13 +149,15 @@ def expect(reference: ReferenceRunner, case: Case) -> Expected:
     if reason:
         return Expected(case, "not checked", skipped=reason)
     try:
+        started = time.perf_counter()
         outputs = reference.run(case.inputs)
+        ms = (time.perf_counter() - started) * 1000
     except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem
         raise SourceError(f"the source itself cannot run case {case.name} ({one_line(exc)}); "
                           "choose lengths and batches it accepts with --lengths and --batches") from None
     method = reference.method(case.inputs)
     if case.chunk is None:
-        return Expected(case, method, outputs)
+        return Expected(case, method, outputs, ms=ms)
     method = f"{method}, whole sequence"
     try:
         outputs = {**outputs, **reference.final_state(case.inputs)}
@@ -168,31 +183,76 @@ def produce(export: ExportUnderTest, case: Case, inputs: Sequence[TensorInfo]) -
         return Produced(error=failed_run(exc))
 
 
+def sweep(cases: Sequence[Case], stream_cases: Sequence[Case] = ()) -> list[Case]:
+    """Every case `run` runs, in order: the first case runs twice in a row (the second time as
+    kind `again`): a runtime re-allocates, and so resets, only when a shape changes, so an export
+    that keeps state between calls fails there."""
+    every = [*cases, *stream_cases]
+    if cases:
+        every.insert(1, dataclasses.replace(cases[0], name=f"{cases[0].name}, again", kind=AGAIN))
+    return every
+
+
+def timed(case: Case) -> bool:
+    """Whether `run` times this case: each full-sequence shape of the sweep once (the repeated
+    case and padded variants of a shape are not timed again)."""
+    return case.chunk is None and case.kind in ("random", "data")
+
+
+def median_ms(call: Callable[[], object], repeats: int) -> float:
+    """The median wall time of `repeats` calls, in milliseconds; the caller has warmed it up."""
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return float(np.median(samples))
+
+
 def run(
-    reference: ReferenceRunner,
+    reference: ReferenceRunner | ReferenceOutputs,
     exports: Sequence[ExportUnderTest],
     cases: Sequence[Case],
     stream_cases: Sequence[Case] = (),
     inputs: Sequence[TensorInfo] = (),
     progress: ProgressFn | None = None,
+    stop: StopFn | None = None,
+    latency_repeats: int = 0,
+    keep_stream_cases: bool = False,
 ) -> RunResults:
-    """Run every case once on the reference and on every export that takes it, one after the other
-    on one runner per export with nothing reset in between, as a deployer calls it. The first case
-    runs twice in a row (the second time as kind `again`): a runtime re-allocates, and so resets,
-    only when a shape changes, so an export that keeps state between calls fails there.
-    `stream_cases` run only when some export streams."""
-    if not any(e.stream_runner is not None for e in exports):
-        stream_cases = ()
-    every = [*cases, *stream_cases]
-    if cases:
-        every.insert(1, dataclasses.replace(cases[0], name=f"{cases[0].name}, again", kind=AGAIN))
+    """Run every case of `sweep(cases, stream_cases)` once on the reference and on every export
+    that takes it, one after the other on one runner per export with nothing reset in between,
+    as a deployer calls it. `stream_cases` run only when some export streams (or with
+    `keep_stream_cases`, on the reference alone). `reference` may be what a reference computed
+    before (`ReferenceOutputs`, whose cases are then the sweep).
+
+    With `latency_repeats`, each export is then called that many more times at each shape of the
+    sweep (its own call in the sweep was the warm-up), and the median kept. The reference, often
+    the slowest by far, is not called again: its latency is its own call in the sweep (for the
+    first shape, the faster of its two). `stop` is asked after each case whether to end the
+    sweep there."""
+    recorded = reference if isinstance(reference, ReferenceOutputs) else None
+    if recorded is not None:
+        every = [expected.case for expected in recorded.cases]
+        device = recorded.device
+    else:
+        streams = keep_stream_cases or any(e.stream_runner is not None for e in exports)
+        every = sweep(cases, stream_cases if streams else ())
+        device = reference.device
     expected: list[Expected] = []
     produced: list[list[Produced | None]] = [[] for _ in exports]
     seconds = [0.0 for _ in exports]
+    reference_ms: dict[str, float] = {}
+    export_ms: list[dict[str, float]] = [{} for _ in exports]
+    stopped = ""
     for index, case in enumerate(every):
         if progress:
             progress(case.name, index, len(every))
-        expected.append(expect(reference, case))
+        expected.append(recorded.cases[index] if recorded else expect(reference, case))
+        measure = latency_repeats > 0 and timed(case) and not expected[-1].skipped
+        if recorded is None and expected[-1].ms is not None and (measure or case.kind == AGAIN):
+            name = cases[0].name if case.kind == AGAIN else case.name
+            reference_ms[name] = min(reference_ms.get(name, expected[-1].ms), expected[-1].ms)
         for i, export in enumerate(exports):
             if (export.runner if case.chunk is None else export.stream_runner) is None:
                 produced[i].append(None)
@@ -202,13 +262,19 @@ def run(
                 started = time.perf_counter()
                 produced[i].append(produce(export, case, inputs))
                 seconds[i] += time.perf_counter() - started
+                if measure and not produced[i][-1].error:
+                    export_ms[i][case.name] = median_ms(lambda: export.runner.run(case.inputs), latency_repeats)
+        if stop is not None and stop(expected[-1], [p[-1] for p in produced]) and index + 1 < len(every):
+            stopped = f"stopped at the first failing case ({case.name}): {len(every) - index - 1} case(s) not run"
+            break
     if progress:
         progress("done", len(every), len(every))
     return RunResults(
-        ReferenceOutputs(reference.device, tuple(expected)),
+        ReferenceOutputs(device, tuple(expected), recorded.latency if recorded else reference_ms),
         tuple(
             ExportOutputs(e.runner.device if e.runner else "-", tuple(done), elapsed,
-                          tuple(e.stream_runner.states) if e.stream_runner else ())
-            for e, done, elapsed in zip(exports, produced, seconds)
+                          tuple(e.stream_runner.states) if e.stream_runner else (), ms)
+            for e, done, elapsed, ms in zip(exports, produced, seconds, export_ms)
         ),
+        stopped,
     )

@@ -81,7 +81,7 @@ def statistics(pairs: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.n
     found = {} if into is None else into
     for expected, produced in pairs:
         for name, ref in expected.items():
-            found.setdefault(name, OutputStatistics()).add(ref, produced.get(name), tolerance)
+            found.setdefault(name, OutputStatistics()).add(ref, produced.get(name), tolerance.of(name))
     return found
 
 

@@ -33,12 +33,16 @@ def _fold(a: OutputComparison | None, b: OutputComparison, rows: int) -> OutputC
 
     steps = [s for s in (a.first_bad_step, b.first_bad_step) if s is not None]
     longer = max(a.reference_shape[1:], b.reference_shape[1:])
+    # The worst element's row counts from the first batch's first row (mean and percentiles are in details.data).
+    later = b.worst_index and (b.worst_index[0] + a.reference_shape[0], *b.worst_index[1:])
+    ratio, index = max(((a.worst_ratio, a.worst_index), (b.worst_ratio, later)),
+                       key=lambda found: -1.0 if found[0] is None else found[0])
     return OutputComparison(
         a.name, a.passed and b.passed, (a.reference_shape[0] + rows, *longer),
         None if a.export_shape is None or b.export_shape is None else (a.export_shape[0] + rows, *longer),
         worst(a.max_abs, b.max_abs), worst(a.max_rel, b.max_rel), a.nonfinite_reference + b.nonfinite_reference,
         a.nonfinite_export + b.nonfinite_export, min(steps) if steps else None, worst(a.needed_atol, b.needed_atol),
-        a.reason or b.reason)
+        a.reason or b.reason, worst_ratio=ratio, worst_index=index)
 
 
 @dataclass
@@ -115,7 +119,7 @@ def check_stream(reference: ReferenceRunner, exports: Sequence[ExportUnderTest],
                     state.error = f"{case.name}: {produced.error}"
                     continue
                 tolerance = export.tolerance if export.thresholds is None else JUDGED
-                compared = tuple(compare_output(n, ref, produced.outputs.get(n), tolerance,
+                compared = tuple(compare_output(n, ref, produced.outputs.get(n), tolerance.of(n),
                                                 export.time_axes.get(n)) for n, ref in expected.outputs.items())
                 if export.thresholds is not None:
                     state.score(case, expected.outputs, produced.outputs, task)

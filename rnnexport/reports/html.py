@@ -1,84 +1,148 @@
 """The HTML report, for people: one self-contained page (inline CSS and SVG, nothing fetched)
-with the table and, per export, a plot of max abs error against sequence length."""
+with the table and, per source, its exports' error against sequence length on one chart (a line
+per export and batch) and, for streaming exports, against chunk size; then the latency table."""
 
 from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, error, failing
+from rnnexport.reports.text import cases, error, failing, latency_tables, latency_title, output_lines, worst
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
     from rnnexport.reports.report import ParityReport
 
+# One colour per export of a source; a failing point is ringed in red whatever its line.
+COLORS = ("#0969da", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#57606a")
+# One dash pattern per batch size, and the legend's CSS border for it.
+DASHES = ("", "6 3", "2 3", "8 3 2 3")
+BORDERS = dict(zip(DASHES, ("solid", "dashed", "dotted", "double")))
 
-def errors_by_length(e: ExportResult) -> list[tuple[int, float | None, bool]]:
-    """(length, worst max abs error over outputs and batches, passed) of the full-sequence cases.
 
-    The error is None where an output held NaN or Inf, or the case did not run."""
-    worst: dict[int, tuple[float | None, bool]] = {}
+@dataclass(frozen=True)
+class Series:
+    """One line of a chart: (x, worst max abs error or None for NaN/Inf, passed) per point."""
+
+    label: str
+    color: str
+    dash: str
+    points: tuple[tuple[int, float | None, bool], ...]
+
+
+def errors_by(e: ExportResult, streaming: bool) -> dict[int, dict[int, tuple[float | None, bool]]]:
+    """Per batch, per length (per chunk size for `streaming`): the worst max abs error over
+    outputs and cases, and whether every case there passed. None where an output held NaN or
+    Inf, or the case did not run."""
+    found: dict[int, dict[int, tuple[float | None, bool]]] = {}
     for c in e.checked:
-        if c.case.chunk is not None or c.case.length is None:
+        if (c.case.chunk is not None) != streaming or c.case.length is None or c.case.kind == "again":
             continue
+        x = c.case.chunk if streaming else c.case.length
         errors = [o.max_abs for o in c.outputs]
-        value = None if c.error or any(x is None or not math.isfinite(x) for x in errors) else max(errors, default=0.0)
-        before = worst.get(c.case.length)
-        if before is None:
-            worst[c.case.length] = (value, bool(c))
-        else:
-            merged = None if before[0] is None or value is None else max(before[0], value)
-            worst[c.case.length] = (merged, before[1] and bool(c))
-    return [(length, *worst[length]) for length in sorted(worst)]
+        value = None if c.error or any(v is None or not math.isfinite(v) for v in errors) else max(errors, default=0.0)
+        before = found.setdefault(c.case.batch, {}).get(x)
+        if before is not None:
+            value = None if before[0] is None or value is None else max(before[0], value)
+        found[c.case.batch][x] = (value, bool(c) and (before is None or before[1]))
+    return found
 
 
-def _svg_plot(e: ExportResult) -> str:
-    """Max abs error (log) against sequence length (log) for one export, with its atol as a dashed line."""
-    points = errors_by_length(e)
-    if not points:
-        return "<p class=note>No full-sequence cases to plot.</p>"
-    width, height, left, right, top, bottom = 420, 220, 58, 12, 12, 34
-    floor = 1e-10
-    finite = [v for _, v, _ in points if v is not None]
-    low = math.floor(math.log10(max(min([*finite, e.tolerance.atol or floor]) or floor, floor))) - 1
-    high = math.ceil(math.log10(max([*finite, e.tolerance.atol, floor]))) + 1
-    lengths = [length for length, _, _ in points]
-    x_low, x_high = math.log2(min(lengths)), math.log2(max(lengths))
+def _series(exports: list[ExportResult], streaming: bool) -> list[Series]:
+    lines = []
+    for i, e in enumerate(exports):
+        batches = errors_by(e, streaming)
+        for j, batch in enumerate(sorted(batches)):
+            points = tuple((x, *batches[batch][x]) for x in sorted(batches[batch]))
+            lines.append(Series(f"{e.target} {Path(e.path).name}, batch {batch}", COLORS[i % len(COLORS)],
+                                DASHES[j % len(DASHES)], points))
+    return lines
+
+
+def _svg_chart(series: list[Series], x_label: str, tolerances: list[tuple[float, str]]) -> str:
+    """Max abs error (log) against `x_label` (log) for every series, each export's atol as a
+    dashed line in its colour. An exact zero sits on its own row below the log axis, labelled 0;
+    NaN, Inf or a missing output on a row above it."""
+    width, height, left, right, top, bottom = 560, 260, 66, 12, 26, 44
+    values = [v for s in series for _, v, _ in s.points]
+    finite = [v for v in values if v is not None and v > 0]
+    has_zero, has_bad = any(v == 0 for v in values), any(v is None for v in values)
+    atols = [atol for atol, _ in tolerances if atol > 0]
+    low = math.floor(math.log10(min([*finite, *atols] or [1e-7]))) - 1
+    high = math.ceil(math.log10(max([*finite, *atols] or [1e-5]))) + 1
+    xs = sorted({x for s in series for x, _, _ in s.points})
+    x_low, x_high = math.log2(xs[0]), math.log2(xs[-1])
     x_span = max(x_high - x_low, 1.0)
+    plot_top = top + (16 if has_bad else 0)
+    plot_bottom = height - bottom - (16 if has_zero else 0)
 
-    def x(length: int) -> float:
-        return left + (math.log2(length) - x_low) / x_span * (width - left - right)
+    def x(value: int) -> float:
+        return left + 10 + (math.log2(value) - x_low) / x_span * (width - left - right - 20)
 
     def y(value: float | None) -> float:
         if value is None:
-            return top
-        exponent = math.log10(max(value, 10.0 ** low))
-        return top + (high - exponent) / (high - low) * (height - top - bottom)
+            return top + 6
+        if value == 0:
+            return height - bottom - 6
+        return plot_top + (high - math.log10(value)) / (high - low) * (plot_bottom - plot_top)
 
-    def text(at_x: float, at_y: float, kind: str, anchor: str, content: str) -> str:
-        return f'<text x="{at_x:.1f}" y="{at_y:.1f}" class={kind} text-anchor={anchor}>{content}</text>'
+    def text(at_x: float, at_y: float, kind: str, anchor: str, content: str, rotate: bool = False) -> str:
+        turn = f' transform="rotate(-90 {at_x:.1f} {at_y:.1f})"' if rotate else ""
+        return f'<text x="{at_x:.1f}" y="{at_y:.1f}" class={kind} text-anchor={anchor}{turn}>{content}</text>'
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="max abs error against sequence length">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'class=frame />']
+             f'aria-label="max abs error against {x_label}">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" class=frame />']
     for exponent in range(low, high + 1, max(1, (high - low) // 5)):
         parts.append(text(left - 4, y(10.0 ** exponent) + 4, "tick", "end", f"1e{exponent}"))
-    for length in lengths:
-        parts.append(text(x(length), height - bottom + 14, "tick", "middle", str(length)))
-    parts.append(text((left + width) / 2, height - 4, "axis", "middle", "sequence length"))
-    if e.tolerance.atol > 0:
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(e.tolerance.atol):.1f}" '
-                     f'y2="{y(e.tolerance.atol):.1f}" class=tol><title>atol {e.tolerance.atol:g}</title></line>')
-    path = " ".join(f"{'L' if i else 'M'}{x(length):.1f},{y(value):.1f}" for i, (length, value, _) in enumerate(points))
-    parts.append(f'<path d="{path}" class=line />')
-    for length, value, passed in points:
-        label = "NaN/Inf or no output" if value is None else f"{value:.3g}"
-        parts.append(f'<circle cx="{x(length):.1f}" cy="{y(value):.1f}" r="4" class="{"ok" if passed else "bad"}">'
-                     f'<title>length {length}: max abs err {label}</title></circle>')
+    if has_zero:
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{plot_bottom + 2:.1f}" y2="{plot_bottom + 2:.1f}" '
+                     'class=cut />')
+        parts.append(text(left - 4, y(0.0) + 4, "tick", "end", "0 (exact)"))
+    if has_bad:
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{plot_top - 2:.1f}" y2="{plot_top - 2:.1f}" '
+                     'class=cut />')
+        parts.append(text(left - 4, y(None) + 4, "tick", "end", "NaN/Inf"))
+    for value in xs:
+        parts.append(text(x(value), height - bottom + 14, "tick", "middle", str(value)))
+    parts.append(text((left + width) / 2, height - 6, "axis", "middle", x_label))
+    parts.append(text(14, (top + height - bottom) / 2, "axis", "middle", "max abs error (log)", rotate=True))
+    for atol, color in tolerances:
+        if atol > 0:
+            parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(atol):.1f}" y2="{y(atol):.1f}" '
+                         f'stroke="{color}" class=tol><title>atol {atol:g}</title></line>')
+    for s in series:
+        path = " ".join(f"{'L' if i else 'M'}{x(at):.1f},{y(v):.1f}" for i, (at, v, _) in enumerate(s.points))
+        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        parts.append(f'<path d="{path}" stroke="{s.color}"{dash} class=line><title>{_esc(s.label)}</title></path>')
+        for at, v, passed in s.points:
+            label = "NaN/Inf or no output" if v is None else f"{v:.3g}"
+            parts.append(f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{s.color}" class="{"ok" if passed else "bad"}">'
+                         f'<title>{_esc(s.label)}, {x_label} {at}: max abs err {label}</title></circle>')
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def _legend(series: list[Series]) -> str:
+    keys = "".join(f'<span class=key><span class=swatch style="border-top: 3px {BORDERS[s.dash]} {s.color}"></span> '
+                   f"{_esc(s.label)}</span>" for s in series)
+    return f"<p class=legend>{keys}</p>"
+
+
+def _charts(source: str, exports: list[ExportResult]) -> str:
+    """The charts of one source: every export's error against length, and against chunk size."""
+    tolerances = list(dict.fromkeys((e.tolerance.atol, COLORS[i % len(COLORS)]) for i, e in enumerate(exports)))
+    parts = [f"<h3>{_esc(Path(source).name)}</h3>"]
+    for streaming, x_label, title in ((False, "sequence length", "full sequences"),
+                                      (True, "chunk size (steps per step() call)", "streaming, chunk by chunk")):
+        series = [s for s in _series(exports, streaming) if s.points]
+        if series:
+            parts.append(f"<h4>{title}</h4>{_svg_chart(series, x_label, tolerances)}{_legend(series)}")
+    if len(parts) == 1:
+        parts.append("<p class=note>No cases to plot.</p>")
     return "".join(parts)
 
 
@@ -88,8 +152,10 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4
 .PASS { color: #1a7f37; font-weight: bold; } .FAIL, .NOT { color: #cf222e; font-weight: bold; }
 .export { margin: 1.5em 0; } .note { color: #666; } code { background: #f4f4f4; padding: 0 3px; }
 svg .frame { fill: none; stroke: #999; } svg .tick, svg .axis { font-size: 11px; fill: #555; }
-svg .tol { stroke: #cf222e; stroke-dasharray: 5 4; } svg .line { fill: none; stroke: #0969da; stroke-width: 2; }
-svg .ok { fill: #0969da; } svg .bad { fill: #cf222e; }
+svg .tol { stroke-dasharray: 5 4; opacity: 0.7; } svg .line { fill: none; stroke-width: 2; }
+svg .cut { stroke: #bbb; stroke-dasharray: 2 2; } svg .bad { stroke: #cf222e; stroke-width: 3; }
+.legend .key { margin-right: 1.2em; white-space: nowrap; }
+.swatch { display: inline-block; width: 28px; vertical-align: middle; }
 """
 
 
@@ -98,23 +164,39 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def _latency(report: ParityReport) -> str:
+    tables = latency_tables(report)
+    if not tables:
+        return ""
+    parts = [f"<h2>Latency</h2><p class=note>{_esc(latency_title(report))}</p>"]
+    for source, _, header, rows in tables:
+        head = "".join(f"<th>{_esc(cell)}</th>" for cell in header)
+        body = "".join("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+        parts.append(f"<h3>{_esc(Path(source).name)}</h3><table><tr>{head}</tr>{body}</table>")
+    return "".join(parts)
+
+
 def render(report: ParityReport) -> str:
     esc = _esc
     rows = "".join(
         f"<tr><td>{esc(Path(e.source).name)}</td><td>{esc(e.target)}</td><td><code>{esc(Path(e.path).name)}</code></td>"
-        f"<td>{cases(e)}</td><td>{error(e)}</td><td>{e.criterion}</td>"
+        f"<td>{cases(e)}</td><td>{error(e)}</td><td>{worst(e)}</td><td>{esc(e.criterion)}</td>"
         f"<td class={e.status.split()[0]}>{e.status}</td></tr>"
         for e in report.exports
     )
+    sources = list(dict.fromkeys(e.source for e in report.exports))
+    charts = "".join(_charts(source, [e for e in report.exports if e.source == source]) for source in sources)
     sections = []
     for e in report.exports:
         listed = "".join(f"<li><code>{esc(line)}</code></li>" for line in failing(e))
+        notes = "".join(f"<li>{esc(line)}</li>" for line in output_lines(e))
         drift = f"<p><b>{esc(e.drift.describe())}</b></p>" if e.drift else ""
         sections.append(
             f"<div class=export><h3>{esc(e.target)} <code>{esc(e.path)}</code> "
             f"<span class={e.status.split()[0]}>{e.status}</span></h3>"
             f"<p class=note>source {esc(e.source)}; runs on {esc(e.device)}; reference on {esc(e.reference_device)}; "
-            f"{e.tolerance}</p>{_svg_plot(e)}{drift}{f'<ul>{listed}</ul>' if listed else ''}</div>"
+            f"{esc(str(e.tolerance))}</p><ul class=note>{notes}</ul>{drift}"
+            f"{f'<ul>{listed}</ul>' if listed else ''}</div>"
         )
     environment = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                           for k, v in {**report.versions, **report.environment}.items())
@@ -124,7 +206,8 @@ def render(report: ParityReport) -> str:
         f"<p class={'PASS' if report else 'FAIL'}>{esc(report.headline)}</p>"
         f"<p class=note>device {esc(report.device)}, seed {report.seed}</p>"
         "<table><tr><th>source</th><th>target</th><th>export</th><th>cases</th><th>max abs err</th>"
-        f"<th>tolerance</th><th>result</th></tr>{rows}</table>"
-        f"<h2>Error against sequence length</h2>{''.join(sections)}"
+        f"<th>err/allowed</th><th>tolerance</th><th>result</th></tr>{rows}</table>"
+        f"<h2>Error against sequence length</h2>{charts}"
+        f"<h2>Exports</h2>{''.join(sections)}{_latency(report)}"
         f"<h2>What the numbers depend on</h2><table>{environment}</table></body></html>\n"
     )

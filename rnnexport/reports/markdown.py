@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, error, failing
+from rnnexport.reports.text import cases, error, failing, latency_tables, latency_title, output_lines, worst
 
 if TYPE_CHECKING:
     from rnnexport.reports.report import ParityReport
@@ -14,11 +14,21 @@ if TYPE_CHECKING:
 
 def render(report: ParityReport) -> str:
     lines = [f"### rnnexport parity: {report.headline}", "",
-             "| source | target | export | cases | max abs err | tolerance | result |",
-             "|---|---|---|---|---|---|---|"]
+             "| source | target | export | cases | max abs err | err/allowed | tolerance | result |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in report.exports:
         lines.append(f"| {Path(e.source).name} | {e.target} | `{Path(e.path).name}` | {cases(e)} | {error(e)} "
-                     f"| {e.criterion} | {'✅' if e else '❌'} {e.status} |")
+                     f"| {worst(e)} | {e.criterion} | {'✅' if e else '❌'} {e.status} |")
+    lines += ["", "<details><summary>What the errors measured</summary>", ""]
+    for e in report.exports:
+        lines += [f"- {e.target} `{Path(e.path).name}`: {line}" for line in output_lines(e)]
+    lines += ["", "</details>"]
+    tables = latency_tables(report)
+    if tables:
+        lines += ["", "#### Latency", "", f"_{latency_title(report)}_"]
+    for source, _, header, rows in tables:
+        lines += ["", f"{Path(source).name}:", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)]
     drifting = [e for e in report.exports if not e]
     if drifting:
         lines += ["", "#### Where it drifts"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.reports.text import cases, error, num, output_error
+from rnnexport.reports.text import cases, error, latency_tables, latency_title, num, output_error, output_lines, worst
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
@@ -56,6 +56,7 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
             errs = ", ".join(f"{o.name} {output_error(o)}" for o in c.outputs)
             mark = "skip" if c.skipped else "ok  " if c else "FAIL"
             lines.append(f"  {mark} {c.case.name:<40} {c.reference_method:<28} {errs or c.skipped}")
+    lines += [f"  {name}: {line}" for line in output_lines(e)]
     if e.drift is not None:
         lines.append(f"  {name}: {e.drift.describe()}")
     failures = e.failures()
@@ -69,13 +70,20 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
 def render(report: ParityReport, verbose: bool = False) -> str:
     from rnnexport.console import render as plain, table as new_table
 
-    table = new_table("source", "target", "device", "cases", "max abs err", "max rel err", "tolerance", "result")
+    table = new_table("source", "target", "device", "cases", "max abs err", "err/allowed", "tolerance", "result")
     for e in report.exports:
-        table.add_row(Path(e.source).name, e.target, e.device, cases(e), error(e), num(e.max_rel), e.criterion,
-                      e.status)
+        table.add_row(Path(e.source).name, e.target, e.device, cases(e), error(e), worst(e), e.criterion, e.status)
     lines = plain(table).splitlines()
     for e in report.exports:
         lines += _notes(e, verbose)
+    tables = latency_tables(report)
+    if tables:
+        lines += ["", latency_title(report)]
+    for source, _, header, rows in tables:
+        latency = new_table(*header)
+        for row in rows:
+            latency.add_row(*row)
+        lines += [f"{Path(source).name}:", *plain(latency).splitlines()]
     lines.append("")
     lines.append(report.headline)
     return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""The gate kept in CI: golden files checked where only an export's runtime is installed (with
+TensorFlow's import blocked), export against export, what the criterion measured, per-output
+tolerances, --fail-fast, latency with its gates, and the HTML charts. The fixture runs the
+README's commands as written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnnexport.cli import cli
+from rnnexport.reports import SCHEMA_FILE
+
+from conftest import ROOT
+
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
+STEM = "lstm_variable"
+SECTION = "### Golden files, export against export, latency"
+
+
+def _readme_commands() -> list[list[str]]:
+    section = (ROOT / "README.md").read_text().split(SECTION, 1)[1].split("\n### ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split()[1:] for line in block.splitlines() if line.startswith("rnnexport ")]
+
+
+def _rnnexport(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rnnexport", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    """The README's golden, check and compare commands, run as written on the sample."""
+    work = tmp_path_factory.mktemp("golden")
+    (work / "samples").symlink_to(ROOT / "samples")
+    ran = [_rnnexport(*command, cwd=work) for command in _readme_commands()]
+    return work, ran
+
+
+def _valid(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    jsonschema.validate(report, SCHEMA)
+    return report
+
+
+def test_readme_commands_run_and_the_golden_file_holds_the_sweep(readme_run):
+    work, ran = readme_run
+    assert len(ran) == 5
+    for result in ran:
+        assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr[-2000:]}"
+    convert = ran[0].stdout
+    assert "err/allowed" in convert and "latency in ms on this machine" in convert
+    # The source's latency beside each export's, with the ratio, for every full-sequence shape.
+    latency = convert.split("latency in ms on this machine", 1)[1]
+    rows = [line for line in latency.splitlines() if line.startswith("len=")]
+    assert [row.split()[0] for row in rows] == [f"len={n}" for n in (1, 1, 2, 2, 7, 7, 32, 32, 128, 128)]
+    assert all(len(re.findall(r"\(\S+x\)", row)) == 3 for row in rows), rows
+
+    with np.load(work / "golden.npz", allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        first = {k: npz[k] for k in npz.files if k.startswith("case0/")}
+    assert meta["source_sha256"] == hashlib.sha256((ROOT / "samples" / f"{STEM}.keras").read_bytes()).hexdigest()
+    assert meta["sweep"] == {"lengths": None, "batches": [1, 3], "seed": 0, "chunks": [1, 5, 17], "data": None}
+    assert meta["tolerance"]["floor"] is None
+    names = [c["name"] for c in meta["cases"]]
+    assert names[:3] == ["len=1 batch=1", "len=1 batch=1, again", "len=1 batch=3"]
+    streamed = [c for c in meta["cases"] if c["kind"] == "streaming"]
+    assert [c["chunk"] for c in streamed] == [1, 5, 17, 1, 5, 17]
+    assert first["case0/input/features"].shape == (1, 1, 8) and first["case0/output/scores"].shape == (1, 1, 5)
+
+
+def test_check_needs_no_tensorflow(readme_run, tmp_path):
+    """`check` on ONNX and TFLite files (their streaming files too) in a process where
+    `import tensorflow` (and keras, tf2onnx) raises: nothing tries to import them."""
+    work, _ = readme_run
+    blocker = f"""
+import importlib.abc, sys
+attempted = []
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "tf_keras"):
+            attempted.append(name)
+            raise ImportError(f"{{name}} is not installed here")
+sys.meta_path.insert(0, Blocked())
+sys.argv = ["rnnexport", "check", "exports/{STEM}.onnx", "exports/{STEM}.tflite", "--golden", "golden.npz",
+            "--report", {str(tmp_path / "r.json")!r}, "--junit", {str(tmp_path / "r.xml")!r}]
+try:
+    from rnnexport.cli import main
+    main()
+finally:
+    print("ATTEMPTED", attempted, file=sys.stderr)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", blocker], cwd=work, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "ATTEMPTED []" in result.stderr
+    assert "PASS: 2/2 exports match their source" in result.stdout
+    report = _valid(tmp_path / "r.json")
+    assert report["environment"]["tf32"] is None and "tensorflow" in report["versions"]
+    for export in report["exports"]:
+        assert export["source"] == f"samples/{STEM}.keras" and "golden.npz" in export["reference_device"]
+        kinds = [c["kind"] for c in export["cases"]]
+        assert kinds.count("streaming") == 6 and kinds.count("random") == 10 and export["passed"]
+        assert all(c["passed"] for c in export["cases"])
+        assert export["latency"]["against"] == "source"
+        assert all(s["reference_median_ms"] is None and s["median_ms"] > 0 for s in export["latency"]["shapes"])
+    assert "<testsuites" in (tmp_path / "r.xml").read_text()
+
+
+def test_check_fails_on_drift_and_refuses_what_is_not_a_golden_file(readme_run, tmp_path):
+    work, _ = readme_run
+    runner = CliRunner()
+    with np.load(work / "golden.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    index = next(i for i, c in enumerate(meta["cases"]) if c["name"] == "len=7 batch=3")
+    arrays[f"case{index}/output/scores"] = arrays[f"case{index}/output/scores"].copy()
+    arrays[f"case{index}/output/scores"][2, 4, 1] += 0.01
+    np.savez(tmp_path / "drifted.npz", **arrays)
+    onnx = str(work / "exports" / f"{STEM}.onnx")
+    drifted = runner.invoke(cli, ["check", onnx, "--golden", str(tmp_path / "drifted.npz"),
+                                  "--report", str(tmp_path / "d.json")])
+    assert drifted.exit_code == 1, drifted.output
+    assert "scores[2, 4, 1]" in drifted.output and "len=7 batch=3" in drifted.output
+    export = _valid(tmp_path / "d.json")["exports"][0]
+    assert export["worst"]["case"] == "len=7 batch=3" and export["worst"]["index"] == [2, 4, 1]
+    assert 490 < export["worst"]["ratio"] < 1010  # 0.01 over atol 1e-5 + rtol 1e-5 * |reference|
+
+    (tmp_path / "not.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    for bad, message in (("not.npz", "not a golden file (not a readable .npz"),
+                         ("other.npz", "not a golden file rnnexport can read"),
+                         ("missing.npz", "missing.npz: no such file")):
+        refused = runner.invoke(cli, ["check", onnx, "--golden", str(tmp_path / bad)])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1 and "Traceback" not in refused.output
+
+
+def test_per_output_tolerances_unknown_names_and_fail_fast(readme_run, tmp_path):
+    work, _ = readme_run
+    runner = CliRunner()
+    onnx, golden = str(work / "exports" / f"{STEM}.onnx"), str(work / "golden.npz")
+    strict = runner.invoke(cli, ["check", onnx, "--golden", golden, "--atol", "scores=0", "--rtol", "scores=0",
+                                 "--atol", "1e-3", "--report", str(tmp_path / "s.json"), "--fail-fast"])
+    assert strict.exit_code == 1, strict.output
+    export = _valid(tmp_path / "s.json")["exports"][0]
+    assert export["tolerance"] == {"atol": 1e-3, "rtol": 1e-5, "outputs": {"scores": {"atol": 0.0, "rtol": 0.0}}}
+    assert "stopped at the first failing case" in export["stopped"] and "(--fail-fast)" in strict.output
+    assert len(export["cases"]) < 17
+    failing = next(c for c in export["cases"] if not c["passed"])
+    assert failing["outputs"][0]["worst_ratio"] is None  # an error where nothing is allowed: infinite
+    assert "inf" in strict.output
+
+    for option, value, where in (("--atol", "scorez=1e-4", "--atol/--rtol: unknown target or output 'scorez'"),
+                                 ("--max-latency-ms", "onx=5", "--max-latency-ms: unknown target 'onx'"),
+                                 ("--min-speedup", "tflit=2", "--min-speedup: unknown target 'tflit'")):
+        bad = runner.invoke(cli, ["compare", onnx, str(work / "exports" / f"{STEM}.tflite"), option, value])
+        assert bad.exit_code == 2 and where in bad.output, bad.output
+        assert "known targets are: onnx, savedmodel, tflite, *" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert "scores" in runner.invoke(cli, ["check", onnx, "--golden", golden, "--rtol", "x=1"]).output
+
+
+def test_compare_across_formats_and_latency_gates(readme_run, tmp_path):
+    work, ran = readme_run
+    html = (work / "compare.html").read_text()
+    assert "chunk size" in html and "tflite lstm_variable.tflite, batch 3" in html
+    runner = CliRunner()
+    onnx, tflite = str(work / "exports" / f"{STEM}.onnx"), str(work / "exports" / f"{STEM}.tflite")
+    result = runner.invoke(cli, ["compare", tflite, onnx, "--lengths", "3,40", "--batches", "2", "--chunks", "7",
+                                 "--report", str(tmp_path / "c.json"), "--min-speedup", "1e6"])
+    assert result.exit_code == 1, result.output
+    export = _valid(tmp_path / "c.json")["exports"][0]
+    assert export["target"] == "onnx" and export["source"] == tflite and "LiteRT" in export["reference_device"]
+    assert [(c["kind"], c["length"], c.get("chunk")) for c in export["cases"]] == [
+        ("random", 3, None), ("again", 3, None), ("random", 40, None), ("streaming", 64, 7)]
+    assert all(c["passed"] for c in export["cases"]) and not export["latency"]["passed"]
+    assert export["tolerance"] == {"atol": 2e-5, "rtol": 2e-5}  # both defaults: each may be 1e-5 off the source
+    shapes = export["latency"]["shapes"]
+    assert [s["case"] for s in shapes] == ["len=3 batch=2", "len=40 batch=2"]
+    assert all(s["speedup"] == pytest.approx(s["reference_median_ms"] / s["median_ms"], rel=1e-2) for s in shapes)
+    assert "speedup over the tflite export" in result.output and "below --min-speedup 1e+06" in result.output
+
+    slow = runner.invoke(cli, ["check", tflite, "--golden", str(work / "golden.npz"), "--max-latency-ms",
+                               "tflite=1e-6", "--max-latency-ms", "onnx=1e9"])
+    assert slow.exit_code == 1 and "exceeds --max-latency-ms 1e-06" in slow.output
+    assert runner.invoke(cli, ["check", tflite, "--golden", str(work / "golden.npz"), "--min-speedup", "2"]
+                         ).exit_code == 2
+
+    mismatch = runner.invoke(cli, ["compare", onnx, str(work / "exports" / f"{STEM}.step.onnx")])
+    assert mismatch.exit_code == 2 and "do not take and give the same tensors" in mismatch.output
+
+
+class _Svg(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: list[dict] = []
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.sources += [v for k, v in attrs.items() if k in ("src", "href") and v]
+        if tag == "svg" and "aria-label" in attrs:
+            self.charts.append({"label": attrs["aria-label"], "paths": [], "circles": [], "texts": []})
+        elif tag == "path" and self.charts:
+            self.charts[-1]["paths"].append(attrs)
+        elif tag == "circle" and self.charts:
+            self.charts[-1]["circles"].append(attrs)
+
+    def handle_data(self, data):
+        if self.charts:
+            self.charts[-1]["texts"].append(data)
+
+
+def test_html_overlays_targets_separates_batches_plots_streaming_and_draws_zero(readme_run, tmp_path):
+    """Every export of the source on one chart per kind of case; the SavedModel, checked against
+    the golden file with TensorFlow, streaming included."""
+    work, _ = readme_run
+    exports = [str(work / "exports" / f"{STEM}{suffix}") for suffix in (".savedmodel", ".onnx", ".tflite")]
+    result = CliRunner().invoke(cli, ["check", *exports, "--golden", str(work / "golden.npz"), "--html",
+                                      str(tmp_path / "r.html"), "--markdown", str(tmp_path / "r.md"),
+                                      "--latency-repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("6/6 chunked runs (chunks 1,5,17) match") == 3
+    page = _Svg()
+    page.feed((tmp_path / "r.html").read_text())
+    assert not [s for s in page.sources if "http" in s]
+    full, streaming = page.charts
+    assert full["label"] == "max abs error against sequence length"
+    assert streaming["label"].startswith("max abs error against chunk size")
+    for chart, axis in ((full, "sequence length"), (streaming, "chunk size")):
+        assert any(axis in t for t in chart["texts"]) and "max abs error (log)" in chart["texts"]
+        # One line per export and batch, one colour per export.
+        assert len(chart["paths"]) == 6 and len({p["stroke"] for p in chart["paths"]}) == 3
+        assert len({p.get("stroke-dasharray") for p in chart["paths"]}) == 2
+    # The SavedModel matches exactly: its points sit on the row labelled 0, below the log axis.
+    assert "0 (exact)" in full["texts"]
+    zero_row = {c["cy"] for c in full["circles"] if c["fill"] == "#0969da"}
+    assert len(zero_row) == 1
+    others = {float(c["cy"]) for c in full["circles"] if c["fill"] != "#0969da"}
+    assert max(others) < float(zero_row.pop())
+    markdown = (tmp_path / "r.md").read_text()
+    assert "| err/allowed |" in markdown and "#### Latency" in markdown and "on this machine" in markdown
