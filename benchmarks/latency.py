@@ -7,7 +7,7 @@ where they exist, and `--tflite-form loop`), side by side in one run, with the r
 
 Each model (one layer of 256 units over 128 features returning its sequence, unless the kind says
 `last`) is exported with rnnexport and its parity checked at the benchmarked shapes, then every
-runtime is timed on the same inputs after a warm-up call. ONNX Runtime and LiteRT run on one
+runtime is timed on the same inputs after a warm-up call, the runtimes taking turns call by call. ONNX Runtime and LiteRT run on one
 thread each (on this shared 2-core machine more threads give noisier, not faster, numbers);
 TensorFlow uses its defaults. Absolute times drift with the machine's load: read the ratios.
 """
@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -45,14 +46,18 @@ def layer(kind: str, units: int):
     return layers.Bidirectional(inner(units // 2, return_sequences=True))
 
 
-def median_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Each run's median time, the runs taking turns (one call of each per round) so that a change
+    in the machine's load falls on all of them alike."""
+    for run in runs.values():
         run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -110,10 +115,11 @@ def main() -> None:
             for length in lengths:
                 x = np.random.default_rng(length).standard_normal((batch, length, args.features)).astype(np.float32)
                 repeats = max(3, args.repeats // (3 if length * batch >= 8000 else 1))
-                tf_ms = median_ms(lambda x=x: source(x).numpy(), repeats)
-                ort_ms = median_ms(lambda x=x: session.run(None, {"features": x}), repeats)
-                lite_ms = median_ms(lambda x=x: signature(features=x), repeats)
-                loop_ms = median_ms(lambda x=x: loop(features=x), repeats)
+                ms = median_ms({"tf": lambda x=x: source(x).numpy(),
+                                "ort": lambda x=x: session.run(None, {"features": x}),
+                                "lite": lambda x=x: signature(features=x),
+                                "loop": lambda x=x: loop(features=x)}, repeats)
+                tf_ms, ort_ms, lite_ms, loop_ms = ms["tf"], ms["ort"], ms["lite"], ms["loop"]
                 forms = "same" if loop_ops == ops else ", ".join(f"{op} x{n}" for op, n in ops.items())
                 print(f"{kind:<11} {batch:>5} {length:>6} {tf_ms:>8.2f} {ort_ms:>8.2f} {lite_ms:>8.2f} "
                       f"{lite_ms / ort_ms:>9.2f}x {loop_ms:>8.2f} {loop_ms / ort_ms:>9.2f}x  {forms}", flush=True)
