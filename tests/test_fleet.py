@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +146,47 @@ def test_an_export_changed_by_hand_is_not_overwritten_without_force(fleet):
         assert (planted / "mine").read_text() == "somebody's file"
     finally:
         shutil.rmtree(planted)
+
+
+def test_an_interrupted_fleet_resumes_where_it_stopped(fleet):
+    """SIGTERM once the first of three models is recorded: its export stays, nothing half-written
+    does, and the rerun takes it from the cache and converts only the other two."""
+    work, _ = fleet
+    here = work / "resume"
+    (here / "models").mkdir(parents=True)
+    for name in ("en", "de"):
+        shutil.copy(work / "models" / f"{name}.keras", here / "models")
+    _gru(here / "models" / "fr.keras", 4)
+    (here / "fleet.toml").write_text(_readme_config().replace(
+        '"models/de.keras"]', '"models/de.keras", "models/fr.keras"]'))
+    command = [sys.executable, "-m", "rnnexport", "convert", "--config", "fleet.toml", "--jobs", "1",
+               "--report", "resumed.json"]
+    run = subprocess.Popen(command, cwd=here, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cache = here / ".rnnexport-cache"
+    deadline = time.monotonic() + 240
+    while not list(cache.glob("convert-*.pickle")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 143, stderr[-3000:]
+    assert "Interrupted by SIGTERM: complete: " in stderr, stderr[-3000:]
+    dist = here / "dist"
+    finished = sorted(p.name for p in dist.iterdir() if p.name.endswith(".savedmodel"))
+    assert finished == ["en.savedmodel"], stderr[-3000:]
+    assert [p.name for p in dist.iterdir() if p.name.startswith(".rnnexport")] == []
+    assert not (dist / "parity.json").exists() and not (here / "resumed.json").exists()
+    en_before = content_hash(dist / "en.savedmodel")
+
+    rerun = subprocess.run(command, cwd=here, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "en.keras: up to date, not re-run" in rerun.stderr, rerun.stderr
+    assert rerun.stderr.count("up to date") == 1, rerun.stderr
+    assert "de.keras: PASS (" in rerun.stderr and "fr.keras: PASS (" in rerun.stderr, rerun.stderr
+    assert content_hash(dist / "en.savedmodel") == en_before
+    report = json.loads((here / "resumed.json").read_text())
+    assert [Path(e["path"]).name for e in report["exports"]] == ["en.savedmodel", "de.savedmodel", "fr.savedmodel"]
+    assert report["passed"] and all(e["passed"] and e["cases"] for e in report["exports"])
+    assert [p.name for p in dist.iterdir() if p.name.startswith(".rnnexport")] == []
 
 
 @pytest.fixture(scope="module")
