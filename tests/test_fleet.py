@@ -218,6 +218,21 @@ def test_ray_executor_gives_the_report_local_workers_gave(fleet, ray_instance):
     assert on_ray == local
 
 
+def test_ray_reports_a_model_that_kills_its_worker_as_that_models_failure(fleet, ray_instance):
+    work, _ = fleet
+    config = _readme_config().replace('"models/en.keras", "models/de.keras"]',
+                                      '"models/en.keras", { source = "models/crash.keras", unsafe = true }]')
+    (work / "ray-crash.toml").write_text(config.replace('"dist', '"ray-crash'))
+    result = rnnexport_cmd("convert", "--config", "ray-crash.toml", "--executor", "ray", "--ray-address",
+                           ray_instance, "--report", "ray-crash.json", cwd=work)
+    assert result.returncode == 1, result.stderr[-3000:]
+    en, crash = json.loads((work / "ray-crash.json").read_text())["exports"]
+    assert en["passed"] and Path(en["path"]).name == "en.savedmodel"
+    assert not crash["passed"] and Path(crash["source"]).name == "crash.keras"
+    assert crash["error"].startswith("the worker running this model died (Ray: WorkerCrashedError: "), crash["error"]
+    assert not (work / "ray-crash" / "crash.savedmodel").exists()
+
+
 def test_readme_validate_command_writes_one_junit_report(fleet):
     work, _ = fleet
     command = _readme_commands()[3]
