@@ -28,7 +28,7 @@ from rnnexport.model import SourceInfo
 from rnnexport.options import ConvertOptions, SourceOptions, ValidateOptions
 from rnnexport.tolerance import FLOAT32_TOLERANCE
 from rnnexport.parity import ExportResult, ReferenceOutputs, check, closers
-from rnnexport.parity.stream import check_stream
+from rnnexport.parity.batches import check_stream
 from rnnexport.plan import Plan, PlannedSource, SourceLike, Writing, as_source, label as _label, plan_exports
 from rnnexport.plugins import OpenedSource, Target
 from rnnexport.reports import ParityReport

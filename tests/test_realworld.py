@@ -184,7 +184,8 @@ def test_sentinews_streams_and_the_cnn_lstm_is_refused(realworld, tmp_path):
     for export, chunked in _chunked(result):
         assert sorted(export.details["streaming_states"]) == ["gru_1_h", "gru_2_h", "gru_3_h"]
         assert max(o.max_abs for c in chunked for o in c.outputs) < 1e-5
-    with pytest.raises(UnsupportedModelError, match=r"cannot stream: layer 'conv1d_4' \(Conv1D\) may combine"):
+    with pytest.raises(UnsupportedModelError, match=r"cannot stream: layer 'conv1d_4' \(Conv1D, padding='same'\) "
+                       r"reads 1 step after the one it outputs"):
         rnnexport.convert(realworld / H5_MODELS["dgaintel"], tmp_path, _streaming())
 
 
