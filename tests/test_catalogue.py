@@ -353,14 +353,22 @@ def _convert(out: Path, *sources: Path) -> subprocess.Popen:
     return _python(code, out.parent)
 
 
-def _when_writing(process: subprocess.Popen, out: Path) -> None:
-    """Wait until `process` has started writing its exports under `out`."""
+def _signal_when_writing(runs: dict[str, subprocess.Popen], outs: dict[str, Path],
+                         signals: dict[str, signal.Signals]) -> None:
+    """Send each run its signal as soon as it has started writing its exports under its directory.
+    The runs are watched all at once: one left waiting while another was watched could reach the
+    end of its run (its last writes record the verdict) and exit before its signal came."""
+    waiting = dict(runs)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.is_dir() and any(p.name.startswith(f".rnnexport-{process.pid}-") for p in out.iterdir()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the run never started writing: {process.communicate()}")
+    while waiting and time.monotonic() < deadline:
+        for name, process in list(waiting.items()):
+            if process.poll() is not None:
+                raise AssertionError(f"{name}: the run ended before it was signalled: {process.communicate()}")
+            if any(p.name.startswith(f".rnnexport-{process.pid}-") for p in outs[name].iterdir()):
+                process.send_signal(signals[name])
+                del waiting[name]
+        time.sleep(0.05)
+    assert not waiting, f"never started writing: {sorted(waiting)}"
 
 
 def test_signals_kill_and_concurrent_runs(files, tmp_path):
@@ -380,9 +388,7 @@ def test_signals_kill_and_concurrent_runs(files, tmp_path):
     fresh = _python("import sys, rnnexport; rnnexport.inspect('lstm.keras'); from rnnexport.cli import main; "
                     f"sys.argv = ['rnnexport', 'convert', 'short_data', '--out', {str(tmp_path / 'fresh')!r}]; main()",
                     files)
-    for (name, process), sig in zip(runs.items(), (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)):
-        _when_writing(process, outs[name])
-        process.send_signal(sig)
+    _signal_when_writing(runs, outs, {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL})
     for name, code in (("int", 130), ("term", 143)):
         _, stderr = runs[name].communicate(timeout=240)
         assert runs[name].returncode == code, stderr
