@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from onnx_forms import median_ms  # noqa: E402  (the runtimes taking turns call by call)
 
 KINDS = ("lstm", "lstm-last", "gru", "gru-v1", "gru-last", "simple-rnn", "bi-lstm", "bi-gru")
 
@@ -44,20 +42,6 @@ def layer(kind: str, units: int):
     inner = layers.LSTM if kind == "bi-lstm" else layers.GRU
     # Half the units per direction: the same output width as the one-direction kinds.
     return layers.Bidirectional(inner(units // 2, return_sequences=True))
-
-
-def median_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Each run's median time, the runs taking turns (one call of each per round) so that a change
-    in the machine's load falls on all of them alike."""
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
