@@ -219,3 +219,26 @@ def test_a_streamed_data_set_judges_a_quantized_export_by_decisions_too(quantize
     (probs,) = json.loads(outcome.output)["exports"][0]["quantized"]["outputs"]
     assert probs["decisions"] == 2 * 8 * 20 and probs["snr_db"] >= 20.0
     assert [x["length"] for x in probs["by_length"]] == [20]
+
+
+def test_a_real_calibrator_crash_is_a_one_line_refusal_naming_where_it_died(tmp_path, monkeypatch):
+    """Without the WHILE workaround TF 2.21's calibrator really dies of SIGSEGV (tensorflow#75140)
+    on a loop returning its sequence; the child's death is the refusal, and nothing is written."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    i = keras.Input((None, 3), name="x")
+    keras.Model(i, keras.layers.SimpleRNN(4, return_sequences=True, name="rnn")(i)).save(tmp_path / "rnn.keras")
+    np.savez(tmp_path / "calibration.npz", x=np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32))
+    monkeypatch.setenv("RNNEXPORT_TFLITE_BARE_CALIBRATOR", "1")
+    outcome = CliRunner().invoke(cli, ["convert", str(tmp_path / "rnn.keras"), "--to", "tflite", "--quantize", "int8",
+                                       "--calibration", str(tmp_path / "calibration.npz"), "--out",
+                                       str(tmp_path / "out"), "--lengths", "3", "--batches", "1"])
+    assert outcome.exit_code == 2, outcome.output
+    errors = [line for line in outcome.output.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: {tmp_path / 'rnn.keras'} to tflite: the TFLite converter crashed (SIGSEGV) during calibration and quantization "
+        "for int8 (recurrent layers: 'rnn' (loop form)); its last words: Segmentation fault in _feed_tensors "
+        "(calibrator.py:152)"], outcome.output
+    assert "Traceback" not in outcome.output
+    assert not (tmp_path / "out").exists()

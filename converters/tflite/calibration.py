@@ -9,7 +9,13 @@ around in the float flatbuffer it is given:
   output nothing reads is freed by `WHILE`'s Prepare (the "read only input" case of
   `tensorflow/lite/kernels/while.cc`), after the calibrator listed it for logging: it then reads
   freed memory (SIGSEGV; tensorflow/tensorflow#75140). A `SHAPE` op reading each such output keeps
-  it allocated; the quantizer drops it again.
+  it allocated; the quantizer drops it again. `RNNEXPORT_TFLITE_BARE_CALIBRATOR=1` in the
+  environment leaves the float model as the converter made it: to see whether a TensorFlow release
+  still needs the workaround, and for the test that a real crash becomes a refusal.
+
+The child writes the stage it enters to `stage.txt` and, once crashed, Python's `faulthandler`
+names the converter's function that died, so a refusal says where: `during calibration ... in
+_feed_tensors (calibrator.py:152)`.
 
 No 16x8 file has a recurrent layer: TF 2.21 quantizes int16 activations with its older quantizer
 (`tensorflow/lite/tools/optimize/quantize_model.cc`), which has no 16x8
@@ -25,6 +31,7 @@ So a recurrent model is refused for 16x8, naming its layers (`NO_16X8`).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -43,6 +50,13 @@ NO_16X8 = ("TF 2.21's 16x8 quantizer quantizes no recurrent layer: it has no 16x
            "WHILE, LESS, SELECT_V2 or DYNAMIC_UPDATE_SLICE, which {layers} need; use --quantize int8")
 # How much of the child's stderr a refusal quotes.
 LAST_WORDS = 3
+BARE_CALIBRATOR = "RNNEXPORT_TFLITE_BARE_CALIBRATOR"
+# The stages the child goes through, as a refusal names them.
+CONVERTING, CALIBRATING = "conversion to a float model", "calibration and quantization"
+
+
+class CalibratorCrash(ExportError):
+    """The child converting and calibrating a full-integer file died of a signal."""
 
 
 def _model(flatbuffer: bytes) -> tuple[Any, Any]:
@@ -126,20 +140,23 @@ def io_scales(flatbuffer: bytes) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _quantize(converter: Any) -> Any:
-    """The converter's own `_quantize` step (given the float flatbuffer), with the loops' outputs kept."""
+def _quantize(converter: Any, job: Path, bare: bool) -> Any:
+    """The converter's own `_quantize` step (given the float flatbuffer), with the loops' outputs
+    kept unless `bare`; the stage is recorded first."""
     original = converter._quantize
 
     def quantize(result: bytes, *rest: Any, **named: Any) -> bytes:
-        return original(read_passed_through(result), *rest, **named)
+        (job / "stage.txt").write_text(CALIBRATING)
+        return original(result if bare else read_passed_through(result), *rest, **named)
 
     return quantize
 
 
 def convert_in_child(saved_model: Path, mode: str, samples: Sequence[Mapping[str, np.ndarray]],
-                     integer_io: bool) -> bytes:
+                     integer_io: bool, forms: Mapping[str, str]) -> bytes:
     """The full-integer flatbuffer of the SavedModel at `saved_model`, calibrated on `samples`
-    in a child process; raise `ExportError` with the converter's reason or last words."""
+    in a child process; raise `ExportError` with the converter's reason or, `CalibratorCrash`, the
+    stage it died in, the recurrent layers it was running (`forms`: name to form) and its last words."""
     with tempfile.TemporaryDirectory(prefix="rnnexport-calibration-") as tmp:
         job = Path(tmp)
         np.savez(job / "samples.npz", **{f"{i}/{name}": value for i, sample in enumerate(samples)
@@ -152,14 +169,22 @@ def convert_in_child(saved_model: Path, mode: str, samples: Sequence[Mapping[str
         reason = (job / "error.txt").read_text().strip() if (job / "error.txt").is_file() else ""
         if child.returncode < 0:
             name = signal.Signals(-child.returncode).name
-            raise ExportError(f"the TFLite calibrator crashed ({name}) while calibrating for {mode}; its last "
-                              f"words: {last_words(child.stderr)}", log=child.stderr)
+            stage = (job / "stage.txt").read_text() if (job / "stage.txt").is_file() else "starting"
+            layers = ", ".join(f"'{layer}' ({form} form)" for layer, form in forms.items()) or "none"
+            raise CalibratorCrash(f"the TFLite converter crashed ({name}) during {stage} for {mode} (recurrent "
+                                  f"layers: {layers}); its last words: {last_words(child.stderr)}", log=child.stderr)
         raise ExportError(f"the TFLite converter cannot quantize this model to {mode}: "
                           f"{reason or last_words(child.stderr)}", log=child.stderr)
 
 
 def last_words(stderr: str) -> str:
-    """The child's last meaningful lines, in one line."""
+    """The child's last meaningful lines, in one line: after a fatal signal, `faulthandler`'s
+    verdict and the innermost frame (where the converter died)."""
+    fatal = re.search(r"^Fatal Python error: (.*)$", stderr, re.MULTILINE)
+    frame = re.search(r'most recent call first\):\n\s*File "([^"]+)", line (\d+) in (\S+)', stderr[fatal.end():]) \
+        if fatal else None
+    if fatal and frame:
+        return f"{fatal.group(1)} in {frame.group(3)} ({Path(frame.group(1)).name}:{frame.group(2)})"
     noise = re.compile(r"^(WARNING: All log messages|[IW]\d{4} |E\d{4} .*cuInit|To enable the following)")
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not noise.match(line.strip())]
     return " | ".join(lines[-LAST_WORDS:]) or "nothing on stderr"
@@ -173,6 +198,10 @@ def _one_line_reason(exc: Exception) -> str:
 
 
 def _child(job: Path) -> int:
+    import faulthandler
+
+    faulthandler.enable()
+    (job / "stage.txt").write_text(CONVERTING)
     import tensorflow as tf
 
     spec = json.loads((job / "job.json").read_text())
@@ -188,7 +217,7 @@ def _child(job: Path) -> int:
         else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if spec["integer_io"]:
         converter.inference_input_type = converter.inference_output_type = tf.int8 if mode == "int8" else tf.int16
-    converter._quantize = _quantize(converter)
+    converter._quantize = _quantize(converter, job, os.environ.get(BARE_CALIBRATOR) == "1")
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the parent turns the reason into one line

@@ -15,7 +15,7 @@ from rnnexport.calibration import Calibration, calibration
 from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
-from rnnexport_converters.tflite.calibration import INTEGER_MODES, NO_16X8, convert_in_child, io_scales
+from rnnexport_converters.tflite.calibration import INTEGER_MODES, NO_16X8, CalibratorCrash, convert_in_child, io_scales
 from rnnexport_converters.tflite.files import KERNELS, step_file, with_metadata
 from rnnexport_converters.tflite.layers import Layers
 from rnnexport_converters.tflite.surgery import replace_stubs, reset_quantized_states
@@ -55,7 +55,7 @@ def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions
 
 
 def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
-                   calibrated: Calibration | None = None) -> bytes:
+                   calibrated: Calibration | None, forms: dict[str, str]) -> bytes:
     """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs.
     Full-integer files are calibrated and converted in a child process (see `calibration`)."""
     tf = tensorflow()
@@ -64,7 +64,7 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
     with tempfile.TemporaryDirectory(prefix="rnnexport-tflite-") as tmp:
         tf.saved_model.save(holder, tmp, signatures={"serving_default": function.get_concrete_function()})
         if calibrated is not None:
-            return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io)
+            return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io, forms)
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
@@ -96,14 +96,15 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, CONVERTER_FUSES_AT_A_FIXED_BATCH
     try:
-        flatbuffer = _convert_saved(function, model, options, calibrated)
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers.forms)
     except ExportError as exc:
-        if batch is not None:
+        # A crash is no reason the converter gave: at batch 1 it would crash again.
+        if batch is not None or isinstance(exc, CalibratorCrash):
             raise
         layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
-        flatbuffer = _convert_saved(function, model, options, calibrated)
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers.forms)
     if layers.converter_fused:
         flatbuffer = reset_quantized_states(flatbuffer)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
