@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from rnnexport.errors import UnsupportedModelError
@@ -37,6 +38,19 @@ class Runner(Protocol):
     def run(self, inputs: Mapping[str, np.ndarray]) -> Arrays: ...
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How the reference is timed at one shape for the latency table: `call` runs it the way a
+    deployer runs the source (compiled: a traced function, a session), and was warmed up at that
+    shape; `how` says what it runs. `eager` says why it runs eagerly instead (tracing failed), and
+    `per_shape` that every new shape costs a trace or an eager run, so fewer shapes are timed."""
+
+    call: Callable[[], object]
+    how: str
+    eager: str = ""
+    per_shape: bool = False
+
+
 class ReferenceRunner(Runner, Protocol):
     def method(self, inputs: Mapping[str, np.ndarray]) -> str:
         """How the reference serves these inputs (e.g. the source as is, or rebuilt)."""
@@ -44,6 +58,9 @@ class ReferenceRunner(Runner, Protocol):
 
     # A reference may also define `serves(inputs) -> str`: why it holds no ground truth for
     # these inputs (empty when it does). The parity engine then skips the case and says why.
+    # For the latency table it may define `timing(inputs, outputs) -> Timing` (`outputs`: what
+    # `run` returned for `inputs`, to check a new trace against); else `run` is timed, described
+    # by its `runs_as` attribute.
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """The state of every recurrent layer after the whole sequence, keyed `<state>_next`."""
@@ -118,6 +135,10 @@ class ExportReference(Closable):
 
     def method(self, inputs: Mapping[str, np.ndarray]) -> str:
         return f"the export {self.label}"
+
+    @property
+    def runs_as(self) -> str:
+        return f"the export {self.label} in its runtime, as the other export"
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         if self.stream_runner is None:

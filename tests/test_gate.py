@@ -286,6 +286,10 @@ def test_same_config_and_seed_give_the_same_report(two_layers, tmp_path):
             latency = export.pop("latency")
             assert [(s["case"], s["median_ms"] > 0) for s in latency["shapes"]] == [
                 (f"len={n} batch={b}", True) for n in (3, 40) for b in (1, 3)]
+            # The source timed like the exports, compiled: tens of times slower than they are, not thousands.
+            assert latency["reference_timing"] == ("a tf.function traced once for any batch and length, as "
+                                                   "model.predict runs it") and latency["reference_eager"] == ""
+            assert all(0 < s["speedup"] < 500 and s["reference_median_ms"] > 0 for s in latency["shapes"]), latency
         reports.append(report)
     assert reports[0] == reports[1]
     environment = reports[0]["environment"]

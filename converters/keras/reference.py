@@ -10,7 +10,8 @@ import numpy as np
 
 from rnnexport_converters.keras import streaming as keras_streaming
 from rnnexport.device import Device
-from rnnexport.runner import Arrays, Closable
+from rnnexport.errors import one_line
+from rnnexport.runner import Arrays, Closable, Timing
 from rnnexport.tf import tensorflow
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ class KerasReference(Closable):
     trace is trusted only once it has matched the eager model on its first inputs."""
 
     name = "keras"
+    TRACED_ONCE = "a tf.function traced once for any batch and length, as model.predict runs it"
+    TRACED_PER_SHAPE = ("a tf.function traced for each shape timed (one trace for every shape does not reproduce "
+                        "this model)")
 
     def __init__(self, opened: OpenedKeras, device: Device) -> None:
         self.opened = opened
@@ -95,6 +99,30 @@ class KerasReference(Closable):
         with tf.device(self.tf_device):
             outputs = self._outputs(model, arrays)
         return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}
+
+    def timing(self, inputs: Mapping[str, np.ndarray], outputs: Arrays) -> Timing:
+        """`run` where one trace serves every shape (the sweep's call warmed it up); else a trace
+        for this shape alone, as `model.predict` without shape relaxation runs it, once it
+        reproduced `outputs`; else the eager model, saying why."""
+        model, arrays = self._model(inputs)
+        if self._functions.get((id(model), tuple(str(a.dtype) for a in arrays))) is not None:
+            return Timing(lambda: self.run(inputs), self.TRACED_ONCE)
+        tf = tensorflow()
+        traced = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
+                             input_signature=[tf.TensorSpec(a.shape, a.dtype) for a in arrays])
+
+        def call() -> list[np.ndarray]:
+            with tf.device(self.tf_device):
+                return [np.asarray(out) for out in _listed(traced(*arrays))]
+
+        try:
+            eager = "" if _agree(call(), [outputs[name] for name in self.opened.output_names]) else (
+                "traced, it does not reproduce the eager model")
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be traced is timed eagerly, and says so
+            eager = f"tracing it fails: {one_line(exc)}"
+        if eager:
+            return Timing(lambda: self.run(inputs), "the model called eagerly", eager=eager, per_shape=True)
+        return Timing(call, self.TRACED_PER_SHAPE, per_shape=True)
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """Each recurrent layer's state after the whole sequence, from the state it starts from,

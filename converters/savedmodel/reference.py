@@ -66,6 +66,7 @@ class SignatureReference(Closable):
     are served otherwise."""
 
     name = "tf2-savedmodel"
+    runs_as = "the signature's traced function"
 
     def __init__(self, path: Path, signature: str, device: Device, inputs: Sequence[tuple[str, str]],
                  outputs: Sequence[tuple[str, str]], fixed: int | None, pads: bool,

@@ -72,6 +72,7 @@ class GraphlessReference(Closable):
     """The named TF1 cells over the checkpoint's variables, in a Session, at any length."""
 
     name = "tf1-checkpoint"
+    runs_as = "the rebuilt graph in a TF1 Session.run"
 
     def __init__(self, opened: OpenedGraphless, device: Device) -> None:
         tf = tensorflow()

@@ -28,6 +28,7 @@ class Tf1Reference(Closable):
     next window's initial state. A bidirectional graph only serves its own length."""
 
     name = "tf1-checkpoint"
+    runs_as = "the graph in a TF1 Session.run"
 
     def __init__(self, opened: OpenedTf1, device: Device) -> None:
         self.opened = opened

@@ -100,7 +100,7 @@ def latency(reference: ReferenceOutputs, outputs: ExportOutputs, repeats: int, g
     by_name = {e.case.name: e.case for e in reference.cases}
     shapes = tuple(ShapeLatency(name, by_name[name].batch, by_name[name].length, ms, reference.latency.get(name))
                    for name, ms in outputs.latency.items())
-    return Latency(repeats, shapes, gate, against)
+    return Latency(repeats, shapes, gate, against, reference.timing, reference.eager)
 
 
 def fails_any(exports: Sequence[ExportUnderTest]) -> StopFn:

@@ -8,9 +8,9 @@ from typing import Any
 
 
 # Latencies are wall times on the machine that ran the sweep, shared with whatever else ran there.
-LATENCY_NOTE = ("wall time on this machine, on the sweep's own inputs: an export's median over repeated calls after "
-                "a warm-up call; the source's own call in the sweep as the reference runs it (at the first shape the faster of "
-                "its two)")
+LATENCY_NOTE = ("wall time on this machine, on the sweep's own inputs: the median of repeated calls after a warm-up "
+                "call, for each export and for the reference run as deployers run it (reference_timing says how; "
+                "reference_eager why it ran eagerly, when it did)")
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,16 @@ class ShapeLatency:
 
 @dataclass(frozen=True)
 class Latency:
-    """An export's latency per timed shape of the sweep, its gate, and what the ratios are against."""
+    """An export's latency per timed shape of the sweep, its gate, and what the ratios are
+    against; `reference_timing` says how the reference was timed, `reference_eager` why it ran
+    eagerly (then a ratio measures TensorFlow's eager loop, not a deployed model)."""
 
     repeats: int
     shapes: tuple[ShapeLatency, ...]
     gate: LatencyGate = field(default_factory=LatencyGate)
     against: str = "source"
+    reference_timing: str = ""
+    reference_eager: str = ""
 
     def failures(self) -> list[str]:
         found = []
@@ -74,5 +78,6 @@ class Latency:
 
     def to_dict(self) -> dict[str, Any]:
         return {"note": LATENCY_NOTE, "repeats": self.repeats, "against": self.against,
+                "reference_timing": self.reference_timing, "reference_eager": self.reference_eager,
                 "gate": self.gate.to_dict(), "passed": not self.failures(),
                 "shapes": [s.to_dict() for s in self.shapes]}

@@ -14,7 +14,7 @@ import numpy as np
 from rnnexport.errors import SourceError, UnsupportedModelError, one_line
 from rnnexport.model import TensorInfo
 from rnnexport.parity.results import Export
-from rnnexport.runner import NEXT, Arrays, Probe, ReferenceRunner, Runner, StreamRunner
+from rnnexport.runner import NEXT, Arrays, Probe, ReferenceRunner, Runner, StreamRunner, Timing
 from rnnexport.sweep import Case
 
 ProgressFn = Callable[[str, int, int], None]
@@ -52,19 +52,20 @@ class Expected:
     method: str
     outputs: Arrays = field(default_factory=dict)
     skipped: str = ""
-    # How long the reference's own call took, in milliseconds (None: not timed).
-    ms: float | None = None
 
 
 @dataclass(frozen=True)
 class ReferenceOutputs:
     """Everything the reference computed, case by case in sweep order (the repeated case and the
-    streaming cases included), and its median milliseconds per timed case name. Given to `run`
-    in place of a reference (read back from a golden file), its cases are the sweep."""
+    streaming cases included), and its median milliseconds per timed case name; `timing` says how
+    it was timed, `eager` why it ran eagerly where it did. Given to `run` in place of a reference
+    (read back from a golden file), its cases are the sweep."""
 
     device: str
     cases: tuple[Expected, ...]
     latency: Mapping[str, float] = field(default_factory=dict)
+    timing: str = ""
+    eager: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,13 @@ def expect(reference: ReferenceRunner, case: Case) -> Expected:
     if reason:
         return Expected(case, "not checked", skipped=reason)
     try:
-        started = time.perf_counter()
         outputs = reference.run(case.inputs)
-        ms = (time.perf_counter() - started) * 1000
     except Exception as exc:  # noqa: BLE001 - the source rejecting an input is the user's input problem
         raise SourceError(f"the source itself cannot run case {case.name} ({one_line(exc)}); "
                           "choose lengths and batches it accepts with --lengths and --batches") from None
     method = reference.method(case.inputs)
     if case.chunk is None:
-        return Expected(case, method, outputs, ms=ms)
+        return Expected(case, method, outputs)
     method = f"{method}, whole sequence"
     try:
         outputs = {**outputs, **reference.final_state(case.inputs)}
@@ -199,6 +198,24 @@ def timed(case: Case) -> bool:
     return case.chunk is None and case.kind in ("random", "data")
 
 
+def edges(cases: Sequence[Case]) -> set[str]:
+    """The timed cases at the shortest and the longest length of each batch: where a reference
+    that costs a trace or an eager run per shape is timed."""
+    found: dict[int, list[Case]] = {}
+    for case in filter(timed, cases):
+        found.setdefault(case.batch, []).append(case)
+    return {case.name for shapes in found.values() for case in (min(shapes, key=lambda c: c.length or 0),
+                                                                  max(shapes, key=lambda c: c.length or 0))}
+
+
+def timing(reference: ReferenceRunner, case: Case, outputs: Arrays) -> Timing:
+    """How to time the reference at `case` (see `Timing`): its own `timing`, or its `run`."""
+    own = getattr(reference, "timing", None)
+    if own is not None:
+        return own(case.inputs, outputs)
+    return Timing(lambda: reference.run(case.inputs), getattr(reference, "runs_as", "the reference's own call"))
+
+
 def median_ms(call: Callable[[], object], repeats: int) -> float:
     """The median wall time of `repeats` calls, in milliseconds; the caller has warmed it up."""
     samples = []
@@ -227,10 +244,11 @@ def run(
     before (`ReferenceOutputs`, whose cases are then the sweep).
 
     With `latency_repeats`, each export is then called that many more times at each shape of the
-    sweep (its own call in the sweep was the warm-up), and the median kept. The reference, often
-    the slowest by far, is not called again: its latency is its own call in the sweep (for the
-    first shape, the faster of its two). `stop` is asked after each case whether to end the
-    sweep there."""
+    sweep (its own call in the sweep was the warm-up), and the median kept; so is the reference,
+    run as a deployer runs the source (`timing`). Where it needs a trace per shape or runs
+    eagerly (often the slowest thing by far), it is timed only at the shortest and the longest
+    length of each batch (`edges`). `stop` is asked after each case whether to end the sweep
+    there."""
     recorded = reference if isinstance(reference, ReferenceOutputs) else None
     if recorded is not None:
         every = [expected.case for expected in recorded.cases]
@@ -243,6 +261,10 @@ def run(
     produced: list[list[Produced | None]] = [[] for _ in exports]
     seconds = [0.0 for _ in exports]
     reference_ms: dict[str, float] = {}
+    hows: dict[str, None] = {}
+    eager = ""
+    per_shape = False
+    ends = edges(every)
     export_ms: list[dict[str, float]] = [{} for _ in exports]
     stopped = ""
     for index, case in enumerate(every):
@@ -250,9 +272,13 @@ def run(
             progress(case.name, index, len(every))
         expected.append(recorded.cases[index] if recorded else expect(reference, case))
         measure = latency_repeats > 0 and timed(case) and not expected[-1].skipped
-        if recorded is None and expected[-1].ms is not None and (measure or case.kind == AGAIN):
-            name = cases[0].name if case.kind == AGAIN else case.name
-            reference_ms[name] = min(reference_ms.get(name, expected[-1].ms), expected[-1].ms)
+        if measure and recorded is None and (case.name in ends or not per_shape):
+            timer = timing(reference, case, expected[-1].outputs)
+            per_shape = per_shape or timer.per_shape
+            if case.name in ends or not timer.per_shape:
+                reference_ms[case.name] = median_ms(timer.call, latency_repeats)
+                hows[timer.how] = None
+                eager = eager or timer.eager
         for i, export in enumerate(exports):
             if (export.runner if case.chunk is None else export.stream_runner) is None:
                 produced[i].append(None)
@@ -269,8 +295,11 @@ def run(
             break
     if progress:
         progress("done", len(every), len(every))
+    if per_shape:
+        hows["at the shortest and the longest length of each batch only"] = None
     return RunResults(
-        ReferenceOutputs(device, tuple(expected), recorded.latency if recorded else reference_ms),
+        ReferenceOutputs(device, tuple(expected), *((recorded.latency, recorded.timing, recorded.eager) if recorded
+                                                    else (reference_ms, "; ".join(hows), eager))),
         tuple(
             ExportOutputs(e.runner.device if e.runner else "-", tuple(done), elapsed,
                           tuple(e.stream_runner.states) if e.stream_runner else (), ms)

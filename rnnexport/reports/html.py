@@ -169,10 +169,11 @@ def _latency(report: ParityReport) -> str:
     if not tables:
         return ""
     parts = [f"<h2>Latency</h2><p class=note>{_esc(latency_title(report))}</p>"]
-    for source, _, header, rows in tables:
+    for source, how, header, rows in tables:
         head = "".join(f"<th>{_esc(cell)}</th>" for cell in header)
         body = "".join("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-        parts.append(f"<h3>{_esc(Path(source).name)}</h3><table><tr>{head}</tr>{body}</table>")
+        parts.append(f"<h3>{_esc(Path(source).name)}</h3><table><tr>{head}</tr>{body}</table>"
+                     f"<p class=note>{_esc(how)}</p>")
     return "".join(parts)
 
 

@@ -26,9 +26,9 @@ def render(report: ParityReport) -> str:
     tables = latency_tables(report)
     if tables:
         lines += ["", "#### Latency", "", f"_{latency_title(report)}_"]
-    for source, _, header, rows in tables:
+    for source, how, header, rows in tables:
         lines += ["", f"{Path(source).name}:", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)]
+                  "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows), "", f"_{how}_"]
     drifting = [e for e in report.exports if not e]
     if drifting:
         lines += ["", "#### Where it drifts"]

@@ -79,11 +79,11 @@ def render(report: ParityReport, verbose: bool = False) -> str:
     tables = latency_tables(report)
     if tables:
         lines += ["", latency_title(report)]
-    for source, _, header, rows in tables:
+    for source, how, header, rows in tables:
         latency = new_table(*header)
         for row in rows:
             latency.add_row(*row)
-        lines += [f"{Path(source).name}:", *plain(latency).splitlines()]
+        lines += [f"{Path(source).name}:", *plain(latency).splitlines(), f"  {how}"]
     lines.append("")
     lines.append(report.headline)
     return "\n".join(lines)

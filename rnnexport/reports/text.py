@@ -84,8 +84,19 @@ def speedup(value: float | None) -> str:
     return f" ({value:,.0f}x)" if value >= 10 else f" ({value:.2g}x)"
 
 
+def reference_timing(against: str, how: str, eager: str) -> str:
+    """How the reference of a latency table was timed, and a warning when it ran eagerly."""
+    if not how:
+        return f"the {against} was not timed here"
+    line = f"the {against} timed as {how}"
+    if eager:
+        line += (f"; EAGER: {eager}, so its ratios measure TensorFlow's eager loop, not the source as "
+                 "deployed")
+    return line
+
+
 def latency_tables(report: ParityReport) -> list[tuple[str, str, list[str], list[list[str]]]]:
-    """Per source: (source, what the ratios are against, header, rows) of the latency table:
+    """Per source: (source, how its reference was timed, header, rows) of the latency table:
     one row per timed shape, the reference's median milliseconds, then each export's with its
     speedup over the reference."""
     tables = []
@@ -93,7 +104,8 @@ def latency_tables(report: ParityReport) -> list[tuple[str, str, list[str], list
         timed = [e for e in report.exports if e.source == source and e.latency]
         if not timed:
             continue
-        against = timed[0].latency.against
+        first = timed[0].latency
+        against = first.against
         shapes = list(dict.fromkeys(s.case for e in timed for s in e.latency.shapes))
         header = ["shape", against, *(f"{e.target} {Path(e.path).name}" for e in timed)]
         rows = []
@@ -102,12 +114,13 @@ def latency_tables(report: ParityReport) -> list[tuple[str, str, list[str], list
             reference = next((s.reference_ms for s in found if s is not None), None)
             rows.append([shape, ms(reference), *("-" if s is None else f"{ms(s.median_ms)}{speedup(s.speedup)}"
                                                   for s in found)])
-        tables.append((source, against, header, rows))
+        tables.append((source, reference_timing(against, first.reference_timing, first.reference_eager), header,
+                       rows))
     return tables
 
 
 def latency_title(report: ParityReport) -> str:
     repeats = next((e.latency.repeats for e in report.exports if e.latency), 0)
     return (f"latency in ms on this machine (another machine or load gives other numbers): each export's median "
-            f"of {repeats} calls after a warm-up; the source's own call in the sweep, as the reference runs it; "
-            "(Nx) = times faster than the reference")
+            f"of {repeats} calls after a warm-up, the reference's too, run as deployers run it (how: under each "
+            "table); (Nx) = times faster than the reference")
