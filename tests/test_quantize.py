@@ -4,6 +4,7 @@ ONNX static int8, dynamic-range and float16, on one model holding every recurren
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 
 import jsonschema
 import numpy as np
@@ -54,7 +55,8 @@ def quantized(tmp_path_factory):
     np.savez(tmp / "zeros.npz", x=np.zeros((16, 20, 4), np.float32))
     outcome = CliRunner().invoke(cli, [
         "convert", str(source), "--to", "tflite", "--to", "onnx", "--quantize", "int8", "--integer-io",
-        "--calibration", str(tmp / "calibration.npz"), "--out", str(tmp / "int8"), "--json", *SWEEP, *AGREEMENT])
+        "--calibration", str(tmp / "calibration.npz"), "--out", str(tmp / "int8"), "--json", "--html",
+        str(tmp / "report.html"), *SWEEP, *AGREEMENT])
     return tmp, source, outcome
 
 
@@ -242,3 +244,68 @@ def test_a_real_calibrator_crash_is_a_one_line_refusal_naming_where_it_died(tmp_
         "(calibrator.py:152)"], outcome.output
     assert "Traceback" not in outcome.output
     assert not (tmp_path / "out").exists()
+
+
+class _Page(HTMLParser):
+    """The charts of an HTML report (threshold lines, paths, points with their titles) and its tables' rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.charts, self.rows, self.fetched, self._open = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.fetched += [v for k, v in attrs.items() if k in ("src", "href")]
+        if tag == "svg":
+            self.charts.append({"label": attrs["aria-label"], "threshold": None, "paths": 0, "points": []})
+        elif tag == "line" and attrs.get("class") == "threshold":
+            self.charts[-1]["threshold"] = float(attrs["y1"])
+            self._open = "threshold"
+        elif tag == "path" and self.charts:
+            self.charts[-1]["paths"] += 1
+        elif tag == "circle":
+            self.charts[-1]["points"].append([float(attrs["cy"]), attrs["class"], ""])
+            self._open = "point"
+        elif tag == "tr":
+            self.rows.append([])
+            self._open = "row"
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self._open = None
+
+    def handle_data(self, data):
+        if self._open == "threshold":
+            self.charts[-1]["threshold_title"] = data
+        elif self._open == "point":
+            self.charts[-1]["points"][-1][2] = data
+        if self._open == "row":
+            self.rows[-1].append(data)
+        else:
+            self._open = None
+
+
+def test_html_report_draws_what_judges_a_quantized_export(quantized):
+    """No float tolerance line: SNR and agreement against length with their thresholds, and the layer ranking."""
+    tmp, _, outcome = quantized
+    page = _Page()
+    page.feed((tmp / "report.html").read_text())
+    assert page.fetched == []
+    labels = [chart["label"] for chart in page.charts]
+    assert labels == ["SNR (dB) against sequence length", "top-1 agreement (%) against sequence length"] * 2
+    for target, (snr, agreement) in zip(("tflite", "onnx"), zip(page.charts[::2], page.charts[1::2])):
+        (probs,) = _export(outcome, target)["quantized"]["outputs"]
+        assert snr["threshold_title"] == "--min-snr 20 dB" and agreement["threshold_title"] == "--min-agreement 0.9"
+        assert snr["paths"] == agreement["paths"] == 1
+        assert [title for _, _, title in snr["points"]] == [
+            f"output probs, length {x['length']}: {x['snr_db']:.1f} dB" for x in probs["by_length"]]
+        assert [title for _, _, title in agreement["points"]] == [
+            f"output probs, length {x['length']}: {x['top1_agreement'] * 100:.1f}%" for x in probs["by_length"]]
+        for chart in (snr, agreement):
+            # Every point passes, so it sits above the threshold line (SVG's y grows downwards).
+            assert all(cy < chart["threshold"] and kind == "ok" for cy, kind, _ in chart["points"])
+    # Each export's layers, lowest SNR first, as the JSON report ranks them.
+    ranked = [[layer["name"], layer["kind"], layer["tensor"], f"{layer['snr_db']:.1f} dB"]
+              for target in ("tflite", "onnx") for layer in _export(outcome, target)["quantized"]["layers_by_snr"]]
+    assert [row for row in page.rows if row[:1] != ["layer"] and row[0] in LAYERS] == ranked
+    assert [row for row in page.rows if row[:1] == ["layer"]] == [["layer", "kind", "export tensor", "SNR"]] * 2

@@ -1,6 +1,9 @@
 """The HTML report, for people: one self-contained page (inline CSS and SVG, nothing fetched)
 with the table and, per source, its exports' error against sequence length on one chart (a line
-per export and batch) and, for streaming exports, against chunk size; then the latency table."""
+per export and batch) and, for streaming exports, against chunk size; then the latency table.
+A quantized export is drawn by what judges it instead: its SNR against sequence length with the
+`--min-snr` line, its top-1 agreement against length with the `--min-agreement` line where an
+output is class scores, and its layers ranked by SNR."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from rnnexport.reports.text import cases, error, failing, latency_tables, latenc
 
 if TYPE_CHECKING:
     from rnnexport.parity import ExportResult
+    from rnnexport.parity.decisions import OutputQuality
     from rnnexport.reports.report import ParityReport
 
 # One colour per export of a source; a failing point is ringed in red whatever its line.
@@ -132,15 +136,114 @@ def _legend(series: list[Series]) -> str:
     return f"<p class=legend>{keys}</p>"
 
 
+def _linear_chart(series: list[Series], y_label: str, unit: str, threshold: float, threshold_label: str) -> str:
+    """`y_label` (linear) against sequence length (log) for every series, the threshold a point
+    must reach as a dashed red line. A point without a value (an exact output: no noise) sits on
+    a row above the plot, labelled exact."""
+    width, height, left, right, top, bottom = 560, 240, 66, 12, 26, 44
+    values = [v for s in series for _, v, _ in s.points if v is not None]
+    has_exact = any(v is None for s in series for _, v, _ in s.points)
+    low, high = min([*values, threshold]), max([*values, threshold])
+    margin = max((high - low) * 0.1, 1.0)
+    low, high = low - margin, high + margin
+    xs = sorted({x for s in series for x, _, _ in s.points})
+    x_low, x_span = math.log2(xs[0]), max(math.log2(xs[-1]) - math.log2(xs[0]), 1.0)
+    plot_top = top + (16 if has_exact else 0)
+
+    def x(value: int) -> float:
+        return left + 10 + (math.log2(value) - x_low) / x_span * (width - left - right - 20)
+
+    def y(value: float | None) -> float:
+        if value is None:
+            return top + 6
+        return plot_top + (high - value) / (high - low) * (height - bottom - plot_top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{y_label} against sequence length">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" class=frame />']
+    step = 10 ** math.floor(math.log10(max(high - low, 1e-9) / 2))
+    for k in range(math.ceil(low / step), math.floor(high / step) + 1):
+        tick = k * step
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" class=tick text-anchor=end>{tick:g}</text>')
+    if has_exact:
+        parts.append(f'<text x="{left - 4}" y="{y(None) + 4:.1f}" class=tick text-anchor=end>exact</text>')
+    for value in xs:
+        parts.append(f'<text x="{x(value):.1f}" y="{height - bottom + 14}" class=tick text-anchor=middle>{value}</text>')
+    parts.append(f'<text x="{(left + width) / 2:.1f}" y="{height - 6}" class=axis text-anchor=middle>sequence length</text>')
+    parts.append(f'<text x="14" y="{(top + height - bottom) / 2:.1f}" class=axis text-anchor=middle '
+                 f'transform="rotate(-90 14 {(top + height - bottom) / 2:.1f})">{_esc(y_label)}</text>')
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
+                 f'class=threshold><title>{_esc(threshold_label)}</title></line>')
+    for s in series:
+        path = " ".join(f"{'L' if i else 'M'}{x(at):.1f},{y(v):.1f}" for i, (at, v, _) in enumerate(s.points))
+        parts.append(f'<path d="{path}" stroke="{s.color}" class=line><title>{_esc(s.label)}</title></path>')
+        for at, v, passed in s.points:
+            shown = "exact" if v is None else f"{v:.1f}{unit}"
+            parts.append(f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{s.color}" class="{"ok" if passed else "bad"}">'
+                         f'<title>{_esc(s.label)}, length {at}: {shown}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _by_length(quality: tuple[OutputQuality, ...], agreement: bool, threshold: float) -> list[Series]:
+    """One series per output (per class-score output for `agreement`): its SNR in dB, or its
+    top-1 agreement in %, at each sequence length, pooled over batches."""
+    found = []
+    for i, q in enumerate(o for o in quality if o.kind is not None or not agreement):
+        points = []
+        for length, totals in q.by_length:
+            value = totals.agreement * 100 if agreement and totals.agreement is not None else totals.snr_db
+            points.append((length, value, value is None or value >= threshold))
+        if points:
+            found.append(Series(f"output {q.name}", COLORS[i % len(COLORS)], "", tuple(points)))
+    return found
+
+
+def _ranking(e: ExportResult) -> str:
+    """The export's layers, lowest SNR first, each with a bar of its SNR against `--min-snr`."""
+    if not e.layers_by_snr:
+        return ""
+    limit = e.thresholds.min_snr_db
+    top = max([limit, *(layer.snr_db for layer in e.layers_by_snr if layer.snr_db is not None)]) * 1.1
+    rows = []
+    for layer in e.layers_by_snr:
+        snr = layer.snr_db
+        bar = ("" if snr is None else f'<span class="bar {"ok" if snr >= limit else "bad"}" '
+               f'style="width: {max(snr, 0) / top * 200:.0f}px"></span>')
+        shown = "no tensor of its shape" if not layer.tensor else "exact" if snr is None else f"{snr:.1f} dB"
+        rows.append(f"<tr><td>{_esc(layer.name)}</td><td>{_esc(layer.kind)}</td><td><code>{_esc(layer.tensor)}"
+                    f"</code></td><td>{shown}</td><td>{bar}</td></tr>")
+    return (f"<h4>layers by SNR, lowest first (--min-snr {limit:g} dB)</h4><table class=ranking><tr><th>layer</th>"
+            f"<th>kind</th><th>export tensor</th><th>SNR</th><th></th></tr>{''.join(rows)}</table>")
+
+
+def _quantized_charts(e: ExportResult) -> str:
+    """What a quantized export is judged by, against length, and where it departs most."""
+    t = e.thresholds
+    parts = [f"<h4>{_esc(e.target)} <code>{_esc(Path(e.path).name)}</code>: quantized "
+             f"{_esc(str(e.details.get('quantize', '')))}, judged by {_esc(str(t))}</h4>"]
+    snr = _by_length(e.quality, False, t.min_snr_db)
+    if snr:
+        parts.append(_linear_chart(snr, "SNR (dB)", " dB", t.min_snr_db, f"--min-snr {t.min_snr_db:g} dB") + _legend(snr))
+    agreement = _by_length(e.quality, True, t.min_agreement * 100)
+    if agreement:
+        parts.append(_linear_chart(agreement, "top-1 agreement (%)", "%", t.min_agreement * 100,
+                                   f"--min-agreement {t.min_agreement:g}") + _legend(agreement))
+    return "".join(parts) + _ranking(e)
+
+
 def _charts(source: str, exports: list[ExportResult]) -> str:
-    """The charts of one source: every export's error against length, and against chunk size."""
-    tolerances = list(dict.fromkeys((e.tolerance.atol, COLORS[i % len(COLORS)]) for i, e in enumerate(exports)))
+    """The charts of one source: every float export's error against length, and against chunk
+    size, on one chart each; each quantized export's own (`_quantized_charts`)."""
+    floats = [e for e in exports if e.thresholds is None]
+    tolerances = list(dict.fromkeys((e.tolerance.atol, COLORS[i % len(COLORS)]) for i, e in enumerate(floats)))
     parts = [f"<h3>{_esc(Path(source).name)}</h3>"]
     for streaming, x_label, title in ((False, "sequence length", "full sequences"),
                                       (True, "chunk size (steps per step() call)", "streaming, chunk by chunk")):
-        series = [s for s in _series(exports, streaming) if s.points]
+        series = [s for s in _series(floats, streaming) if s.points]
         if series:
             parts.append(f"<h4>{title}</h4>{_svg_chart(series, x_label, tolerances)}{_legend(series)}")
+    parts += [_quantized_charts(e) for e in exports if e.thresholds is not None]
     if len(parts) == 1:
         parts.append("<p class=note>No cases to plot.</p>")
     return "".join(parts)
@@ -154,6 +257,8 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4
 svg .frame { fill: none; stroke: #999; } svg .tick, svg .axis { font-size: 11px; fill: #555; }
 svg .tol { stroke-dasharray: 5 4; opacity: 0.7; } svg .line { fill: none; stroke-width: 2; }
 svg .cut { stroke: #bbb; stroke-dasharray: 2 2; } svg .bad { stroke: #cf222e; stroke-width: 3; }
+svg .threshold { stroke: #cf222e; stroke-dasharray: 5 4; }
+.bar { display: inline-block; height: 10px; } .bar.ok { background: #1a7f37; } .bar.bad { background: #cf222e; }
 .legend .key { margin-right: 1.2em; white-space: nowrap; }
 .swatch { display: inline-block; width: 28px; vertical-align: middle; }
 """
@@ -196,7 +301,7 @@ def render(report: ParityReport) -> str:
             f"<div class=export><h3>{esc(e.target)} <code>{esc(e.path)}</code> "
             f"<span class={e.status.split()[0]}>{e.status}</span></h3>"
             f"<p class=note>source {esc(e.source)}; runs on {esc(e.device)}; reference on {esc(e.reference_device)}; "
-            f"{esc(str(e.tolerance))}</p><ul class=note>{notes}</ul>{drift}"
+            f"{esc(e.criterion)}</p><ul class=note>{notes}</ul>{drift}"
             f"{f'<ul>{listed}</ul>' if listed else ''}</div>"
         )
     environment = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
