@@ -8,7 +8,9 @@ The inputs are MFCC-like: each model's own DecodeWav -> AudioSpectrogram -> Mfcc
 synthetic one-second clips (two to four tones with a syllable-like envelope over noise), so the
 features have the statistics the recurrence was trained on. The first half calibrates the
 quantized exports; the second half is what their decisions are compared on, against the frozen
-graph itself: top-1 agreement, KL divergence and SNR of `labels_softmax`. Latency is the median of
+graph itself: top-1 agreement, the agreement on the clips the float graph decides clearly (top
+class ahead of the second by 0.2 or more, `decisions.CLEAR_MARGIN`; how many of them), KL
+divergence and SNR of `labels_softmax`. Latency is the median of
 single-clip calls (batch 1) on one thread (LiteRT, onnxruntime). Absolute times drift with the
 machine's load: read the ratios to each format's float file.
 """
@@ -127,7 +129,7 @@ def main() -> None:
     print(f"ML-KWS models cut at Mfcc:0, {args.samples} MFCC-like inputs (half calibrate, half judge), "
           f"latency: median of {args.repeats} single-clip calls, one thread")
     header = f"{'model':16} {'target':7} {'mode':14} {'KiB':>7} {'ms':>7} {'x float':>7} {'top-1':>7} " \
-             f"{'KL':>9} {'SNR dB':>7}  note"
+             f"{'clear':>12} {'KL':>9} {'SNR dB':>7}  note"
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
@@ -145,7 +147,7 @@ def main() -> None:
                 target, mode = entry.split(":")
                 path, refused = export(model, Path(tmp), target, mode, calibration)
                 if path is None:
-                    print(f"{name:16} {target:7} {mode:14} {'-':>7} {'-':>7} {'-':>7} {'-':>7} {'-':>9} {'-':>7}  "
+                    print(f"{name:16} {target:7} {mode:14} {'-':>7} {'-':>7} {'-':>7} {'-':>7} {'-':>12} {'-':>9} {'-':>7}  "
                           f"refused: {refused}")
                     continue
                 run = single_thread_runner(path)
@@ -157,7 +159,8 @@ def main() -> None:
                 ratio = f"{ms / float_ms[target]:.2f}" if target in float_ms else "-"
                 snr = f"{found.snr_db:.1f}" if found.snr_db is not None else "exact"
                 print(f"{name:16} {target:7} {mode:14} {path.stat().st_size / 1024:7.1f} {ms:7.2f} {ratio:>7} "
-                      f"{found.agreement:7.1%} {found.mean_kl:9.2e} {snr:>7}")
+                      f"{found.agreement:7.1%} {f'{found.clear_agreement:.1%} of {found.clear}':>12} "
+                      f"{found.mean_kl:9.2e} {snr:>7}")
         getattr(reference, "close", lambda: None)()
 
 

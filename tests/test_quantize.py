@@ -78,6 +78,8 @@ def test_int8_exports_pass_by_decisions_and_report_them(quantized):
         assert probs["class_scores"] == SOFTMAX and probs["passed"] is True
         assert probs["decisions"] == (1 + 8) * (1 + 9 + 20) + 1  # every step of every case, "again" included
         assert probs["top1_agreement"] >= 0.9 and probs["snr_db"] >= 20.0 and probs["kl_divergence"] <= 0.05
+        clear = probs["top1_agreement_clear"]
+        assert clear["margin"] == 0.2 and 0 < clear["decisions"] < probs["decisions"] and clear["agreement"] >= 0.9
         assert probs["max_abs"] > 1e-4, "a quantized export that matches exactly was not quantized"
         assert [x["length"] for x in probs["by_length"]] == [1, 9, 20]
         ranked = judged["layers_by_snr"]
@@ -204,8 +206,19 @@ def test_decisions_pool_cases_and_tell_class_scores_apart():
     pooled = scores(regression, noise, None) + Scores()
     assert pooled.snr_db == pytest.approx(10 * np.log10(np.mean(regression ** 2) / 1e-4), rel=1e-6)
     quality = judge([(5, {"p": probs}, {"p": flipped})], Thresholds(20.0, 0.99, 0.01), None, "c.npz: 4 rows")
-    assert not quality[0] and "top-1 agreement 95.0% < 99.0% (1 of 20 decisions differ)" in quality[0].describe()
+    assert not quality[0]
+    assert "top-1 agreement 95.0% < 99.0% (1 of 20 decisions differ; 94.1% of the 17" in quality[0].describe()
     assert ThresholdOverrides(min_snr_db=35.0).apply(DEFAULT_THRESHOLDS["int8"]) == Thresholds(35.0, 0.99, 0.05)
+    # A flip near a tie (margin 0.1) counts against the agreement; the clear decision (margin 0.5) still agrees.
+    near_tie = np.array([[0.5, 0.4, 0.1], [0.7, 0.2, 0.1]])
+    exported = np.array([[0.4, 0.5, 0.1], [0.7, 0.2, 0.1]])
+    (tie,) = judge([(2, {"p": near_tie}, {"p": exported})], Thresholds(20.0, 0.99, 1.0), None)
+    assert (tie.totals.agreement, tie.totals.clear, tie.totals.clear_agreement) == (0.5, 1, 1.0)
+    assert tie.to_dict()["top1_agreement_clear"] == {"margin": 0.2, "decisions": 1, "agreement": 1.0}
+    assert "(1 of 2 decisions differ; 100.0% of the 1 the source makes by a margin of 0.2 or more agree)" in \
+        tie.describe()
+    sigmoid_flip = scores(np.array([0.55, 0.9]), np.array([0.45, 0.2]), SIGMOID)
+    assert (sigmoid_flip.agreeing, sigmoid_flip.clear, sigmoid_flip.clear_agreeing) == (0, 1, 0)
 
 
 def test_a_streamed_data_set_judges_a_quantized_export_by_decisions_too(quantized):
