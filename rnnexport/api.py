@@ -54,6 +54,8 @@ class ConvertResult:
 
     artifacts: list[Artifact] = field(default_factory=list)
     report: ParityReport | None = None
+    # The source that failed first with --fail-fast, when one did: the run stopped after it.
+    failed: str = ""
 
     @property
     def passed(self) -> bool:
@@ -227,9 +229,15 @@ class Prepared:
     device: Device | None
     ready: list[_Ready]
 
+    def not_run(self, first: str) -> list[ExportResult]:
+        """Failing entries for every export of this conversion, not run because the source `first`
+        failed before it (--fail-fast)."""
+        return _not_run(self.ready, first)
+
     def write(self, progress: Progress | None = None) -> ConvertResult:
         """Build every export, install them, then validate them; interrupted, raise `Interrupted`
-        naming the exports installed."""
+        naming the exports installed. With --fail-fast, the sources after the first that fails
+        are not checked (`ConvertResult.failed` names it)."""
         options, device = self.options, self.device
         result = ConvertResult(report=_new_report(device, options.validation) if device else None)
         try:
@@ -244,11 +252,21 @@ class Prepared:
                             result.artifacts.append(Artifact(each.planned.label, target.name, dest))
                 if device is not None:
                     for each in self.ready:
+                        if result.failed:
+                            result.report.exports += _not_run([each], result.failed)
+                            continue
                         _validate_written(each, device, options.validation, result, progress)
+                        if options.validation.fail_fast and not result.report.passed:
+                            result.failed = each.planned.label
         except KeyboardInterrupt as exc:
             raise Interrupted(getattr(exc, "signum", signal.SIGINT),
                               tuple(a.path for a in result.artifacts)) from None
         return result
+
+
+def _not_run(ready: Sequence[_Ready], first: str) -> list[ExportResult]:
+    return [ExportResult.not_run(each.planned.label, export.target.name, str(export.path), first)
+            for each in ready for export in each.planned.exports]
 
 
 def prepare(sources: SourceLike | Sequence[SourceLike], out: str | Path, options: ConvertOptions = ConvertOptions(),

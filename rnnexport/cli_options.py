@@ -67,7 +67,9 @@ def judging_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rtol", multiple=True, metavar="[NAME=]X",
                      help="Relative tolerance, as --atol. An output passes where every element has "
                           "|export - reference| <= atol + rtol * |reference|."),
-        click.option("--fail-fast", is_flag=True, help="End the sweep at the first case an export fails."),
+        click.option("--fail-fast", is_flag=True,
+                     help="End the run at the first case an export fails: the rest of its sweep, and every source "
+                          "after it (reported as not run)."),
         click.option("--latency-repeats", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Timed calls per shape of the sweep, after its own call, for the latency table (0: none)."),
         click.option("--max-latency-ms", multiple=True, metavar="[TARGET=]MS",

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,11 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
 
     `convert` writes each model's exports to a staging directory inside `out` and moves them into
     place when the model is done; an existing export is replaced only with `force`, or when it is
-    the one this cache recorded for the model. `on_done(outcome, done, total)` is told of each model."""
+    the one this cache recorded for the model. `on_done(outcome, done, total)` is told of each model.
+    With --fail-fast the first model that fails stops the run: the workers still running are ended,
+    and every model not finished is reported as not run."""
+    from rnnexport.parity import ExportResult
+
     if command not in ("convert", "validate"):
         raise ValueError(command)
     if options.executor not in EXECUTORS:
@@ -252,29 +257,47 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
         if on_done:
             on_done(outcome, done, len(tasks))
 
-    def finished(task: Task, outcome: Outcome) -> None:
+    def told(outcome: Outcome) -> None:
         nonlocal done
+        done += 1
+        if on_done:
+            on_done(outcome, done, len(tasks))
+
+    def failing(outcome: Outcome) -> bool:
+        return given.fail_fast and not outcome.passed
+
+    def finished(task: Task, outcome: Outcome) -> bool:
+        """Keep what a model's worker found; whether the run stops there (--fail-fast)."""
         if not outcome.exports and (outcome.error or task.validate):
             outcome.exports = _failed_entries(task, outcome.error or "no export was checked",
                                               destinations[task.index])
         if not outcome.crashed:
             cache.save(command, task.model, out, keys[task.index], outcome)
         outcomes[task.index] = outcome
-        done += 1
-        if on_done:
-            on_done(outcome, done, len(tasks))
+        told(outcome)
+        return failing(outcome)
 
-    if to_run:
+    first = next((outcome.label for outcome in outcomes.values() if failing(outcome)), "")
+    if to_run and not first:
         if command == "convert":
             _convert(to_run, out, options, finished)
         else:
-            for task, outcome in _execute(to_run, options):
-                finished(task, outcome)
+            with closing(_execute(to_run, options)) as finishing:
+                for task, outcome in finishing:
+                    if finished(task, outcome):
+                        break
+        first = next((outcomes[t.index].label for t in tasks if t.index in outcomes and failing(outcomes[t.index])), "")
+    for task in (t for t in tasks if t.index not in outcomes):
+        outcome = Outcome(task.label, error=f"not run (--fail-fast): {first} failed first", crashed=True)
+        outcome.exports = [ExportResult.not_run(task.label, target, str(path), first)
+                           for target, path in destinations[task.index] or [("unknown", Path("-"))]]
+        outcomes[task.index] = outcome
+        told(outcome)
     ordered = [outcomes[t.index] for t in tasks]
     return FleetResult(_merged(ordered), ordered, [a for o in ordered for a in o.artifacts])
 
 
-def _execute(tasks: Sequence[Task], options: FleetOptions) -> Iterable[tuple[Task, Outcome]]:
+def _execute(tasks: Sequence[Task], options: FleetOptions) -> Generator[tuple[Task, Outcome], None, None]:
     from rnnexport import executors
 
     if options.executor == "ray":
@@ -303,24 +326,27 @@ def _check_destinations(tasks: Sequence[Task], out: Path, export: ExportOptions,
 
 
 def _convert(tasks: Sequence[Task], out: Path, options: FleetOptions,
-             finished: Callable[[Task, Outcome], None]) -> None:
+             finished: Callable[[Task, Outcome], bool]) -> None:
     """Run the conversions, each writing under a staging directory inside `out`, and move each
-    model's exports into place as soon as it is done."""
+    model's exports into place as soon as it is done; stop (ending the workers still running)
+    once `finished` says so."""
     from rnnexport.plan import Writing
 
     installed: list[Path] = []
     try:
         with Writing(out) as writing, writing.temporary() as tmp:
             staged = [dataclasses.replace(t, staging=Path(tmp) / str(t.index)) for t in tasks]
-            for task, outcome in _execute(staged, options):
-                if not outcome.error:
-                    for artifact in outcome.artifacts:
-                        dest = out / Path(artifact.path).relative_to(task.staging)
-                        writing.install(Path(artifact.path), dest, force=True)
-                        installed.append(dest)
-                    _moved(outcome, task.staging, out)
-                    outcome.hashes = {str(a.path): content_hash(Path(a.path)) for a in outcome.artifacts}
-                finished(task, outcome)
+            with closing(_execute(staged, options)) as finishing:
+                for task, outcome in finishing:
+                    if not outcome.error:
+                        for artifact in outcome.artifacts:
+                            dest = out / Path(artifact.path).relative_to(task.staging)
+                            writing.install(Path(artifact.path), dest, force=True)
+                            installed.append(dest)
+                        _moved(outcome, task.staging, out)
+                        outcome.hashes = {str(a.path): content_hash(Path(a.path)) for a in outcome.artifacts}
+                    if finished(task, outcome):
+                        break
     except KeyboardInterrupt as exc:
         raise Interrupted(getattr(exc, "signum", 2), tuple(installed)) from None
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rnnexport import api, settings
+from rnnexport import api, plugins, settings
 from rnnexport.config import Config, ModelEntry
 from rnnexport.errors import Interrupted, UserError
 from rnnexport.options import ConvertOptions, ExportOptions, SourceOptions
+from rnnexport.parity import ExportResult
 from rnnexport.plan import export_paths, plan_exports
 from rnnexport.reports import ParityReport
 from rnnexport.settings import Given
@@ -58,12 +59,16 @@ def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
     prepared = [api.prepare([m.source for m in group], out, options, progress) for options, group in calls]
     result = api.ConvertResult()
     for each in prepared:
+        if result.failed:  # --fail-fast: nothing more is written
+            result.report.exports += each.not_run(result.failed)
+            continue
         try:
             converted = each.write(progress)
         except Interrupted as exc:
             raise Interrupted(exc.signum, (*(a.path for a in result.artifacts), *exc.completed)) from None
         result.artifacts += converted.artifacts
         result.report = _combine(result.report, converted.report)
+        result.failed = converted.failed
     return result
 
 
@@ -79,11 +84,28 @@ def exports_of(model: ModelEntry, config: Config) -> tuple[Path, ...]:
 
 def validate_models(models: Sequence[ModelEntry], given: Given, config: Config,
                     progress: api.Progress | None = None) -> ParityReport:
-    """Check every model's exports against it; one report."""
+    """Check every model's exports against it; one report. With --fail-fast, the models after
+    the first that fails are not checked (each export a failing entry saying so)."""
     report = None
+    failed = ""
     for model in models:
-        checked = api.validate(model.source, list(exports_of(model, config)),
+        exports = exports_of(model, config)
+        if failed:
+            report.exports += [not_run(str(model.source), path, failed) for path in exports]
+            continue
+        checked = api.validate(model.source, list(exports),
                                settings.validate_options(given, config, model.data),
                                settings.source_options(given, model), progress=progress)
         report = _combine(report, checked)
+        if given.fail_fast and not checked.passed:
+            failed = str(model.source)
     return report if report is not None else ParityReport()
+
+
+def not_run(source: str, path: Path, first: str) -> ExportResult:
+    """The entry of an export the run stopped before (--fail-fast), once `first` failed."""
+    try:
+        target = plugins.find_target_for(path).name
+    except UserError:
+        target = "unknown"
+    return ExportResult.not_run(source, target, str(path), first)

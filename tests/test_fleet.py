@@ -241,3 +241,42 @@ def test_readme_validate_command_writes_one_junit_report(fleet):
     assert result.exit_code == 0, result.output
     junit = (work / "dist" / "parity.xml").read_text()
     assert junit.count("<testsuite ") == 2 and 'failures="0"' in junit
+
+
+@pytest.mark.parametrize("jobs", [None, "1", "2"])
+def test_fail_fast_stops_the_whole_run(fleet, jobs):
+    """The first model that fails ends the run, in one process or with workers (--jobs 2: the
+    worker still running is ended): the models after it are reported as not run, exit 1."""
+    work, _ = fleet
+    (work / "failfast.toml").write_text(
+        'models = [{ source = "models/en.keras", exports = ["dist/en.savedmodel"] },\n'
+        '          { source = "models/de.keras", exports = ["dist/en.savedmodel"] },\n'
+        '          { source = "models/de.keras", exports = ["dist/de.savedmodel"] }]\n'
+        'lengths = [3, 9]\nbatches = [2]\n')
+    workers = ["--jobs", jobs, "--rerun"] if jobs else []
+    report = work / f"failfast-{jobs}.json"
+    result = _invoke(["validate", "--config", "failfast.toml", "--fail-fast", "--latency-repeats", "0", *workers,
+                      "--report", str(report)], work)
+    assert result.exit_code == 1, result.output
+    en, wrong, de = json.loads(report.read_text())["exports"]
+    # de.keras checked against en's export fails on its first case, and the sweep stops there.
+    assert not wrong["passed"] and wrong["cases"] and "stopped at the first failing case" in wrong["stopped"]
+    first = "not run (--fail-fast): models/de.keras failed first"
+    assert de["error"] == first and de["cases"] == [] and not de["passed"]
+    assert en["passed"] or (jobs == "2" and en["error"] == first), en["error"]
+    assert "not run (--fail-fast)" in result.output
+
+    # convert: the first source failing its latency gate stops the run before the second is checked.
+    converted = _invoke(["convert", "models/en.keras", "models/de.keras", "--out", f"ff-{jobs}", "--fail-fast",
+                         "--lengths", "3", "--batches", "1", "--max-latency-ms", "1e-9", *workers,
+                         "--report", str(report)], work)
+    assert converted.exit_code == 1, converted.output
+    exports = json.loads(report.read_text())["exports"]
+    assert "exceeds --max-latency-ms 1e-09" in converted.output and not any(e["passed"] for e in exports)
+    failed = [Path(e["source"]).name for e in exports if e["cases"]]
+    not_run = [(Path(e["source"]).name, e["error"]) for e in exports if not e["cases"]]
+    if jobs != "2":  # in order: en fails, de is never checked
+        assert failed == ["en.keras"] and not_run == [("de.keras", "not run (--fail-fast): models/en.keras failed first")]
+    else:  # both at once: whichever fails first ends the other's worker
+        assert len(failed) == 1 and [n for n, _ in not_run] == [{"en.keras": "de.keras"}.get(failed[0], "en.keras")]
+        assert not_run[0][1] == f"not run (--fail-fast): models/{failed[0]} failed first"

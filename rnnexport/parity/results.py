@@ -233,6 +233,14 @@ class ExportResult(Export):
     stopped: str = ""
 
     @classmethod
+    def not_run(cls, source: str, target: str, path: str, first: str) -> ExportResult:
+        """A failing entry for an export of a source the run stopped before (--fail-fast), once
+        the source `first` failed."""
+        return cls(source=source, source_kind="unknown", target=target, path=path,
+                   tolerance=Tolerance(0.0, 0.0), device="-", reference_device="-", cases=(),
+                   error=f"not run (--fail-fast): {first} failed first")
+
+    @classmethod
     def of(cls, export: Export, **found: Any) -> ExportResult:
         """The result for `export` (an `Export`, or anything derived from one) with what was `found`."""
         return cls(**{f.name: getattr(export, f.name) for f in fields(Export)}, **found)
