@@ -17,15 +17,8 @@ The child writes the stage it enters to `stage.txt` and, once crashed, Python's 
 names the converter's function that died, so a refusal says where: `during calibration ... in
 _feed_tensors (calibrator.py:152)`.
 
-No 16x8 file has a recurrent layer: TF 2.21 quantizes int16 activations with its older quantizer
-(`tensorflow/lite/tools/optimize/quantize_model.cc`), which has no 16x8
-`UNIDIRECTIONAL_SEQUENCE_LSTM` ("Quantization to 16x8-bit not yet supported for op"), `WHILE`,
-`LESS`, `SELECT_V2` or `DYNAMIC_UPDATE_SLICE` and wants a recorded range for every input of the ops it
-knows, the int32 step counters of loop conditions included (`FillQuantizationParams`: "Max and
-min for dynamic tensors should be recorded during calibration"); allowed to leave ops in float,
-it writes int32 constants with 2-byte buffers that LiteRT refuses to load. Its MLIR quantizer's
-int16 mode gives int16 activations a zero point of -1, which LiteRT's `FULLY_CONNECTED` refuses.
-So a recurrent model is refused for 16x8, naming its layers (`NO_16X8`).
+16x8 files are quantized by TF 2.21's older quantizer, whose faults with the loop form are worked
+around in `int16x8`; there, with loops, ops it has no 16x8 form of stay float.
 """
 
 from __future__ import annotations
@@ -46,8 +39,8 @@ import numpy as np
 from rnnexport.errors import ExportError
 
 INTEGER_MODES = ("int8", "int16x8")
-NO_16X8 = ("TF 2.21's 16x8 quantizer quantizes no recurrent layer: it has no 16x8 UNIDIRECTIONAL_SEQUENCE_LSTM, "
-           "WHILE, LESS, SELECT_V2 or DYNAMIC_UPDATE_SLICE, which {layers} need; use --quantize int8")
+# The name of each SHAPE op `read_passed_through` adds starts so.
+KEEPS = b"rnnexport_keeps_"
 # How much of the child's stderr a refusal quotes.
 LAST_WORDS = 3
 BARE_CALIBRATOR = "RNNEXPORT_TFLITE_BARE_CALIBRATOR"
@@ -106,7 +99,7 @@ def read_passed_through(flatbuffer: bytes) -> bytes:
                 continue
             shape = _opcode(model, schema, schema.BuiltinOperator.SHAPE) if shape is None else shape
             tensor = schema.TensorT()
-            tensor.name = f"rnnexport_keeps_{output}".encode()
+            tensor.name = KEEPS + str(output).encode()
             tensor.type = schema.TensorType.INT32
             tensor.shape = np.array([len(subgraph.tensors[output].shape)], np.int32)
             tensor.buffer = 0
@@ -140,14 +133,19 @@ def io_scales(flatbuffer: bytes) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _quantize(converter: Any, job: Path, bare: bool) -> Any:
+def _quantize(converter: Any, job: Path, bare: bool, int16: bool) -> Any:
     """The converter's own `_quantize` step (given the float flatbuffer), with the loops' outputs
-    kept unless `bare`; the stage is recorded first."""
+    kept unless `bare`, and for 16x8 (`int16`) the fixes of `int16x8`; the stage is recorded first."""
+    from rnnexport_converters.tflite.int16x8 import drop_readers, for_16x8
+
     original = converter._quantize
 
     def quantize(result: bytes, *rest: Any, **named: Any) -> bytes:
         (job / "stage.txt").write_text(CALIBRATING)
-        return original(result if bare else read_passed_through(result), *rest, **named)
+        result = result if bare else read_passed_through(result)
+        if not int16:
+            return original(result, *rest, **named)
+        return drop_readers(original(for_16x8(result), *rest, **named))
 
     return quantize
 
@@ -162,7 +160,8 @@ def convert_in_child(saved_model: Path, mode: str, samples: Sequence[Mapping[str
         np.savez(job / "samples.npz", **{f"{i}/{name}": value for i, sample in enumerate(samples)
                                          for name, value in sample.items()})
         (job / "job.json").write_text(json.dumps({"saved_model": str(saved_model), "mode": mode,
-                                                  "samples": len(samples), "integer_io": integer_io}))
+                                                  "samples": len(samples), "integer_io": integer_io,
+                                                  "loops": "loop" in forms.values()}))
         child = subprocess.run([sys.executable, "-m", __name__, str(job)], capture_output=True, text=True)
         if child.returncode == 0 and (job / "model.tflite").is_file():
             return (job / "model.tflite").read_bytes()
@@ -215,9 +214,12 @@ def _child(job: Path) -> int:
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
         else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if mode == "int16x8" and spec["loops"]:
+        # The loops' WHILE, LESS, SELECT_V2 and DYNAMIC_UPDATE_SLICE have no 16x8 form (see `int16x8`).
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     if spec["integer_io"]:
         converter.inference_input_type = converter.inference_output_type = tf.int8 if mode == "int8" else tf.int16
-    converter._quantize = _quantize(converter, job, os.environ.get(BARE_CALIBRATOR) == "1")
+    converter._quantize = _quantize(converter, job, os.environ.get(BARE_CALIBRATOR) == "1", mode == "int16x8")
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the parent turns the reason into one line

@@ -15,7 +15,7 @@ from rnnexport.calibration import Calibration, calibration
 from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
-from rnnexport_converters.tflite.calibration import INTEGER_MODES, NO_16X8, CalibratorCrash, convert_in_child, io_scales
+from rnnexport_converters.tflite.calibration import INTEGER_MODES, CalibratorCrash, convert_in_child, io_scales
 from rnnexport_converters.tflite.files import KERNELS, step_file, with_metadata
 from rnnexport_converters.tflite.layers import Layers
 from rnnexport_converters.tflite.surgery import replace_stubs, reset_quantized_states
@@ -129,8 +129,6 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
     if model.trace_with is None:
         raise ExportError(f"{model.info.path}: this source cannot be traced for TFLite")
     integer = options.quantize in INTEGER_MODES
-    if options.quantize == "int16x8" and model.recurrences:
-        raise ExportError(NO_16X8.format(layers=", ".join(f"layer '{r.name}'" for r in model.recurrences)))
     if integer and streaming:
         raise UserError(f"--quantize {options.quantize}: streaming step files are not quantized to integers "
                         "(issue 22); export the streaming files without it")

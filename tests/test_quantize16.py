@@ -1,0 +1,118 @@
+"""TFLite 16x8 (int16 activations, int8 weights) of recurrent models: every layer kind a loop whose
+cell computes in int16, judged by decisions against the int16x8 defaults, at batches 1 and 3."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnnexport.cli import cli
+from rnnexport.thresholds import DEFAULT_THRESHOLDS
+
+LAYERS = {"bilstm", "gru", "gru_v1", "rnn", "lstm"}
+
+
+def _every_kind(path):
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    i = keras.Input((None, 4), name="x")
+    x = L.Bidirectional(L.LSTM(8, return_sequences=True), name="bilstm")(i)
+    x = L.GRU(8, return_sequences=True, name="gru")(x)
+    x = L.GRU(8, return_sequences=True, reset_after=False, name="gru_v1")(x)
+    x = L.SimpleRNN(8, return_sequences=True, name="rnn")(x)
+    x = L.LSTM(8, return_sequences=True, name="lstm")(x)
+    dense = L.Dense(3, activation="softmax", name="probs")
+    model = keras.Model(i, dense(x))
+    # Decisive class scores, as in test_quantize: decisions a float export makes clearly.
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 6.0, bias])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def int16x8(tmp_path_factory):
+    """One model with every layer kind, converted once to 16x8 and validated over the sweep."""
+    tmp = tmp_path_factory.mktemp("int16x8")
+    source = _every_kind(tmp / "kinds.keras")
+    rng = np.random.default_rng(7)
+    np.savez(tmp / "calibration.npz", x=rng.standard_normal((64, 20, 4)).astype(np.float32))
+    outcome = CliRunner().invoke(cli, [
+        "convert", str(source), "--to", "tflite", "--quantize", "int16x8", "--calibration",
+        str(tmp / "calibration.npz"), "--out", str(tmp / "out"), "--json", "--lengths", "1,9,20",
+        "--batches", "1,3"])
+    return tmp, outcome
+
+
+def test_int16x8_export_of_every_layer_kind_is_judged_by_the_default_thresholds(int16x8):
+    _, outcome = int16x8
+    # The gate fails this stack of five random layers: the LSTM loops' error grows with length
+    # (README.md, "16x8"); a 16x8 file is written and judged, not refused.
+    assert outcome.exit_code == 1, outcome.output
+    (export,) = json.loads(outcome.output)["exports"]
+    judged = export["quantized"]
+    assert judged["thresholds"] == DEFAULT_THRESHOLDS["int16x8"].to_dict()
+    (probs,) = judged["outputs"]
+    # Every step of every case: lengths 1, 9, 20 at batches 1 and 3, and the repeated call.
+    assert probs["decisions"] == (1 + 3) * (1 + 9 + 20) + 1
+    assert probs["passed"] is False and any("SNR" in reason for reason in probs["reasons"])
+    by_length = {x["length"]: x["snr_db"] for x in probs["by_length"]}
+    # One step is int8 weights' precision; the recurrence accumulates from there.
+    assert by_length[1] >= 60.0 and by_length[1] > by_length[9] > by_length[20] >= 15.0, by_length
+    assert probs["top1_agreement"] >= 0.97 and np.isfinite(probs["snr_db"])
+    ranked = judged["layers_by_snr"]
+    assert {layer["name"] for layer in ranked} >= LAYERS and ranked[0]["name"] == "lstm"
+    details = export["details"]
+    assert details["quantize"] == "int16x8" and details["batch"] is None
+    assert set(details["forms"].values()) == {"loop"} and set(details["forms"]) == LAYERS
+
+
+def test_int16x8_file_computes_the_cells_in_int16_with_int8_weights(int16x8):
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    tmp, _ = int16x8
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray((tmp / "out" / "kinds.tflite").read_bytes()))
+    types = schema.TensorType
+
+    def ops(subgraph, name):
+        return [op for op in subgraph.operators if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == name]
+
+    products = [(subgraph, op) for subgraph in model.subgraphs for op in ops(subgraph, "FULLY_CONNECTED")]
+    # Every matrix product, the recurrent ones in the loop bodies included: int16 in and out, int8 weights.
+    assert {(s.tensors[op.inputs[0]].type, s.tensors[op.inputs[1]].type, s.tensors[op.outputs[0]].type)
+            for s, op in products} == {(types.INT16, types.INT8, types.INT16)}
+    bodies = {op.builtinOptions.bodySubgraphIndex for s in model.subgraphs for op in ops(s, "WHILE")}
+    recurrent = [op for s, op in products if model.subgraphs.index(s) in bodies]
+    # gru, gru_v1 (two: gates and candidate), rnn and lstm; both directions of the bidirectional
+    # LSTM step together in one BATCH_MATMUL, whose constant operand the quantizer makes int16.
+    assert len(recurrent) == 5
+    batched = [(s, op) for s in model.subgraphs for op in ops(s, "BATCH_MATMUL")]
+    assert len(batched) == 1 and model.subgraphs.index(batched[0][0]) in bodies
+    assert {batched[0][0].tensors[i].type for i in (*batched[0][1].inputs, *batched[0][1].outputs)} == {types.INT16}
+    gates = [(s, op) for s in model.subgraphs for name in ("LOGISTIC", "TANH") for op in ops(s, name)]
+    assert gates and {s.tensors[op.outputs[0]].type for s, op in gates} == {types.INT16}
+    main = model.subgraphs[0]
+    (softmax,) = ops(main, "SOFTMAX")
+    assert main.tensors[softmax.outputs[0]].type == types.INT16
+    # No op left of the calibrator's workaround.
+    assert not [op for s in model.subgraphs for op in s.operators
+                if s.tensors[op.outputs[0]].name.startswith(b"rnnexport_keeps_")]
+
+
+def test_int16x8_file_answers_repeated_calls_alike_at_batches_1_and_3(int16x8):
+    from rnnexport_converters.tflite.runtime import TfliteRunner
+
+    tmp, _ = int16x8
+    runner = TfliteRunner(tmp / "out" / "kinds.tflite")
+    rng = np.random.default_rng(1)
+    three = rng.standard_normal((3, 11, 4)).astype(np.float32)
+    first = runner.run({"x": three})["probs"]
+    assert first.shape == (3, 11, 3) and np.isfinite(first).all()
+    np.testing.assert_array_equal(runner.run({"x": three})["probs"], first)
+    np.testing.assert_array_equal(runner.run({"x": three[1:2]})["probs"], first[1:2])
