@@ -62,10 +62,11 @@ def check_golden(exports: Sequence[str | Path], golden: str | Path, options: Val
         side = Side(saved.meta["source"], saved.meta["source_kind"], saved.time_axes, saved.floor,
                      saved.meta["min_length"])
         under_test = exports_under_test(side, [(None, Path(p)) for p in exports], device,
-                                         saved.overrides(options.tolerance))
+                                         saved.overrides(options.tolerance), options.thresholds)
         if progress:
             progress(f"checking against {saved.describe()}", 0, 0)
-        results = check(saved.reference, under_test, [], progress, (), saved.inputs, options=check_options(options))
+        results = check(saved.reference, under_test, [], progress, (), saved.inputs, task=options.task,
+                        options=check_options(options))
         return _runtime_report(device, saved.meta["sweep"]["seed"], results)
 
 
@@ -111,7 +112,7 @@ def _compare(first: Path, second: Path, options: ValidateOptions, progress: Prog
     fixed_length = fixed.pop() if len(fixed) == 1 else None
     side = Side(str(first), f"{target.name} export", {o.name: o.time_axis for o in outputs},
                  added=target.default_tolerance(device, first))
-    under_test = exports_under_test(side, [(None, second)], device, options.tolerance)
+    under_test = exports_under_test(side, [(None, second)], device, options.tolerance, options.thresholds)
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
@@ -123,6 +124,6 @@ def _compare(first: Path, second: Path, options: ValidateOptions, progress: Prog
         opening.pop_all()
     if progress:
         progress(f"comparing {second} with {first}", 0, 0)
-    results = check(reference, under_test, cases, progress, stream_cases, inputs,
+    results = check(reference, under_test, cases, progress, stream_cases, inputs, task=options.task,
                     options=check_options(options, against=f"{target.name} export"))
     return _runtime_report(device, options.sweep.seed, results)

@@ -45,6 +45,7 @@ def check(exports: tuple[Path, ...], golden: Path, **params: Any) -> int:
     Examples:
       rnnexport check exports/model.onnx --golden golden.npz --report parity.json
       rnnexport check exports/model.tflite --golden golden.npz --max-latency-ms 20
+      rnnexport check int8/model.onnx --golden golden.npz --min-snr 25 --task classify
     """
     from rnnexport.checks import check_golden
 
@@ -66,6 +67,7 @@ def compare(first: Path, second: Path, **params: Any) -> int:
     Examples:
       rnnexport compare exports/model.onnx exports/model.tflite
       rnnexport compare exports/model.savedmodel exports/model.onnx --lengths 1,64,512 --html ab.html
+      rnnexport compare exports/model.onnx int8/model.onnx --min-agreement 0.99
     """
     from rnnexport.checks import compare as compare_exports
 

@@ -97,13 +97,9 @@ def report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ])
 
 
-def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = report_options(fn)
-    fn = _apply(fn, [
-        click.option("--save-golden", type=click.Path(dir_okay=False, path_type=Path), metavar="GOLDEN.npz",
-                     help="Also save the sweep's inputs and the source's outputs (with the sweep, tolerances and "
-                          "the source's checksum) here, for `rnnexport check` where only an export's runtime is "
-                          "installed."),
+def quantized_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The thresholds a quantized export is judged by, instead of its tolerance."""
+    return _apply(fn, [
         click.option("--min-snr", type=float, metavar="DB",
                      help="Quantized exports (int8, int16x8, ONNX dynamic int8): the SNR every output must reach "
                           "[default: per mode, int8 20 dB, int16x8 30 dB]."),
@@ -116,6 +112,17 @@ def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--task", type=click.Choice(["classify"]),
                      help="classify: every output is class scores (logits where not probabilities), judged by "
                           "top-1 agreement when quantized."),
+    ])
+
+
+def validation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = report_options(fn)
+    fn = quantized_options(fn)
+    fn = _apply(fn, [
+        click.option("--save-golden", type=click.Path(dir_okay=False, path_type=Path), metavar="GOLDEN.npz",
+                     help="Also save the sweep's inputs and the source's outputs (with the sweep, tolerances and "
+                          "the source's checksum) here, for `rnnexport check` where only an export's runtime is "
+                          "installed."),
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
                      help="Read settings from this TOML file [default: [tool.rnnexport] of ./pyproject.toml]; "
                           "options given here override it."),
@@ -337,6 +344,7 @@ def fleet_values(params: dict[str, Any]) -> Any:
 def runtime_options(params: dict[str, Any], sweep: bool) -> Any:
     """The options of a check without a source: judging, and for `compare` the sweep."""
     from rnnexport.options import SweepOptions, ValidateOptions
+    from rnnexport.thresholds import ThresholdOverrides
     from rnnexport.tolerance import ToleranceOverrides
 
     judged = judging(params)
@@ -350,6 +358,8 @@ def runtime_options(params: dict[str, Any], sweep: bool) -> Any:
         latency_repeats=params["latency_repeats"],
         max_latency_ms=judged["max_latency_ms"],
         min_speedup=judged["min_speedup"],
+        thresholds=ThresholdOverrides(params["min_snr"], params["min_agreement"], params["max_kl"]),
+        task=params["task"],
     )
 
 
@@ -361,5 +371,5 @@ runtime_device = click.option("--device", type=click.Choice(["cpu", "gpu"]), def
 
 
 def sourceless_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`check` and `compare`: the device, judging and report options."""
-    return runtime_device(judging_options(report_options(fn)))
+    """`check` and `compare`: the device, judging (quantized exports' thresholds too) and report options."""
+    return runtime_device(judging_options(quantized_options(report_options(fn))))

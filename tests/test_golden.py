@@ -279,3 +279,61 @@ def test_latency_note_flags_an_eager_source_and_a_traced_one_is_timed_at_the_edg
                      "so its ratios measure TensorFlow's eager loop, not the source as deployed")
     assert "EAGER" not in reference_timing("source", "the graph in a TF1 Session.run", "")
     assert reference_timing("source", "", "") == "the source was not timed here"
+
+
+@pytest.fixture(scope="module")
+def int8_and_golden(tmp_path_factory):
+    """A tiny classifier's float ONNX export with its golden file, and its int8 ONNX export."""
+    import keras
+
+    work = tmp_path_factory.mktemp("int8")
+    keras.utils.set_random_seed(5)
+    i = keras.Input((None, 4), name="x")
+    dense = keras.layers.Dense(3, activation="softmax", name="probs")
+    model = keras.Model(i, dense(keras.layers.LSTM(8, return_sequences=True, name="lstm")(i)))
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 6.0, bias])  # decisive class scores, as trained ones are
+    model.save(work / "tiny.keras")
+    np.savez(work / "calibration.npz", x=np.random.default_rng(7).standard_normal((16, 20, 4)).astype(np.float32))
+    sweep = ["--lengths", "1,9,20", "--batches", "1,4", "--latency-repeats", "0"]
+    runner = CliRunner()
+    made = [runner.invoke(cli, ["convert", str(work / "tiny.keras"), "--to", "onnx", "--out", str(work / "float"),
+                                "--save-golden", str(work / "golden.npz"), *sweep]),
+            runner.invoke(cli, ["convert", str(work / "tiny.keras"), "--to", "onnx", "--quantize", "int8",
+                                "--calibration", str(work / "calibration.npz"), "--out", str(work / "int8"),
+                                "--no-validate"])]
+    for result in made:
+        assert result.exit_code == 0, result.output
+    return work, sweep
+
+
+def test_check_and_compare_judge_a_quantized_export_by_its_thresholds(int8_and_golden, tmp_path):
+    work, sweep = int8_and_golden
+    runner = CliRunner()
+    golden, floating, int8 = str(work / "golden.npz"), str(work / "float" / "tiny.onnx"), str(work / "int8" / "tiny.onnx")
+    # Random weights leave a few of the decisions within quantization noise of a tie, so the
+    # agreement is declared here as test_quantize's is; the SNR and KL keep int8's defaults.
+    passed = runner.invoke(cli, ["check", int8, "--golden", golden, "--min-agreement", "0.9", "--task", "classify",
+                                 "--report", str(tmp_path / "ok.json")])
+    assert passed.exit_code == 0, passed.output
+    export = _valid(tmp_path / "ok.json")["exports"][0]
+    assert export["details"]["quantize"] == "int8" and export["passed"]
+    assert export["quantized"]["thresholds"] == {"min_snr_db": 20.0, "min_agreement": 0.9, "max_kl": 0.05}
+    probs = export["quantized"]["outputs"][0]
+    assert probs["class_scores"] == "softmax" and probs["snr_db"] >= 20.0 and probs["top1_agreement"] >= 0.9
+
+    strict = runner.invoke(cli, ["check", int8, "--golden", golden, "--min-agreement", "0.9", "--min-snr", "200",
+                                 "--report", str(tmp_path / "strict.json")])
+    assert strict.exit_code == 1, strict.output
+    judged = _valid(tmp_path / "strict.json")["exports"][0]["quantized"]["outputs"][0]
+    assert judged["passed"] is False and judged["thresholds"]["min_snr_db"] == 200.0
+    assert any("SNR" in reason and "200" in reason for reason in judged["reasons"]), judged["reasons"]
+    assert re.search(r"output 'probs': SNR [\d.]+ dB < 200 dB", strict.output) and "FAIL: 0/1 exports" in strict.output
+
+    # Against its float export, with no source and no golden file: the same thresholds gate it.
+    against = runner.invoke(cli, ["compare", floating, int8, *sweep, "--min-agreement", "0.9"])
+    assert against.exit_code == 0, against.output
+    against = runner.invoke(cli, ["compare", floating, int8, *sweep, "--min-agreement", "0.9", "--max-kl", "1e-9"])
+    assert against.exit_code == 1 and "KL" in against.output, against.output
+    bad = runner.invoke(cli, ["check", int8, "--golden", golden, "--min-agreement", "2"])
+    assert bad.exit_code == 2 and "--min-agreement" in bad.output
