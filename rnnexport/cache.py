@@ -61,7 +61,7 @@ def task_key(task: Task, exports: Sequence[Path], out: Path | None) -> str:
     """Everything the model's result depends on, hashed."""
     model, config = task.model, task.config
     source = settings.source_options(task.given, model)
-    validation = settings.validate_options(task.given, config, model.data)
+    validation = settings.validate_options(task.given, config, model)
     parts: list[str] = [__version__, task.command, repr(source), repr(validation), repr(task.validate),
                         repr(settings.targets(task.given, config)), repr(task.export), str(out)]
     inputs = [model.source, source.architecture, validation.sweep.data,

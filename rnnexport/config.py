@@ -14,15 +14,13 @@ from typing import Any
 
 from rnnexport import plugins
 from rnnexport.device import DEVICE_CHOICES
-from rnnexport.errors import UserError
+from rnnexport.errors import ConfigError
 from rnnexport.tolerance import ToleranceOverrides
 
 TABLE = "tool.rnnexport"
 REPORTS = ("json", "junit", "markdown", "html")
-
-
-class ConfigError(UserError):
-    pass
+# A model's values per target or output, as the command line's options of the same names take them.
+PER_NAME = ("atol", "rtol", "max_latency_ms", "min_speedup")
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,19 @@ class ModelEntry:
     custom_objects: tuple[str, ...] = ()
     cells: tuple[str, ...] = ()
     architecture: Path | None = None
+    # What the command line takes per target or output, for this model: (NAME, value) pairs, NAME
+    # a target, an output (tolerances only) or `*`. Tuples keep the entry hashable.
+    atol: tuple[tuple[str, float], ...] = ()
+    rtol: tuple[tuple[str, float], ...] = ()
+    max_latency_ms: tuple[tuple[str, float], ...] = ()
+    min_speedup: tuple[tuple[str, float], ...] = ()
+    # Where it was declared (`gate.toml: model 'models/en.keras'`), for errors about its names.
+    origin: str = field(default="", compare=False)
+
+    @property
+    def judging(self) -> tuple[object, ...]:
+        """This model's own tolerances and latency gates: models that differ in them are checked apart."""
+        return self.atol, self.rtol, self.max_latency_ms, self.min_speedup
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,24 @@ def _features(reader: _Reader) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     return tuple(found)
 
 
+def _per_name(reader: _Reader, key: str, positive: bool, targets: tuple[str, ...] | None = None
+              ) -> tuple[tuple[str, float], ...]:
+    """`key = { NAME = X, ... }`: numbers by target, output or `*`, as the command line's
+    `--key NAME=X`; with `targets`, NAME must be one of them (outputs are known only once the
+    source is read, and checked then)."""
+    table = reader.get(key, lambda v: isinstance(v, dict), "a table of NAME = number, NAME a target, output or *")
+    found = []
+    for name, value in (table or {}).items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+                and (value > 0 if positive else value >= 0)):
+            raise reader.error(key, f"'{name}': expected a {'positive' if positive else 'non-negative'} number, "
+                                    f"got {value!r}")
+        if targets is not None and name not in (*targets, "*"):
+            raise reader.error(key, f"unknown target '{name}'; known targets are: {', '.join(targets)}, *")
+        found.append((name, float(value)))
+    return tuple(found)
+
+
 def _model(path: Path, index: int, entry: Any) -> ModelEntry:
     where = f"{TABLE}.models[{index}]"
     if isinstance(entry, str):
@@ -163,15 +192,20 @@ def _model(path: Path, index: int, entry: Any) -> ModelEntry:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: [{where}]: expected a source path or a table, got {entry!r}")
     reader = _Reader(path, where, entry, ("source", "exports", "inputs", "outputs", "step", "unsafe", "data",
-                                        "custom_objects", "cell", "architecture"))
+                                        "custom_objects", "cell", "architecture", *PER_NAME))
     source = reader.path_value("source")
     if source is None:
         raise reader.error("source", "missing; every model needs the source its exports were made from")
+    targets = tuple(t.name for t in plugins.targets())
     return ModelEntry(
         source=source, exports=reader.paths("exports"), inputs=reader.strings("inputs") or (),
         outputs=reader.strings("outputs") or (), step=reader.integer("step"), unsafe=bool(reader.boolean("unsafe")),
         data=reader.path_value("data"), custom_objects=reader.strings("custom_objects") or (),
         cells=reader.strings("cell") or (), architecture=reader.path_value("architecture"),
+        atol=_per_name(reader, "atol", False), rtol=_per_name(reader, "rtol", False),
+        max_latency_ms=_per_name(reader, "max_latency_ms", True, targets),
+        min_speedup=_per_name(reader, "min_speedup", True, targets),
+        origin=f"{path}: [{where}] model '{entry['source']}'",
     )
 
 

@@ -19,6 +19,10 @@ class UserError(RnnexportError):
         self.cli_message = cli_message or message
 
 
+class ConfigError(UserError):
+    """The config file says something rnnexport cannot use; the message names the file and the key."""
+
+
 class SourceError(UserError):
     """A source file is missing, unreadable or not a model rnnexport understands."""
 

@@ -26,7 +26,7 @@ from typing import Any
 from rnnexport import settings
 from rnnexport.cache import Cache, content_hash, intact, task_key
 from rnnexport.config import Config, ModelEntry
-from rnnexport.errors import Interrupted, OutputExistsError, UserError, one_line
+from rnnexport.errors import ConfigError, Interrupted, OutputExistsError, UserError, one_line
 from rnnexport.options import ExportOptions
 from rnnexport.settings import Given
 
@@ -94,6 +94,8 @@ class Outcome:
     meta: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     reused: bool = False
+    # The config file's error this model met (a name it gives is none of its outputs): the run's.
+    refused: str = ""
 
     @property
     def passed(self) -> bool:
@@ -156,6 +158,8 @@ def run_task(task: Task) -> Outcome:
             outcome.exports = [_slim(e) for e in report.exports]
             outcome.meta = {"device": report.device, "seed": report.seed, "versions": report.versions,
                             "environment": report.environment}
+    except ConfigError as exc:
+        outcome.error = outcome.refused = exc.cli_message
     except UserError as exc:
         outcome.error = exc.cli_message
     except Exception as exc:  # noqa: BLE001 - a bug met on one model fails that model, not the fleet
@@ -271,7 +275,7 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
         if not outcome.exports and (outcome.error or task.validate):
             outcome.exports = _failed_entries(task, outcome.error or "no export was checked",
                                               destinations[task.index])
-        if not outcome.crashed:
+        if not (outcome.crashed or outcome.refused):
             cache.save(command, task.model, out, keys[task.index], outcome)
         outcomes[task.index] = outcome
         told(outcome)
@@ -294,6 +298,9 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
         outcomes[task.index] = outcome
         told(outcome)
     ordered = [outcomes[t.index] for t in tasks]
+    refused = next((outcome.refused for outcome in ordered if outcome.refused), "")
+    if refused:
+        raise ConfigError(refused)
     return FleetResult(_merged(ordered), ordered, [a for o in ordered for a in o.artifacts])
 
 

@@ -41,20 +41,20 @@ def convert_models(models: Sequence[ModelEntry], given: Given, config: Config,
                    progress: api.Progress | None = None) -> api.ConvertResult:
     """Convert every model to the targets and `out` the command line or the config file names.
 
-    Models read with the same settings convert in one call, whatever their order; models read
-    with different settings in separate calls, every one of them prepared (sources read, data
+    Models read and judged with the same settings convert in one call, whatever their order;
+    models read or judged with different settings (their own tolerances) in separate calls, every one of them prepared (sources read, data
     and destinations checked) before the first writes, so that nothing is written when one of
     them would fail."""
     out = given.out or config.out
     if out is None:
         raise UserError("give --out, or `out` in the config file")
     targets = settings.targets(given, config)
-    groups: dict[tuple[SourceOptions, Path | None], list[ModelEntry]] = {}
+    groups: dict[tuple[SourceOptions, Path | None, tuple[object, ...]], list[ModelEntry]] = {}
     for model in models:
-        groups.setdefault((settings.source_options(given, model), model.data), []).append(model)
+        groups.setdefault((settings.source_options(given, model), model.data, model.judging), []).append(model)
     calls = [(ConvertOptions(targets=targets, force=force, validate=validate, source=source, export=export,
-                             validation=settings.validate_options(given, config, data)), group)
-             for (source, data), group in groups.items()]
+                             validation=settings.validate_options(given, config, group[0])), group)
+             for (source, _, _), group in groups.items()]
     plan_exports([m.source for m in models], out, calls[0][0])
     prepared = [api.prepare([m.source for m in group], out, options, progress) for options, group in calls]
     result = api.ConvertResult()
@@ -94,7 +94,7 @@ def validate_models(models: Sequence[ModelEntry], given: Given, config: Config,
             report.exports += [not_run(str(model.source), path, failed) for path in exports]
             continue
         checked = api.validate(model.source, list(exports),
-                               settings.validate_options(given, config, model.data),
+                               settings.validate_options(given, config, model),
                                settings.source_options(given, model), progress=progress)
         report = _combine(report, checked)
         if given.fail_fast and not checked.passed:

@@ -47,25 +47,37 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def validate_options(given: Given, config: Config, model_data: Path | None = None) -> ValidateOptions:
-    """The sweep, device and tolerances of one model: command line, then the model's entry (its
-    `data`), then the config file, then the defaults."""
+def _gates(given: Mapping[str, float], model: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """A latency gate by target: the command line's over the model's, all of them where it gives `*`."""
+    return dict(given) if "*" in given else {**dict(model), **given}
+
+
+def validate_options(given: Given, config: Config, model: ModelEntry | None = None) -> ValidateOptions:
+    """The sweep, device, tolerances and latency gates of one model: command line, then the
+    model's entry (its `data`, its own values per target or output), then the config file, then
+    the defaults."""
+    model = model or ModelEntry(source=config.path)
     defaults = SweepOptions()
     sweep = SweepOptions(
         lengths=_first(given.lengths, config.lengths),
         batches=_first(given.batches, config.batches, defaults.batches),
         seed=_first(given.seed, config.seed, defaults.seed),
-        data=_first(given.data, model_data, config.data),
+        data=_first(given.data, model.data, config.data),
         chunks=_first(given.chunks, config.chunks, defaults.chunks),
         data_batch=config.data_batch,
         features=config.features,
     )
-    tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=config.tolerance)
+    own = config.tolerance
+    if model.atol or model.rtol:
+        own = ToleranceOverrides(atol=dict(model.atol), rtol=dict(model.rtol), under=config.tolerance,
+                                 origin=model.origin)
+    tolerance = ToleranceOverrides(atol=dict(given.atol), rtol=dict(given.rtol), under=own)
     defaults_of = ValidateOptions()
     return ValidateOptions(device=_first(given.device, config.device, defaults_of.device), sweep=sweep,
                            tolerance=tolerance, fail_fast=given.fail_fast,
                            latency_repeats=_first(given.latency_repeats, defaults_of.latency_repeats),
-                           max_latency_ms=dict(given.max_latency_ms), min_speedup=dict(given.min_speedup),
+                           max_latency_ms=_gates(given.max_latency_ms, model.max_latency_ms),
+                           min_speedup=_gates(given.min_speedup, model.min_speedup),
                            save_golden=given.save_golden, force_golden=given.force_golden,
                            thresholds=given.thresholds, task=given.task)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from rnnexport.errors import UserError
+from rnnexport.errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,9 @@ class ToleranceOverrides:
     """User overrides keyed by target name; the key `*` applies to every target.
 
     `device` limits them to one device kind (`cpu` or `gpu`). `under` holds the overrides these
-    ones take precedence over: the command line sits over the config file's device table, which
-    sits over its table for every device.
+    ones take precedence over: the command line sits over a model's own values in the config
+    file, over the file's device table, over its table for every device. `origin` names where
+    a config file's values were declared, for an error about their names.
 
     >>> ToleranceOverrides(atol={"*": 1e-4, "tflite": 1e-3}).apply("tflite", Tolerance(1e-5, 1e-5))
     Tolerance(atol=0.001, rtol=1e-05, outputs={})
@@ -67,6 +68,7 @@ class ToleranceOverrides:
     rtol: Mapping[str, float] = field(default_factory=dict)
     device: str | None = None
     under: ToleranceOverrides | None = None
+    origin: str = ""
 
     def apply(self, target: str, default: Tolerance, device: str = "cpu", outputs: Iterable[str] = ()) -> Tolerance:
         """The tolerance of an export of `target` on `device`, with its own one for each of
@@ -107,10 +109,16 @@ def unknown_name(given: Iterable[str], targets: Iterable[str], where: str, outpu
 
 def check_targets(overrides: ToleranceOverrides | None, targets: Iterable[str], outputs: Iterable[str] = (),
                   where: str = "--atol/--rtol") -> None:
-    """Refuse an override for a name that is neither a target nor one of `outputs`."""
+    """Refuse an override for a name that is neither a target nor one of `outputs`; one a config
+    file declared (`origin`) is the config file's error, naming it and the model."""
     targets, outputs = list(targets), list(outputs)
     while overrides is not None:
-        unknown_name((*overrides.atol, *overrides.rtol), targets, where, outputs)
+        try:
+            unknown_name((*overrides.atol, *overrides.rtol), targets, where, outputs)
+        except UserError as exc:
+            if not overrides.origin:
+                raise
+            raise ConfigError(f"{overrides.origin} atol/rtol{str(exc)[len(where):]}") from None
         overrides = overrides.under
 
 

@@ -141,7 +141,9 @@ def test_readme_config_example_is_a_valid_config():
     section = readme[readme.index("### Config file"):readme.index("### Reports")]
     text = section.split("```toml\n", 1)[1].split("```", 1)[0]
     parsed = config.parse(ROOT / "pyproject.toml", tomllib.loads(text)["tool"]["rnnexport"])
-    assert [m.source.name for m in parsed.models] == ["tagger.keras", "kws.pb"]
+    assert [m.source.name for m in parsed.models] == ["tagger.keras", "kws.pb", "asr.keras"]
+    assert parsed.models[2].atol == (("logits", 1e-4), ("tflite", 1e-3))
+    assert parsed.models[2].max_latency_ms == (("tflite", 20.0),)
     assert parsed.models[1].inputs == ("Mfcc:0",) and parsed.targets == ("savedmodel", "onnx", "tflite")
     assert set(parsed.reports) == {"json", "junit", "markdown", "html"}
 
@@ -192,6 +194,12 @@ models = ["{tmp_path / 'a' / 'two.keras'}", {{ source = "{tmp_path / 'b' / 'two.
     ("[tolerance.cpu]\nonnx = { atol = -1 }", "[tool.rnnexport.tolerance.cpu.onnx] 'atol': expected a non-negative"),
     ("[tolerance.tpu]", "[tool.rnnexport.tolerance] 'tpu': unknown key; known keys are: *, cpu, gpu"),
     ("[reports]\nxml = \"r.xml\"", "[tool.rnnexport.reports] 'xml': unknown key; known keys are: json, junit"),
+    ("models = [{ source = \"m.keras\", max_latency_ms = { tflit = 5 } }]",
+     "[tool.rnnexport.models[0]] 'max_latency_ms': unknown target 'tflit'; known targets are: onnx, savedmodel"),
+    ("models = [{ source = \"m.keras\", min_speedup = { onnx = 0 } }]",
+     "[tool.rnnexport.models[0]] 'min_speedup': 'onnx': expected a positive number, got 0"),
+    ("models = [{ source = \"m.keras\", atol = 1e-4 }]",
+     "[tool.rnnexport.models[0]] 'atol': expected a table of NAME = number, NAME a target, output or *"),
     ("lengths = [1", "not valid TOML"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, message):
@@ -201,6 +209,47 @@ def test_config_errors_name_the_key(tmp_path, text, message):
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {config}: ") and message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_config_per_model_tolerances_per_output_and_latency_gates_per_target(two_layers, tmp_path):
+    """What the command line takes per output or target, a model of the config file declares;
+    the command line still wins, and a name that is no target or output of the model is refused
+    naming the file and the model, with workers too."""
+    config = tmp_path / "gate.toml"
+    config.write_text(f"""batches = [2]
+lengths = [3]
+
+[[models]]
+source = "{two_layers / 'two.keras'}"
+exports = ["{two_layers / 'two.onnx'}", "{two_layers / 'two.tflite'}"]
+atol = {{ out = 2e-4, tflite = 1e-3 }}
+rtol = {{ out = 0 }}
+max_latency_ms = {{ tflite = 1e-9 }}
+""")
+    result = CliRunner().invoke(cli, ["validate", "--config", str(config), "--json", "--latency-repeats", "1"])
+    assert result.exit_code == 1, result.output
+    onnx, tflite = _valid(json.loads(result.output))["exports"]
+    assert onnx["tolerance"] == {"atol": 1e-5, "rtol": 1e-5, "outputs": {"out": {"atol": 2e-4, "rtol": 0.0}}}
+    assert tflite["tolerance"] == {"atol": 1e-3, "rtol": 1e-5, "outputs": {"out": {"atol": 2e-4, "rtol": 0.0}}}
+    assert onnx["passed"] and onnx["latency"]["gate"]["max_ms"] is None
+    assert tflite["latency"]["gate"]["max_ms"] == 1e-9 and not tflite["latency"]["passed"]
+    assert all(c["passed"] for c in tflite["cases"]) and not tflite["passed"]
+    # The command line over the model: --atol out=... over its output's, a gate for every target.
+    over = CliRunner().invoke(cli, ["validate", "--config", str(config), "--json", "--latency-repeats", "1",
+                                    "--max-latency-ms", "1e9", "--atol", "out=3e-4"])
+    assert over.exit_code == 0, over.output
+    for export in json.loads(over.output)["exports"]:
+        assert export["tolerance"]["outputs"] == {"out": {"atol": 3e-4, "rtol": 0.0}}
+        assert export["latency"]["gate"]["max_ms"] == 1e9
+
+    config.write_text(config.read_text().replace("out = 2e-4", "scorez = 2e-4"))
+    for workers in ([], ["--jobs", "1"]):
+        refused = CliRunner().invoke(cli, ["validate", "--config", str(config), *workers])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+        # After the progress lines (stderr), one line.
+        assert refused.output.strip().splitlines()[-1] == (
+            f"Error: {config}: [tool.rnnexport.models[0]] model '{two_layers / 'two.keras'}' atol/rtol: unknown target "
+            "or output 'scorez'; known targets are: onnx, savedmodel, tflite, *; outputs are: out"), refused.output
 
 
 def _plant_onnx(two_layers: Path, tmp_path: Path) -> Path:

@@ -59,8 +59,8 @@ def test_the_command_line_wins_over_the_config_file(config, tmp_path):
 
 def test_data_comes_from_the_command_line_then_the_model_then_the_file(config, tmp_path):
     model = config.models[0]
-    assert validate_options(Given(), config, model.data).sweep.data == tmp_path / "a.npz"
-    assert validate_options(Given(data=Path("cli.npz")), config, model.data).sweep.data == Path("cli.npz")
+    assert validate_options(Given(), config, model).sweep.data == tmp_path / "a.npz"
+    assert validate_options(Given(data=Path("cli.npz")), config, model).sweep.data == Path("cli.npz")
 
 
 def test_source_options_of_a_model_under_the_command_line(config):
