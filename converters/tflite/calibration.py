@@ -135,8 +135,8 @@ def io_scales(flatbuffer: bytes) -> dict[str, dict[str, Any]]:
 
 def _quantize(converter: Any, job: Path, bare: bool, int16: bool) -> Any:
     """The converter's own `_quantize` step (given the float flatbuffer), with the loops' outputs
-    kept unless `bare`, and for 16x8 (`int16`) the fixes of `int16x8`; the stage is recorded first."""
-    from rnnexport_converters.tflite.int16x8 import drop_readers, for_16x8
+    kept unless `bare`; for 16x8 (`int16`), `int16x8.quantize` in its place. The stage is recorded first."""
+    from rnnexport_converters.tflite import int16x8
 
     original = converter._quantize
 
@@ -145,7 +145,7 @@ def _quantize(converter: Any, job: Path, bare: bool, int16: bool) -> Any:
         result = result if bare else read_passed_through(result)
         if not int16:
             return original(result, *rest, **named)
-        return drop_readers(original(for_16x8(result), *rest, **named))
+        return int16x8.quantize(converter, result, *rest)
 
     return quantize
 
