@@ -99,6 +99,23 @@ def test_int16x8_file_computes_the_cells_in_int16_with_int8_weights(int16x8):
     main = model.subgraphs[0]
     (softmax,) = ops(main, "SOFTMAX")
     assert main.tensors[softmax.outputs[0]].type == types.INT16
+    # The projected sequence a step loop only reads is carried as int16, not quantized and
+    # dequantized whole on every step.
+    for index in bodies:
+        body = model.subgraphs[index]
+        made = {int(o): op for op in body.operators for o in op.outputs}
+
+        def made_by(tensor, name):
+            op = made.get(int(tensor))
+            return op if op is not None and flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == name else None
+
+        for given, returned in zip(body.inputs, body.outputs):
+            dequantize = made_by(returned, "DEQUANTIZE")
+            quantize = dequantize is not None and made_by(dequantize.inputs[0], "QUANTIZE")
+            assert not quantize or int(quantize.inputs[0]) != int(given)
+    carried = [s.tensors[op.inputs[i]].type for s in model.subgraphs for op in ops(s, "WHILE")
+               for i in range(len(op.inputs)) if s.tensors[op.inputs[i]].type == types.INT16]
+    assert len(carried) >= 6
     # No op left of the calibrator's workaround.
     assert not [op for s in model.subgraphs for op in s.operators
                 if s.tensors[op.outputs[0]].name.startswith(b"rnnexport_keeps_")]

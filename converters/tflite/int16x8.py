@@ -34,6 +34,11 @@ loop then stays at 51 dB from 1 to 200 steps.
 
 The `SHAPE` readers `calibration.read_passed_through` adds for the calibrator are not dropped by this
 quantizer (the MLIR one drops them); `drop_readers` does, with the `QUANTIZE` it put before them.
+
+What the quantizer makes of a loop input the body only reads (the projected sequence) is slow: a
+`QUANTIZE` of the whole sequence at the body's start and a `DEQUANTIZE` back at its end, on every
+step, so a call costs the square of the length. `passed_as_int16` makes such an input int16 in the
+loop itself, and in the loops around it that pass it on, so it is quantized once per call.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rnnexport_converters.tflite.calibration import KEEPS, _bytes, _model
+import numpy as np
+
+from rnnexport_converters.tflite.calibration import KEEPS, _bytes, _loops, _model, _opcode
 
 # How far past the calibration data's range int16 activations reach (see the module's docstring).
 HEADROOM = 2.0
@@ -124,4 +131,84 @@ def quantize(converter: Any, flatbuffer: bytes, input_type: Any, output_type: An
         number(input_type), number(output_type), allow_float, number(activations_type), number(bias_type),
         converter._experimental_disable_per_channel,
         converter._experimental_disable_per_channel_quantization_for_dense_layers)
-    return drop_readers(bytes(quantized))
+    return passed_as_int16(drop_readers(bytes(quantized)))
+
+
+def _name(model: Any, op: Any) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _as(tensor: Any, like: Any) -> None:
+    tensor.type, tensor.quantization = like.type, copy.deepcopy(like.quantization)
+
+
+def _readers(subgraph: Any, index: int) -> list[Any]:
+    return [op for op in subgraph.operators if index in {int(i) for i in op.inputs}]
+
+
+def _conversion(model: Any, schema: Any, builtin: int, source: int, target: int) -> Any:
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, schema, builtin)
+    op.inputs, op.outputs = np.array([source], np.int32), np.array([target], np.int32)
+    return op
+
+
+def _carry(model: Any, schema: Any, loops: dict[int, tuple[int, Any]], at: int, loop: Any, position: int,
+           like: Any) -> None:
+    """Make `loop`'s operand and result `position` (in subgraph `at`) of the type and scale of
+    `like`: in the loop running subgraph `at` too where `at` only passes it on, else by a
+    `QUANTIZE` before `loop` (and a `DEQUANTIZE` after it where its result is read)."""
+    subgraph = model.subgraphs[at]
+    cond = model.subgraphs[loop.builtinOptions.condSubgraphIndex]
+    _as(cond.tensors[int(cond.inputs[position])], like)
+    result = int(loop.outputs[position])
+    if _readers(subgraph, result) or result in {int(i) for i in subgraph.outputs}:
+        subgraph.tensors.append(copy.deepcopy(subgraph.tensors[result]))
+        float_result = len(subgraph.tensors) - 1
+        for op in _readers(subgraph, result):
+            op.inputs = np.array([float_result if int(i) == result else int(i) for i in op.inputs], np.int32)
+        subgraph.outputs = np.array([float_result if int(i) == result else int(i) for i in subgraph.outputs], np.int32)
+        after = subgraph.operators.index(loop) + 1
+        subgraph.operators.insert(after, _conversion(model, schema, schema.BuiltinOperator.DEQUANTIZE, result,
+                                                     float_result))
+    _as(subgraph.tensors[result], like)
+    operand = int(loop.inputs[position])
+    passes = [j for j, (given, returned) in enumerate(zip(subgraph.inputs, subgraph.outputs))
+              if int(given) == operand and int(returned) == operand]
+    if at in loops and passes and _readers(subgraph, operand) == [loop]:
+        _as(subgraph.tensors[operand], like)
+        outer_at, outer = loops[at]
+        _carry(model, schema, loops, outer_at, outer, passes[0], like)
+        return
+    subgraph.tensors.append(copy.deepcopy(like))
+    subgraph.tensors[-1].name = subgraph.tensors[operand].name + b"_int16"
+    subgraph.tensors[-1].buffer = 0
+    loop.inputs[position] = len(subgraph.tensors) - 1
+    subgraph.operators.insert(subgraph.operators.index(loop), _conversion(
+        model, schema, schema.BuiltinOperator.QUANTIZE, operand, len(subgraph.tensors) - 1))
+
+
+def passed_as_int16(flatbuffer: bytes) -> bytes:
+    """The quantized model with every loop input that a body quantizes, only reads and hands back
+    dequantized carried as int16 (see the module's docstring)."""
+    model, schema = _model(flatbuffer)
+    loops = {op.builtinOptions.bodySubgraphIndex: (model.subgraphs.index(subgraph), op)
+             for subgraph, op in _loops(model, schema)}
+    for body_index, (at, loop) in loops.items():
+        body = model.subgraphs[body_index]
+        producers = {int(o): op for op in body.operators for o in op.outputs}
+        for position, (given, returned) in enumerate(zip(list(body.inputs), list(body.outputs))):
+            dequantize = producers.get(int(returned))
+            if dequantize is None or _name(model, dequantize) != schema.BuiltinOperator.DEQUANTIZE:
+                continue
+            quantized = int(dequantize.inputs[0])
+            quantize = producers.get(quantized)
+            if (quantize is None or _name(model, quantize) != schema.BuiltinOperator.QUANTIZE
+                    or int(quantize.inputs[0]) != int(given) or _readers(body, int(given)) != [quantize]
+                    or _readers(body, int(returned))):
+                continue
+            body.operators = [op for op in body.operators if op is not quantize and op is not dequantize]
+            body.inputs[position] = body.outputs[position] = quantized
+            _carry(model, schema, loops, at, loop, position, body.tensors[quantized])
+    return _bytes(model)
