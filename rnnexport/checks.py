@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rnnexport import plugins
 from rnnexport.console import native_logs_off, native_stderr_silenced
 from rnnexport.device import Device, resolve_device
 from rnnexport.errors import UserError
+from rnnexport.exported import Interface
 from rnnexport.options import ValidateOptions
 from rnnexport.parity import ExportResult, check, closers
 from rnnexport.reports import ParityReport
@@ -70,6 +72,20 @@ def check_golden(exports: Sequence[str | Path], golden: str | Path, options: Val
         return _runtime_report(device, saved.meta["sweep"]["seed"], results)
 
 
+# What `compare` says of an interface no export stored, read from the runtimes instead.
+GUESSED = ("read from the runtime signatures: neither export carries rnnexport's interface metadata, so integer "
+           "inputs are sampled as 0 or 1, and no vocabulary, masking or lengths input is known")
+
+
+def _interface(target: Any, path: Path, device: Device) -> tuple[tuple[list[Any], list[Any]], Interface | None]:
+    """The export's inputs and outputs as rnnexport stored them (else as its runtime declares them),
+    and the stored interface (None: a foreign file)."""
+    stored = target.stored_interface(path)
+    if stored is not None:
+        return (list(stored.inputs), list(stored.outputs)), stored
+    return target.interface(path, device), None
+
+
 def _interface_problem(first: Path, second: Path, a: tuple[list[Any], list[Any]], b: tuple[list[Any], list[Any]]
                        ) -> str:
     """How the interfaces of two exports differ, in one line (empty: they match)."""
@@ -89,7 +105,9 @@ def compare(first: str | Path, second: str | Path, options: ValidateOptions = Va
             progress: Progress | None = None) -> ParityReport:
     """Check `second` against `first`, two exports of the same interface in any formats, over
     the sweep (streaming cases too where both stream): no source needed. Latency ratios are
-    against `first`; the tolerance is `second`'s default plus `first`'s.
+    against `first`; the tolerance is `second`'s default plus `first`'s. The sweep's inputs
+    follow the interface rnnexport stored in the exports (token ids within the vocabulary,
+    masked tails, lengths inputs); for files another tool wrote, their runtime signatures.
 
     >>> rnnexport.compare("exports/model.onnx", "exports/model.tflite").passed
     True
@@ -101,22 +119,30 @@ def compare(first: str | Path, second: str | Path, options: ValidateOptions = Va
 def _compare(first: Path, second: Path, options: ValidateOptions, progress: Progress | None) -> ParityReport:
     device = _runtime_device(options.device)
     target = plugins.find_target_for(first)
-    interface = target.interface(first, device)
-    other = plugins.find_target_for(second).interface(second, device)
+    interface, stored = _interface(target, first, device)
+    other, stored_other = _interface(plugins.find_target_for(second), second, device)
     problem = _interface_problem(first, second, interface, other)
     if problem:
         raise UserError(f"{first} and {second} do not take and give the same tensors: {problem}")
-    inputs, outputs = interface
+    known = stored or stored_other
+    if known is not None:
+        inputs, outputs = list(known.inputs), list(known.outputs)
+        fixed_length, min_length = known.fixed_length, known.min_length
+        told = f"as rnnexport stored it in {first if stored else second}"
+    else:
+        inputs, outputs = interface
+        fixed = {d for spec in inputs if spec.time_axis is not None for d in [spec.shape[spec.time_axis]] if d}
+        fixed_length, min_length = (fixed.pop() if len(fixed) == 1 else None), 1
+        told = GUESSED
     check_names(options, [o.name for o in outputs])
-    fixed = {d for spec in inputs if spec.time_axis is not None for d in [spec.shape[spec.time_axis]] if d}
-    fixed_length = fixed.pop() if len(fixed) == 1 else None
-    side = Side(str(first), f"{target.name} export", {o.name: o.time_axis for o in outputs},
+    side = Side(str(first), f"{target.name} export", {o.name: o.time_axis for o in outputs}, min_length=min_length,
                  added=target.default_tolerance(device, first))
-    under_test = exports_under_test(side, [(None, second)], device, options.tolerance, options.thresholds)
+    under_test = [replace(e, details={**e.details, "interface": told})
+                  for e in exports_under_test(side, [(None, second)], device, options.tolerance, options.thresholds)]
     with ExitStack() as opening:
         for close in closers(*(part for e in under_test for part in e.opened)):
             opening.callback(close)
-        cases = build_cases(inputs, fixed_length, options.sweep)
+        cases = build_cases(inputs, fixed_length, options.sweep, min_length)
         stream_cases = []
         if under_test[0].stream_runner is not None:
             stream_cases = build_stream_cases(inputs, fixed_length, options.sweep)

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rnnexport.model import TensorInfo
+
+if TYPE_CHECKING:
+    from rnnexport.model import SourceInfo
 
 # Names of the dynamic dimensions rnnexport's entry points have, by axis: [batch, time, ...].
 DYNAMIC = ("batch", "time")
@@ -109,6 +114,34 @@ def summary(parity: Mapping[str, Any]) -> str:
     if parity.get("device"):
         parts.append(f"on {parity['device']}")
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What an export takes and gives, as its source declared it when rnnexport wrote it: dtypes,
+    time axes, vocabulary sizes, masking and lengths inputs that no runtime signature holds (a
+    token-id input is just int32 there). `rnnexport compare` builds its sweep from it."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    fixed_length: int | None = None
+    min_length: int = 1
+
+    @classmethod
+    def of(cls, info: SourceInfo) -> Interface:
+        return cls(info.inputs, info.outputs, info.fixed_length, info.min_length)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a target stores in its export's metadata, under `interface`."""
+        return {"inputs": [asdict(t) for t in self.inputs], "outputs": [asdict(t) for t in self.outputs],
+                "fixed_length": self.fixed_length, "min_length": self.min_length}
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> Interface:
+        def tensors(key: str) -> tuple[TensorInfo, ...]:
+            return tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in stored[key])
+
+        return cls(tensors("inputs"), tensors("outputs"), stored.get("fixed_length"), stored.get("min_length", 1))
 
 
 def states(names: Sequence[str], shapes: Mapping[str, Sequence[int | str]], holds: Mapping[str, str]

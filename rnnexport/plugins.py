@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from rnnexport.device import Device
-    from rnnexport.exported import ExportContents
+    from rnnexport.exported import ExportContents, Interface
     from rnnexport.model import RecurrentModel, SourceInfo, TensorInfo
     from rnnexport.options import SourceOptions
     from rnnexport.tolerance import Tolerance
@@ -156,6 +156,11 @@ class Target(ABC):
         """The inputs and outputs of the artifact as its runtime declares them (dynamic
         dimensions None), for checking it without its source (`rnnexport compare`)."""
         raise ExportError(f"{path}: the {self.name} target cannot say what its exports take")
+
+    def stored_interface(self, path: Path) -> Interface | None:
+        """The interface rnnexport stored in the export at `path` when it wrote it (token-id
+        vocabularies, masking, lengths inputs); None for a file another tool wrote."""
+        return None
 
     def record_parity(self, path: Path, summary: Mapping[str, Any]) -> None:
         """Store the parity summary in an artifact that can carry it; others ignore it."""

@@ -337,3 +337,55 @@ def test_check_and_compare_judge_a_quantized_export_by_its_thresholds(int8_and_g
     assert against.exit_code == 1 and "KL" in against.output, against.output
     bad = runner.invoke(cli, ["check", int8, "--golden", golden, "--min-agreement", "2"])
     assert bad.exit_code == 2 and "--min-agreement" in bad.output
+
+
+@pytest.fixture(scope="module")
+def token_exports(tmp_path_factory):
+    """A token-id model (Embedding with mask_zero, 50 ids) in every format, not validated."""
+    import keras
+
+    work = tmp_path_factory.mktemp("tokens")
+    keras.utils.set_random_seed(2)
+    i = keras.Input((None,), name="ids", dtype="int32")
+    x = keras.layers.Embedding(50, 6, mask_zero=True, name="embed")(i)
+    keras.Model(i, keras.layers.GRU(5, return_sequences=True, name="gru")(x)).save(work / "tokens.keras")
+    made = CliRunner().invoke(cli, ["convert", str(work / "tokens.keras"), "--to", "all", "--out", str(work),
+                                    "--no-validate"])
+    assert made.exit_code == 0, made.output
+    return work
+
+
+def test_compare_builds_its_sweep_from_the_interface_rnnexport_stored(token_exports, tmp_path):
+    from rnnexport import plugins
+
+    work = token_exports
+    for suffix in (".onnx", ".tflite", ".savedmodel"):
+        path = work / f"tokens{suffix}"
+        (ids,) = plugins.find_target_for(path).stored_interface(path).inputs
+        assert (ids.name, ids.vocab_size, ids.mask_value, ids.time_axis) == ("ids", 50, 0.0, 1), suffix
+    onnx_file, tflite = str(work / "tokens.onnx"), str(work / "tokens.tflite")
+    stored = CliRunner().invoke(cli, ["compare", onnx_file, tflite, "--lengths", "4,9", "--batches", "2",
+                                      "--latency-repeats", "0", "--report", str(tmp_path / "stored.json")])
+    assert stored.exit_code == 0, stored.output
+    assert f"interface as rnnexport stored it in {onnx_file}" in stored.output
+    export = _valid(tmp_path / "stored.json")["exports"][0]
+    # The mask the Embedding declares gives the padded cases (ids 0 after each row's length).
+    assert [c["kind"] for c in export["cases"]].count("padded") >= 1 and export["passed"]
+
+    import onnx
+
+    proto = onnx.load(onnx_file)
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    onnx.save(proto, str(tmp_path / "foreign2.onnx"))
+    guessed = CliRunner().invoke(cli, ["compare", str(tmp_path / "foreign.onnx"), str(tmp_path / "foreign2.onnx"),
+                                       "--lengths", "4,9", "--batches", "2", "--latency-repeats", "0",
+                                       "--report", str(tmp_path / "guessed.json")])
+    assert guessed.exit_code == 0, guessed.output
+    assert "interface read from the runtime signatures: neither export carries rnnexport's interface" in guessed.output
+    export = _valid(tmp_path / "guessed.json")["exports"][0]
+    assert "padded" not in [c["kind"] for c in export["cases"]]
+    # One foreign file beside one of rnnexport's: the interface the other stored.
+    mixed = CliRunner().invoke(cli, ["compare", str(tmp_path / "foreign.onnx"), tflite, "--lengths", "4",
+                                     "--batches", "2", "--latency-repeats", "0"])
+    assert mixed.exit_code == 0 and f"interface as rnnexport stored it in {tflite}" in mixed.output, mixed.output

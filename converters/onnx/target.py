@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
+from rnnexport.exported import Interface
 from rnnexport.errors import ExportError, UserError
 from rnnexport.model import RecurrentModel, TensorInfo
 from rnnexport.runner import seen_tensor
@@ -115,6 +116,13 @@ class OnnxTarget(Target):
         return ([seen_tensor(i.name, ORT_TYPES.get(i.type, "float32"), i.shape) for i in session.get_inputs()],
                 [seen_tensor(o.name, ORT_TYPES.get(o.type, "float32"), o.shape, output=True)
                  for o in session.get_outputs()])
+
+    def stored_interface(self, path: Path) -> Interface | None:
+        from rnnexport_converters.onnx.runtime import OnnxRunner
+
+        # onnxruntime reads the metadata, so that a machine with only the runtime can: no onnx.
+        stored = OnnxRunner(path, Device("cpu", "/CPU:0", "CPU")).session.get_modelmeta().custom_metadata_map
+        return Interface.from_dict(json.loads(stored[META + "interface"])) if META + "interface" in stored else None
 
     def describe(self, path: Path) -> ExportDetails:
         import onnx

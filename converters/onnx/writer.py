@@ -18,6 +18,7 @@ from rnnexport_converters.onnx.target import OnnxOptions
 
 from rnnexport.calibration import calibration
 from rnnexport.errors import ExportError, UserError, one_line
+from rnnexport.exported import Interface
 from rnnexport.model import RecurrentModel, StateInfo, TensorInfo
 from rnnexport.tf import tensorflow
 from rnnexport.version import __version__
@@ -118,7 +119,8 @@ def write(model: RecurrentModel, path: Path, options: OnnxOptions, streaming: bo
         if recurrence.name not in fused and recurrence.name not in not_fused:
             not_fused[recurrence.name] = recurrence.unfusable or "not replaced while tracing"
     _declare_io_shapes(proto, (*model.info.inputs, *model.info.outputs))
-    meta = {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused)}
+    meta = {META + "fused": json.dumps(fused), META + "not_fused": json.dumps(not_fused),
+            META + "interface": json.dumps(Interface.of(model.info).to_dict())}
     calibrated = None
     if options.quantize is not None:
         meta[META + "quantize"] = options.quantize

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
+from rnnexport.exported import Interface
 from rnnexport.version import __version__
 from rnnexport_converters.savedmodel import exported
 from rnnexport.model import RecurrentModel, TensorInfo
@@ -36,7 +37,8 @@ class SavedModelTarget(Target):
             signatures[STEP] = entry_points.step.get_concrete_function()
             signatures[INITIAL_STATE] = entry_points.initial_state.get_concrete_function()
         tf.saved_model.save(model.module, str(path), signatures=signatures)
-        metadata = {"version": __version__, "source": model.info.path, "source_kind": model.info.kind}
+        metadata = {"version": __version__, "source": model.info.path, "source_kind": model.info.kind,
+                    "interface": Interface.of(model.info).to_dict()}
         if streaming:
             metadata.update(states=[s.name for s in entry_points.states],
                             state_holds={s.name: s.holds for s in entry_points.states})
@@ -53,6 +55,10 @@ class SavedModelTarget(Target):
         return ([seen_tensor(name, spec.dtype.name, spec.shape.as_list()) for name, spec in specs.items()],
                 [seen_tensor(name, spec.dtype.name, spec.shape.as_list(), output=True)
                  for name, spec in function.structured_outputs.items()])
+
+    def stored_interface(self, path: Path) -> Interface | None:
+        metadata = exported.read_metadata(path) or {}
+        return Interface.from_dict(metadata["interface"]) if "interface" in metadata else None
 
     def runner(self, path: Path, device: Device) -> SavedModelRunner:
         from rnnexport_converters.savedmodel.runtime import SavedModelRunner

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnexport.device import Device
+from rnnexport.exported import Interface
 from rnnexport.model import RecurrentModel, TensorInfo
 from rnnexport.runner import seen_tensor
 from rnnexport.target_options import option
@@ -106,6 +107,10 @@ class TfliteTarget(Target):
     def default_tolerance(self, device: Device, path: Path) -> Tolerance:
         meta, _ = read_file(path)
         return QUANTIZED_TOLERANCE.get(meta.get("quantize"), self.tolerances[device.kind])
+
+    def stored_interface(self, path: Path) -> Interface | None:
+        meta, _ = read_file(path)
+        return Interface.from_dict(meta["interface"]) if "interface" in meta else None
 
     def describe(self, path: Path) -> ExportDetails:
         meta, ops = read_file(path)

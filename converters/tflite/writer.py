@@ -13,6 +13,7 @@ from typing import Any
 from rnnexport.version import __version__
 from rnnexport.calibration import Calibration, calibration
 from rnnexport.errors import ExportError, UserError
+from rnnexport.exported import Interface
 from rnnexport.model import RecurrentModel
 from rnnexport.tf import tensorflow
 from rnnexport_converters.tflite.calibration import INTEGER_MODES, CalibratorCrash, convert_in_child, io_scales
@@ -142,6 +143,7 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
         "source_kind": model.info.kind,
         "quantize": options.quantize,
         "select_ops": options.select_ops,
+        "interface": Interface.of(model.info).to_dict(),
     }
     if calibrated is not None:
         meta["calibration"] = calibrated.origin

@@ -35,6 +35,8 @@ def _notes(e: ExportResult, verbose: bool) -> list[str]:
         states = ", ".join(sorted(details["streaming_states"]))
         lines.append(f"  {name}: streaming, state {states}; "
                      f"{sum(1 for c in streamed if c)}/{len(streamed)} chunked runs (chunks {chunks or '-'}) match")
+    if "interface" in details:
+        lines.append(f"  {name}: interface {details['interface']}")
     if "shortest_length" in details:
         lines.append(f"  {name}: the source needs at least {details['shortest_length']} steps; "
                      "the default sweep starts there")
