@@ -211,12 +211,9 @@ def plugins(as_json: bool) -> int:
                  "description": getattr(e.plugin, "description", None), "error": e.error} for e in entries]
         click.echo(json.dumps(rows, indent=2))
         return 0
-    width = max((len(e.name) for e in entries), default=0)
-    for title, group in (("sources", registry.SOURCE_GROUP), ("targets", registry.TARGET_GROUP)):
-        click.echo(f"{title}:")
-        for e in (e for e in entries if e.group == group):
-            state = f"BROKEN: {e.error}" if e.broken else e.plugin.description
-            click.echo(f"  {e.name:<{width}}  {state}  [{e.value} from {e.distribution or '?'}]")
+    from rnnexport.listing import plugins_text
+
+    click.echo(plugins_text(entries, (("source", registry.SOURCE_GROUP), ("target", registry.TARGET_GROUP))))
     return 0
 
 
@@ -238,31 +235,19 @@ def inspect(source: Path, as_json: bool, **params: Any) -> int:
       rnnexport inspect exports/lstm_variable.onnx
     """
     import rnnexport
+    from rnnexport.listing import export_text, source_text
 
     exported = rnnexport.inspect_export(source)
     if exported is not None:
-        click.echo(json.dumps(exported.to_dict(), indent=2) if as_json else "\n".join(exported.lines()))
+        click.echo(json.dumps(exported.to_dict(), indent=2) if as_json else export_text(exported))
         return 0
     info = rnnexport.inspect(source, source_values(params))
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
         return 0
-    click.echo(f"{info.path}: {info.kind} source, {info.format}")
-    click.echo("inputs:   " + "; ".join(t.describe() for t in info.inputs))
-    click.echo("outputs:  " + "; ".join(t.describe() for t in info.outputs))
-    click.echo(f"length:   {'fixed at ' + str(info.fixed_length) if info.fixed_length else 'any'}"
-               f"  ({'causal' if info.causal else 'not causal'})")
-    click.echo("layers:")
-    for layer in info.layers:
-        click.echo(f"  {layer.describe()}")
-    for note in info.notes:
-        click.echo(f"note:     {note}")
     from rnnexport.plugins import targets
 
-    if info.exportable:
-        click.echo(f"exportable to: {', '.join(t.name for t in targets())}")
-    for problem in info.problems:
-        click.echo(f"cannot export: {problem}")
+    click.echo(source_text(info, [t.name for t in targets()]))
     return 0
 
 

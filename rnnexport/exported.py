@@ -76,26 +76,6 @@ class ExportContents:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def lines(self) -> list[str]:
-        """The text `inspect` prints."""
-        said = [f"{self.path}: {self.target} export" + (f" of {self.source}" if self.source else "")]
-        for entry in self.entry_points:
-            said.append(f"entry point {entry.name} ({entry.file}):")
-            said.append("  inputs:  " + "; ".join(p.describe() for p in entry.inputs))
-            said.append("  outputs: " + "; ".join(p.describe() for p in entry.outputs))
-        ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.recurrent_ops.items()))
-        said.append(f"recurrent ops: {ops or 'none'}")
-        said.append(f"batch: {self.batch}")
-        if self.states:
-            said.append("streaming states (step input <name>, returned as <name>_next):")
-            said += [f"  {state.describe()}" for state in self.states]
-        else:
-            said.append("streaming: no step entry point")
-        stored = summary(self.parity) if self.parity else "none stored (convert stores one when it validates)"
-        said.append(f"parity: {stored}")
-        said += [f"note: {note}" for note in self.notes]
-        return said
-
 
 def summary(parity: Mapping[str, Any]) -> str:
     """One line of a stored parity summary (`ExportParity.summary`)."""

@@ -61,15 +61,6 @@ class LayerInfo:
     direction: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self) -> str:
-        parts = [self.name, self.kind]
-        if self.units is not None:
-            parts.append(f"units={self.units}")
-        if self.direction:
-            parts.append(self.direction)
-        parts += [f"{k}={v}" for k, v in self.details.items()]
-        return "  ".join(parts)
-
 
 @dataclass(frozen=True)
 class SourceInfo:

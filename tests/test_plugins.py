@@ -88,7 +88,9 @@ def test_entry_point_plugin_is_found_and_a_broken_one_is_listed(third_party):
     assert rows["savedmodel"]["error"] is None and rows["keras"]["error"] is None
     table = subprocess.run([sys.executable, "-m", "rnnexport", "plugins"], capture_output=True, text=True,
                            env=env, check=True).stdout
-    assert re.search(r"^  ghost +BROKEN: AttributeError", table, re.M)
+    assert table.splitlines()[0].split() == ["kind", "name", "what", "it", "does", "entry", "point"]
+    assert re.search(r"^target +ghost +BROKEN: AttributeError.* echo_plugin:DoesNotExist from echo-plugin$", table, re.M)
+    assert re.search(r"^target +echo +a third-party target ", table, re.M)
 
 
 def test_a_third_party_target_converts_validates_and_gets_its_declared_option_as_a_flag(third_party, tmp_path):

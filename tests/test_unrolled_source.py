@@ -1,6 +1,8 @@
 """The unrolled-graph source: frozen TF1 graphs written by the real TF1 runners, and SavedModels
 of Keras `unroll=True` models, re-rolled and checked at their length and beyond."""
 
+import re
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -95,7 +97,8 @@ def test_inspect_shows_cell_units_unrolled_length_stacking_and_direction(frozen_
     result = CliRunner().invoke(cli, ["inspect", str(frozen_files / "gru_static.pb")])
     assert result.exit_code == 0, result.output
     assert "unrolled-graph source, frozen TF1 graph (1 cell)" in result.output
-    assert "GRUCell(units=8)  units=8  forward  layer=0  runner=static_rnn (10 steps)" in result.output
+    assert re.search(r"^  \S+ +GRUCell\(units=8\) +8 +forward +layer=0  runner=static_rnn \(10 steps\)$", result.output,
+                     re.M), result.output
 
 
 def test_fused_ops_in_the_re_rolled_exports(unrolled_converted):
