@@ -15,7 +15,7 @@ from rnnexport.cli import cli
 from rnnexport.parity.decisions import LOGITS, SIGMOID, SOFTMAX, Scores, class_kinds, judge, scores
 from rnnexport.thresholds import DEFAULT_THRESHOLDS, ThresholdOverrides, Thresholds
 
-from conftest import ROOT
+from conftest import ROOT, TESTS, run_python
 
 SCHEMA = json.loads((ROOT / "rnnexport" / "schemas" / "report.schema.json").read_text())
 LAYERS = ["bilstm", "gru", "rnn", "lstm", "probs"]
@@ -134,6 +134,20 @@ def test_int16x8_is_a_tflite_mode_only(quantized, tmp_path):
     wrong = CliRunner().invoke(cli, ["convert", str(source), "--to", "onnx", "--quantize", "int16x8",
                                      "--out", str(tmp_path)])
     assert wrong.exit_code == 2 and "target 'onnx' does not take 'int16x8'" in wrong.output
+
+
+def test_int8_streaming_is_refused_naming_why_and_what_to_do_instead(tmp_path):
+    import keras
+
+    i = keras.Input((None, 3), name="x")
+    keras.Model(i, keras.layers.GRU(4, name="gru")(i)).save(tmp_path / "gru.keras")
+    outcome = CliRunner().invoke(cli, ["convert", str(tmp_path / "gru.keras"), "--to", "tflite", "--quantize", "int8",
+                                       "--streaming", "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 2, outcome.output
+    assert "streaming step files are not quantized to integers: a step takes and returns the recurrent state, whose " \
+        "ranges calibration on whole sequences does not record (issue 22); export the step files in a second run " \
+        "with --streaming and --quantize dynamic-range or float16, or without --quantize" in outcome.output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("mode", ["dynamic-range", "float16"])
@@ -315,3 +329,33 @@ def test_html_report_draws_what_judges_a_quantized_export(quantized):
               for target in ("tflite", "onnx") for layer in _export(outcome, target)["quantized"]["layers_by_snr"]]
     assert [row for row in page.rows if row[:1] != ["layer"] and row[0] in LAYERS] == ranked
     assert [row for row in page.rows if row[:1] == ["layer"]] == [["layer", "kind", "export tensor", "SNR"]] * 2
+
+
+def test_an_lstm_with_peepholes_and_projection_is_the_integer_kernel_with_an_int16_cell_state(tmp_path):
+    """As a loop its cell state would be int8 (LSTM_S: 7.5 dB); its fused kernel goes in before
+    calibration, so the quantizer makes it LiteRT's integer kernel, clipped at 64 without a clip."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    run_python(TESTS / "quantize_helper.py", str(tmp_path / "projection.pb"), legacy_keras=True)
+    np.savez(tmp_path / "calibration.npz", x=np.random.default_rng(1).standard_normal((16, 20, 5)).astype(np.float32))
+    outcome = CliRunner().invoke(cli, ["convert", str(tmp_path / "projection.pb"), "--inputs", "x:0", "--outputs", "y:0",
+                                       "--to", "tflite", "--quantize", "int8", "--calibration",
+                                       str(tmp_path / "calibration.npz"), "--out", str(tmp_path / "out"), "--json",
+                                       "--lengths", "1,9,20", "--batches", "1,4", *AGREEMENT])
+    assert outcome.exit_code == 0, outcome.output
+    export = _export(outcome, "tflite")
+    details = export["details"]
+    assert details["recurrent_ops"] == {"UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
+    assert details["batch"] == 1 and details["batch_fixed_because"].startswith("LiteRT's integer LSTM kernel")
+    (y,) = export["quantized"]["outputs"]
+    assert y["snr_db"] >= 20.0 and y["top1_agreement"] >= 0.9
+    model = flatbuffer_utils.read_model(str(tmp_path / "out" / "projection.tflite"))
+    main = model.subgraphs[0]
+    (kernel,) = [op for op in main.operators
+                 if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+    types = {index: main.tensors[kernel.inputs[index]].type for index in range(20) if kernel.inputs[index] >= 0}
+    int8, int16 = schema.TensorType.INT8, schema.TensorType.INT16
+    # int8 input and gate weights, int16 peepholes, int8 projection, int8 hidden and int16 cell state.
+    assert [types[i] for i in (0, *range(1, 9), 9, 10, 11, 16, 18, 19)] == [int8] * 9 + [int16] * 3 + [int8, int8, int16]
+    assert kernel.builtinOptions.cellClip == 64.0

@@ -14,7 +14,10 @@ Two forms, chosen per layer by `form`:
   computes, which the converter itself fuses into `UNIDIRECTIONAL_SEQUENCE_LSTM` and quantizes with
   the rest (int8 weights and hidden state, int16 cell state). The converter does so only at a fixed
   batch, and its kernel keeps its state between calls, which `surgery.reset_quantized_states`
-  undoes. Its Keras LSTM clips the cell state at 10 (`ConvertKerasLSTMLayer`).
+  undoes. Its Keras LSTM clips the cell state at 10 (`ConvertKerasLSTMLayer`). An LSTM it does
+  not fuse (TF1 peepholes, projection, clipping) is a stub whose fused kernel goes in before
+  calibration (`surgery.replace_stubs(calibrated_batch=1)`), so the quantizer makes it the same
+  integer kernel: in the loop form its cell state would be int8, which ruined LSTM_S (7.5 dB).
 - **fused**: a stub that the converter keeps as one custom op, which `surgery` replaces with
   LiteRT's `UNIDIRECTIONAL_SEQUENCE_LSTM` or `UNIDIRECTIONAL_SEQUENCE_RNN` kernel (TF1
   peepholes, projection and clipping included). Those write the whole sequence in one pass, so
@@ -81,6 +84,20 @@ def converter_fusable(recurrence: Recurrence, call: LayerCall) -> str:
     return ""
 
 
+def integer_kernel(recurrence: Recurrence, call: LayerCall) -> str:
+    """Why an LSTM the converter does not fuse (peepholes, projection, clipping) cannot be LiteRT's
+    integer `UNIDIRECTIONAL_SEQUENCE_LSTM`, calibrated and quantized as the fused kernel (empty: it
+    can). That kernel (8x8_16: int8 weights and hidden state, int16 cell state and peepholes)
+    computes peepholes, projection and both clips; its state is a variable tensor of a fixed batch."""
+    if recurrence.cell != "lstm":
+        return "only LSTMs have an integer fused kernel"
+    if (recurrence.activation, recurrence.recurrent_activation) != ("tanh", "sigmoid"):
+        return "LiteRT's integer LSTM kernel has tanh and sigmoid activations only"
+    if call.mask is not None or call.initial_state is not None or recurrence.return_state:
+        return "LiteRT's integer LSTM kernel here takes no mask or initial state and returns no state"
+    return ""
+
+
 def _keras_lstm(inputs: Any, weights: DirectionWeights) -> Any:
     """One direction's sequence from a function the converter fuses into its quantized LSTM kernel:
     the signature and attributes of Keras 2's `standard_lstm`, whose body the converter replaces
@@ -141,7 +158,7 @@ class Layers:
             self.forms[recurrence.name] = "fused"
             self.converter_fused.append(recurrence.name)
             return _keras_lstm_layer(recurrence, inputs)
-        reason = fusable(recurrence, call) or self.refused
+        reason = integer_kernel(recurrence, call) if self.integer else fusable(recurrence, call) or self.refused
         self.forms[recurrence.name] = "loop" if reason else "fused"
         if reason:
             self.reasons[recurrence.name] = reason
@@ -198,8 +215,12 @@ class Layers:
         sequence, *finals = self._stub(recurrence, recurrence.directions[0], inputs)
         if recurrence.bidirectional:
             backward, *backward_finals = self._stub(recurrence, recurrence.directions[1], tf.reverse(inputs, [1]))
+            if not recurrence.return_sequences:
+                return merge(recurrence.merge_mode, sequence[:, -1], backward[:, -1])
             sequence = merge(recurrence.merge_mode, sequence, tf.reverse(backward, [1]))
             finals += backward_finals
+        elif not recurrence.return_sequences:
+            sequence = sequence[:, -1]
         if not recurrence.return_state:
             return sequence
         return [*(sequence if isinstance(sequence, list) else [sequence]), *finals]

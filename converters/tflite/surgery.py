@@ -118,7 +118,18 @@ def _activation(schema: Any, stub: Stub) -> int:
     return getattr(schema.ActivationFunctionType, FUSED_ACTIVATION[stub.recurrence.activation])
 
 
-def _lstm(graph: _Graph, stub: Stub, op: Any, zero: int) -> list[Any]:
+# The tensors LiteRT's calibrator records an LSTM's gates in (its logging kernel wants all five,
+# `tensorflow/lite/tools/optimize/calibration/builtin_logging_ops/lstm.cc`), which the quantizer
+# turns into the integer kernel's scales; the converter gives its own fused LSTMs the same.
+INTERMEDIATES = ("input_to_input", "input_to_forget", "input_to_cell", "input_to_output", "effective_hidden_scale")
+# The integer kernel's int16 cell state takes its scale from the cell clip; calibrated without one,
+# LSTM_S's kernel gave noise (-0.8 dB). An LSTM with no clip is clipped here, as the converter clips
+# Keras LSTMs at 10: at 64 the scale is 2^-9, and tanh(64) is 1 in float32, so only a cell state
+# beyond it remembers less (LSTM_S's reached 23 on its calibration clips).
+INTEGER_CELL_CLIP = 64.0
+
+
+def _lstm(graph: _Graph, stub: Stub, op: Any, zero: int, batch: int | None) -> list[Any]:
     schema = graph.schema
     weights, recurrence, tag = stub.weights, stub.recurrence, stub.name
     x, h_shape, c_shape = (int(i) for i in op.inputs[:3])
@@ -139,15 +150,23 @@ def _lstm(graph: _Graph, stub: Stub, op: Any, zero: int) -> list[Any]:
     inputs += [h, c, -1, -1, -1, -1]
     options = schema.UnidirectionalSequenceLSTMOptionsT()
     options.fusedActivationFunction = _activation(schema, stub)
-    options.cellClip = float(recurrence.cell_clip or 0.0)
+    options.cellClip = float(recurrence.cell_clip or (0.0 if batch is None else INTEGER_CELL_CLIP))
     options.projClip = float(recurrence.proj_clip or 0.0)
     options.timeMajor = False
     kernel = graph.op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [int(op.outputs[0])], options,
                       "UnidirectionalSequenceLSTMOptions")
-    return [graph.fill(h_shape, zero, h), graph.fill(c_shape, zero, c), kernel]
+    if batch is None:
+        return [graph.fill(h_shape, zero, h), graph.fill(c_shape, zero, c), kernel]
+    for index in (h, c):
+        size = int(graph.subgraph.tensors[index].shape[-1])
+        graph.subgraph.tensors[index].shape = np.array((batch, size), dtype=np.int32)
+        graph.subgraph.tensors[index].shapeSignature = None
+    kernel.intermediates = np.array([graph._tensor(f"{tag}/{name}_intermediate", (0,), (0,)) for name in INTERMEDIATES],
+                                    dtype=np.int32)
+    return [kernel]
 
 
-def _rnn(graph: _Graph, stub: Stub, op: Any, zero: int) -> list[Any]:
+def _rnn(graph: _Graph, stub: Stub, op: Any, zero: int, batch: int | None) -> list[Any]:
     schema = graph.schema
     weights, tag = stub.weights, stub.name
     x, h_shape = (int(i) for i in op.inputs[:2])
@@ -171,8 +190,11 @@ def _drop_unused_opcodes(model: Any) -> None:
             op.opcodeIndex = remap[op.opcodeIndex]
 
 
-def replace_stubs(flatbuffer: bytes, stubs: Mapping[str, Stub]) -> bytes:
-    """The flatbuffer with every stub's custom op replaced by its fused kernel."""
+def replace_stubs(flatbuffer: bytes, stubs: Mapping[str, Stub], calibrated_batch: int | None = None) -> bytes:
+    """The flatbuffer with every stub's custom op replaced by its fused kernel. With
+    `calibrated_batch`, as the calibrator and quantizer take an LSTM kernel (a full-integer file):
+    its states variable tensors of that fixed batch, with no FILL (the quantizer gives them their
+    integer types; `reset_quantized_states` fills them after), and its gates' `INTERMEDIATES`."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
@@ -189,7 +211,7 @@ def replace_stubs(flatbuffer: bytes, stubs: Mapping[str, Stub]) -> bytes:
                 continue
             stub = stubs[name]
             zero = graph.constant("rnnexport/zero", np.zeros((), np.float32)) if zero is None else zero
-            operators += (_lstm if stub.recurrence.cell == "lstm" else _rnn)(graph, stub, op, zero)
+            operators += (_lstm if stub.recurrence.cell == "lstm" else _rnn)(graph, stub, op, zero, calibrated_batch)
             done.add(name)
         subgraph.operators = operators
     missing = sorted(set(stubs) - done)

@@ -56,7 +56,7 @@ def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions
 
 
 def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
-                   calibrated: Calibration | None, forms: dict[str, str]) -> bytes:
+                   calibrated: Calibration | None, layers: Layers) -> bytes:
     """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs.
     Full-integer files are calibrated and converted in a child process (see `calibration`)."""
     tf = tensorflow()
@@ -65,11 +65,13 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
     with tempfile.TemporaryDirectory(prefix="rnnexport-tflite-") as tmp:
         tf.saved_model.save(holder, tmp, signatures={"serving_default": function.get_concrete_function()})
         if calibrated is not None:
-            return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io, forms)
+            return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io, layers.forms,
+                                    layers.stubs)
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
 CONVERTER_FUSES_AT_A_FIXED_BATCH = "the converter fuses a quantized LSTM kernel only at a fixed batch"
+INTEGER_KERNEL_AT_A_FIXED_BATCH = "LiteRT's integer LSTM kernel is calibrated and quantized with states of a fixed batch"
 # Why a layer of a file gets no fused kernel whatever it computes.
 QUANTIZED = "the export is quantized, and the converter quantizes the loop form's weights, not a fused kernel's"
 STEP_FILE = "a streaming step file takes its state from its inputs, which the loop form does"
@@ -92,12 +94,13 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
     layers = Layers(_refused(options), integer)
     function, kept = model.trace_with(layers, options.batch)
     batch, fixed_because = options.batch, ""
-    if layers.converter_fused and batch is None:
+    if (layers.converter_fused or (integer and layers.stubs)) and batch is None:
+        fixed_because = CONVERTER_FUSES_AT_A_FIXED_BATCH if layers.converter_fused else INTEGER_KERNEL_AT_A_FIXED_BATCH
         layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
-        batch, fixed_because = 1, CONVERTER_FUSES_AT_A_FIXED_BATCH
+        batch = 1
     try:
-        flatbuffer = _convert_saved(function, model, options, calibrated, layers.forms)
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers)
     except ExportError as exc:
         # A crash is no reason the converter gave: at batch 1 it would crash again.
         if batch is not None or isinstance(exc, CalibratorCrash):
@@ -105,8 +108,8 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
         layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
-        flatbuffer = _convert_saved(function, model, options, calibrated, layers.forms)
-    if layers.converter_fused:
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers)
+    if integer and (layers.converter_fused or layers.stubs):
         flatbuffer = reset_quantized_states(flatbuffer)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
     fused.update({name: KERNELS["lstm"] for name in layers.converter_fused})
@@ -122,7 +125,8 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
         "forms": layers.forms,
         "not_fused": not_fused,
     }
-    return replace_stubs(flatbuffer, layers.stubs), meta
+    # A full-integer file's stubs were replaced before calibrating (`convert_in_child`).
+    return (flatbuffer if integer else replace_stubs(flatbuffer, layers.stubs)), meta
 
 
 def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: bool) -> None:
@@ -131,8 +135,10 @@ def write(model: RecurrentModel, path: Path, options: TfliteOptions, streaming: 
         raise ExportError(f"{model.info.path}: this source cannot be traced for TFLite")
     integer = options.quantize in INTEGER_MODES
     if integer and streaming:
-        raise UserError(f"--quantize {options.quantize}: streaming step files are not quantized to integers "
-                        "(issue 22); export the streaming files without it")
+        raise UserError(f"--quantize {options.quantize}: streaming step files are not quantized to integers: a "
+                        "step takes and returns the recurrent state, whose ranges calibration on whole sequences "
+                        "does not record (issue 22); export the step files in a second run with --streaming and "
+                        "--quantize dynamic-range or float16, or without --quantize")
     if not integer and (options.calibration or options.integer_io):
         raise UserError("--calibration and --integer-io need --quantize int8 or int16x8")
     calibrated = calibration(model.info.inputs, model.info.fixed_length, options.calibration) if integer else None
