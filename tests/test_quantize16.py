@@ -37,13 +37,13 @@ def _every_kind(path):
 
 @pytest.fixture(scope="module")
 def int16x8(tmp_path_factory):
-    """One model with every layer kind, converted once to 16x8 and validated over the sweep."""
+    """One model with every layer kind, converted once to 16x8 with int16 I/O and validated over the sweep."""
     tmp = tmp_path_factory.mktemp("int16x8")
     source = _every_kind(tmp / "kinds.keras")
     rng = np.random.default_rng(7)
     np.savez(tmp / "calibration.npz", x=rng.standard_normal((16, 20, 4)).astype(np.float32))
     outcome = CliRunner().invoke(cli, [
-        "convert", str(source), "--to", "tflite", "--quantize", "int16x8", "--calibration",
+        "convert", str(source), "--to", "tflite", "--quantize", "int16x8", "--integer-io", "--calibration",
         str(tmp / "calibration.npz"), "--out", str(tmp / "out"), "--json", "--lengths", "1,9,20",
         "--batches", "1,3"])
     return tmp, outcome
@@ -68,6 +68,8 @@ def test_int16x8_export_of_every_layer_kind_passes_the_default_thresholds(int16x
     assert all(layer["snr_db"] >= 35.0 for layer in ranked if layer["name"] in LAYERS), ranked
     details = export["details"]
     assert details["quantize"] == "int16x8" and details["batch"] is None
+    assert details["io"]["x"]["dtype"] == details["io"]["probs"]["dtype"] == "int16"
+    assert details["io"]["x"]["scale"] > 0 and details["io"]["probs"]["zero_point"] == 0
     assert set(details["forms"].values()) == {"loop"} and set(details["forms"]) == LAYERS
 
 

@@ -116,19 +116,22 @@ def _widened(calibrated: bytes) -> bytes:
     return _bytes(model)
 
 
-def quantize(converter: Any, flatbuffer: bytes, input_type: Any, output_type: Any, activations_type: Any,
+def quantize(converter: Any, flatbuffer: bytes, _input_type: Any, _output_type: Any, activations_type: Any,
              bias_type: Any, allow_float: bool, *_: Any) -> bytes:
     """In place of the converter's `_quantize` (same arguments): its calibration and its 16x8
     quantizer run apart, on the model `for_16x8` gives, the ranges widened in between."""
-    import numpy as np
+    from tensorflow import float32 as tf_float32
     from tensorflow.lite.python.optimize import calibrator
 
     def number(dtype: Any) -> int:
         return np.dtype(dtype.as_numpy_dtype()).num
 
     calibrated = calibrator.Calibrator(for_16x8(flatbuffer)).calibrate(converter.representative_dataset)
+    # Float I/O here whatever the file's: the quantizer would also retype the loop bodies' inputs
+    # ("Unsupported input type INT16 for input tensor 0 of type FLOAT32"); the converter sets the
+    # main graph's I/O types after this step.
     quantized = calibrator.Calibrator(_widened(calibrated))._calibrator.QuantizeModel(
-        number(input_type), number(output_type), allow_float, number(activations_type), number(bias_type),
+        number(tf_float32), number(tf_float32), allow_float, number(activations_type), number(bias_type),
         converter._experimental_disable_per_channel,
         converter._experimental_disable_per_channel_quantization_for_dense_layers)
     return passed_as_int16(drop_readers(bytes(quantized)))
