@@ -359,3 +359,9 @@ def test_an_lstm_with_peepholes_and_projection_is_the_integer_kernel_with_an_int
     # int8 input and gate weights, int16 peepholes, int8 projection, int8 hidden and int16 cell state.
     assert [types[i] for i in (0, *range(1, 9), 9, 10, 11, 16, 18, 19)] == [int8] * 9 + [int16] * 3 + [int8, int8, int16]
     assert kernel.builtinOptions.cellClip == 64.0
+    fixed = CliRunner().invoke(cli, ["convert", str(tmp_path / "projection.pb"), "--inputs", "x:0", "--outputs", "y:0",
+                                     "--to", "tflite", "--quantize", "int8", "--batch", "2", "--out",
+                                     str(tmp_path / "batch2")])
+    assert fixed.exit_code == 2 and "--batch 2 with --quantize int8: the integer LSTM kernels of layer 'rnn_0' are " \
+        "calibrated one sample at a time, at batch 1; leave --batch out" in fixed.output
+    assert not (tmp_path / "batch2").exists()

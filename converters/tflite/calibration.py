@@ -134,9 +134,9 @@ def io_scales(flatbuffer: bytes) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _quantize(converter: Any, job: Path, bare: bool, int16: bool, stubs: Mapping[str, Any]) -> Any:
+def _quantize(converter: Any, job: Path, bare: bool, int16: bool, stubs: Mapping[str, Any], batch: int) -> Any:
     """The converter's own `_quantize` step (given the float flatbuffer), with the loops' outputs
-    kept unless `bare` and `stubs` replaced by fused kernels it quantizes; for 16x8 (`int16`),
+    kept unless `bare` and `stubs` replaced by fused kernels of `batch` it quantizes; for 16x8 (`int16`),
     `int16x8.quantize` in its place. The stage is recorded first."""
     from rnnexport_converters.tflite import int16x8
     from rnnexport_converters.tflite.surgery import replace_stubs
@@ -146,7 +146,7 @@ def _quantize(converter: Any, job: Path, bare: bool, int16: bool, stubs: Mapping
     def quantize(result: bytes, *rest: Any, **named: Any) -> bytes:
         (job / "stage.txt").write_text(CALIBRATING)
         if stubs:
-            result = replace_stubs(result, stubs, calibrated_batch=1)
+            result = replace_stubs(result, stubs, calibrated_batch=batch)
         result = result if bare else read_passed_through(result)
         if not int16:
             return original(result, *rest, **named)
@@ -156,14 +156,14 @@ def _quantize(converter: Any, job: Path, bare: bool, int16: bool, stubs: Mapping
 
 
 def convert_in_child(saved_model: Path, mode: str, samples: Sequence[Mapping[str, np.ndarray]],
-                     integer_io: bool, forms: Mapping[str, str], stubs: Mapping[str, Any]) -> bytes:
+                     integer_io: bool, forms: Mapping[str, str], stubs: Mapping[str, Any], batch: int | None) -> bytes:
     """The full-integer flatbuffer of the SavedModel at `saved_model`, calibrated on `samples`
-    in a child process, its `stubs` (a batch-1 trace's) LiteRT's integer LSTM kernels; raise
+    in a child process, its `stubs` (of a trace at fixed `batch`) LiteRT's integer LSTM kernels; raise
     `ExportError` with the converter's reason or, `CalibratorCrash`, the stage it died in, the
     recurrent layers it was running (`forms`: name to form) and its last words."""
     with tempfile.TemporaryDirectory(prefix="rnnexport-calibration-") as tmp:
         job = Path(tmp)
-        (job / "stubs.pickle").write_bytes(pickle.dumps(dict(stubs)))
+        (job / "stubs.pickle").write_bytes(pickle.dumps((dict(stubs), batch)))
         np.savez(job / "samples.npz", **{f"{i}/{name}": value for i, sample in enumerate(samples)
                                          for name, value in sample.items()})
         (job / "job.json").write_text(json.dumps({"saved_model": str(saved_model), "mode": mode,
@@ -226,8 +226,9 @@ def _child(job: Path) -> int:
         converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     if spec["integer_io"]:
         converter.inference_input_type = converter.inference_output_type = tf.int8 if mode == "int8" else tf.int16
-    stubs = pickle.loads((job / "stubs.pickle").read_bytes())
-    converter._quantize = _quantize(converter, job, os.environ.get(BARE_CALIBRATOR) == "1", mode == "int16x8", stubs)
+    stubs, batch = pickle.loads((job / "stubs.pickle").read_bytes())
+    converter._quantize = _quantize(converter, job, os.environ.get(BARE_CALIBRATOR) == "1", mode == "int16x8", stubs,
+                                    batch)
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the parent turns the reason into one line

@@ -56,7 +56,7 @@ def _convert(functions: list[Any], model: RecurrentModel, options: TfliteOptions
 
 
 def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
-                   calibrated: Calibration | None, layers: Layers) -> bytes:
+                   calibrated: Calibration | None, layers: Layers, batch: int | None) -> bytes:
     """Convert through a SavedModel: only there does the converter keep `tfl_fusable_op` stubs.
     Full-integer files are calibrated and converted in a child process (see `calibration`)."""
     tf = tensorflow()
@@ -66,7 +66,7 @@ def _convert_saved(function: Any, model: RecurrentModel, options: TfliteOptions,
         tf.saved_model.save(holder, tmp, signatures={"serving_default": function.get_concrete_function()})
         if calibrated is not None:
             return convert_in_child(Path(tmp), options.quantize, calibrated.samples, options.integer_io, layers.forms,
-                                    layers.stubs)
+                                    layers.stubs, batch)
         return _converter(tf.lite.TFLiteConverter.from_saved_model(tmp), options)
 
 
@@ -94,13 +94,18 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
     layers = Layers(_refused(options), integer)
     function, kept = model.trace_with(layers, options.batch)
     batch, fixed_because = options.batch, ""
-    if (layers.converter_fused or (integer and layers.stubs)) and batch is None:
+    kernels = [*layers.converter_fused, *(stub.recurrence.name for stub in layers.stubs.values())] if integer else []
+    if kernels and batch not in (None, 1):
+        raise UserError(f"--batch {batch} with --quantize int8: the integer LSTM kernels of "
+                        f"{', '.join(f'layer {name!r}' for name in dict.fromkeys(kernels))} are calibrated one sample at a time, at batch 1; "
+                        "leave --batch out (the file then runs larger batches row by row)")
+    if kernels and batch is None:
         fixed_because = CONVERTER_FUSES_AT_A_FIXED_BATCH if layers.converter_fused else INTEGER_KERNEL_AT_A_FIXED_BATCH
         layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
         batch = 1
     try:
-        flatbuffer = _convert_saved(function, model, options, calibrated, layers)
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers, batch)
     except ExportError as exc:
         # A crash is no reason the converter gave: at batch 1 it would crash again.
         if batch is not None or isinstance(exc, CalibratorCrash):
@@ -108,7 +113,7 @@ def _sequence_file(model: RecurrentModel, options: TfliteOptions,
         layers = Layers(_refused(options), integer)
         function, kept = model.trace_with(layers, 1)
         batch, fixed_because = 1, str(exc)
-        flatbuffer = _convert_saved(function, model, options, calibrated, layers)
+        flatbuffer = _convert_saved(function, model, options, calibrated, layers, batch)
     if integer and (layers.converter_fused or layers.stubs):
         flatbuffer = reset_quantized_states(flatbuffer)
     fused = {stub.recurrence.name: KERNELS[stub.recurrence.cell] for stub in layers.stubs.values()}
