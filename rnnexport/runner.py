@@ -42,13 +42,11 @@ class Runner(Protocol):
 class Timing:
     """How the reference is timed at one shape for the latency table: `call` runs it the way a
     deployer runs the source (compiled: a traced function, a session), and was warmed up at that
-    shape; `how` says what it runs. `eager` says why it runs eagerly instead (tracing failed), and
-    `per_shape` that every new shape costs a trace or an eager run, so fewer shapes are timed."""
+    shape; `how` says what it runs. `eager` says why it runs eagerly instead (tracing failed)."""
 
     call: Callable[[], object]
     how: str
     eager: str = ""
-    per_shape: bool = False
 
 
 class ReferenceRunner(Runner, Protocol):
@@ -59,8 +57,9 @@ class ReferenceRunner(Runner, Protocol):
     # A reference may also define `serves(inputs) -> str`: why it holds no ground truth for
     # these inputs (empty when it does). The parity engine then skips the case and says why.
     # For the latency table it may define `timing(inputs, outputs) -> Timing` (`outputs`: what
-    # `run` returned for `inputs`, to check a new trace against); else `run` is timed, described
-    # by its `runs_as` attribute.
+    # `run` returned for `inputs`, to check a new trace against), and `per_shape(inputs) -> bool`:
+    # whether timing these inputs costs a trace or an eager run of their own; else `run` is
+    # timed, described by its `runs_as` attribute.
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """The state of every recurrent layer after the whole sequence, keyed `<state>_next`."""

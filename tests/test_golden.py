@@ -63,19 +63,19 @@ def test_readme_commands_run_and_the_golden_file_holds_the_sweep(readme_run):
     convert = ran[0].stdout
     assert "err/allowed" in convert and "latency in ms on this machine" in convert
     # Every export's latency at every full-sequence shape. One trace of this model (a Keras 3
-    # TimeDistributed) fails at a new batch, so the source is traced per shape and timed at the
-    # shortest and longest length of each batch, with the ratio there and nowhere else.
+    # TimeDistributed) serves its first shape and fails at a new batch, so from there the source
+    # is traced per shape and timed at the longest length of each batch, with the ratio there.
     latency = convert.split("latency in ms on this machine", 1)[1]
     rows = [line.split() for line in latency.splitlines() if line.startswith("len=")]
     assert [row[0] for row in rows] == [f"len={n}" for n in (1, 1, 2, 2, 7, 7, 32, 32, 128, 128)]
     ratios = [[float(r.replace(",", "")) for r in re.findall(r"\((\S+)x\)", " ".join(row))] for row in rows]
-    assert [len(found) for found in ratios] == [3, 3, 0, 0, 0, 0, 0, 0, 3, 3], rows
-    assert all(row[2] == "-" for row in rows[2:8])
+    assert [len(found) for found in ratios] == [3, 0, 0, 0, 0, 0, 0, 0, 3, 3], rows
+    assert all(row[2] == "-" for row in rows[1:8])
     # Against the compiled source an export is tens of times faster, not thousands (the eager loop).
     assert max(max(found) for found in ratios if found) < 500, rows
     assert ("the source timed as a tf.function traced once for any batch and length, as model.predict runs it; "
             "a tf.function traced for each shape timed") in convert
-    assert "at the shortest and the longest length of each batch only" in convert and "EAGER" not in convert
+    assert "at the longest length of each batch only" in convert and "EAGER" not in convert
 
     with np.load(work / "golden.npz", allow_pickle=False) as npz:
         meta = json.loads(str(npz["meta"]))
@@ -266,14 +266,14 @@ def test_html_overlays_targets_separates_batches_plots_streaming_and_draws_zero(
     assert "| err/allowed |" in markdown and "#### Latency" in markdown and "on this machine" in markdown
 
 
-def test_latency_note_flags_an_eager_source_and_a_traced_one_is_timed_at_the_edges():
-    from rnnexport.parity.run import edges
+def test_latency_note_flags_an_eager_source_and_one_traced_per_shape_is_timed_at_the_longest_lengths():
+    from rnnexport.parity.run import longest
     from rnnexport.reports.text import reference_timing
     from rnnexport.sweep import Case
 
     cases = [Case(f"len={n} batch={b}", kind, b, n, {}) for n in (1, 7, 40) for b in (1, 3)
              for kind in ("random", "padded")]
-    assert edges(cases) == {"len=1 batch=1", "len=40 batch=1", "len=1 batch=3", "len=40 batch=3"}
+    assert longest(cases) == {"len=40 batch=1", "len=40 batch=3"}
     eager = reference_timing("source", "the model called eagerly", "tracing it fails: no numpy() in a graph")
     assert eager == ("the source timed as the model called eagerly; EAGER: tracing it fails: no numpy() in a graph, "
                      "so its ratios measure TensorFlow's eager loop, not the source as deployed")

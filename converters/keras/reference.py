@@ -100,13 +100,18 @@ class KerasReference(Closable):
             outputs = self._outputs(model, arrays)
         return {name: np.asarray(out) for name, out in zip(self.opened.output_names, outputs)}
 
+    def per_shape(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """Whether no one trace serves these inputs, so timing them costs a trace of their own."""
+        model, arrays = self._model(inputs)
+        return self._functions.get((id(model), tuple(str(a.dtype) for a in arrays))) is None
+
     def timing(self, inputs: Mapping[str, np.ndarray], outputs: Arrays) -> Timing:
         """`run` where one trace serves every shape (the sweep's call warmed it up); else a trace
         for this shape alone, as `model.predict` without shape relaxation runs it, once it
         reproduced `outputs`; else the eager model, saying why."""
-        model, arrays = self._model(inputs)
-        if self._functions.get((id(model), tuple(str(a.dtype) for a in arrays))) is not None:
+        if not self.per_shape(inputs):
             return Timing(lambda: self.run(inputs), self.TRACED_ONCE)
+        model, arrays = self._model(inputs)
         tf = tensorflow()
         traced = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
                              input_signature=[tf.TensorSpec(a.shape, a.dtype) for a in arrays])
@@ -121,8 +126,8 @@ class KerasReference(Closable):
         except Exception as exc:  # noqa: BLE001 - a model that cannot be traced is timed eagerly, and says so
             eager = f"tracing it fails: {one_line(exc)}"
         if eager:
-            return Timing(lambda: self.run(inputs), "the model called eagerly", eager=eager, per_shape=True)
-        return Timing(call, self.TRACED_PER_SHAPE, per_shape=True)
+            return Timing(lambda: self.run(inputs), "the model called eagerly", eager=eager)
+        return Timing(call, self.TRACED_PER_SHAPE)
 
     def final_state(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """Each recurrent layer's state after the whole sequence, from the state it starts from,

@@ -198,14 +198,18 @@ def timed(case: Case) -> bool:
     return case.chunk is None and case.kind in ("random", "data")
 
 
-def edges(cases: Sequence[Case]) -> set[str]:
-    """The timed cases at the shortest and the longest length of each batch: where a reference
-    that costs a trace or an eager run per shape is timed."""
-    found: dict[int, list[Case]] = {}
+# Where a reference that costs a trace or an eager run per shape is timed, as the notes say it.
+LONGEST_ONLY = "at the longest length of each batch only (a trace or an eager run per shape costs seconds)"
+
+
+def longest(cases: Sequence[Case]) -> set[str]:
+    """The timed case at the longest length of each batch: where a reference that costs a trace
+    or an eager run per shape is timed (the latency a deployer of long sequences meets)."""
+    found: dict[int, Case] = {}
     for case in filter(timed, cases):
-        found.setdefault(case.batch, []).append(case)
-    return {case.name for shapes in found.values() for case in (min(shapes, key=lambda c: c.length or 0),
-                                                                  max(shapes, key=lambda c: c.length or 0))}
+        if case.batch not in found or (case.length or 0) > (found[case.batch].length or 0):
+            found[case.batch] = case
+    return {case.name for case in found.values()}
 
 
 def timing(reference: ReferenceRunner, case: Case, outputs: Arrays) -> Timing:
@@ -246,9 +250,8 @@ def run(
     With `latency_repeats`, each export is then called that many more times at each shape of the
     sweep (its own call in the sweep was the warm-up), and the median kept; so is the reference,
     run as a deployer runs the source (`timing`). Where it needs a trace per shape or runs
-    eagerly (often the slowest thing by far), it is timed only at the shortest and the longest
-    length of each batch (`edges`). `stop` is asked after each case whether to end the sweep
-    there."""
+    eagerly (often the slowest thing by far), it is timed only at the longest length of each
+    batch (`longest`). `stop` is asked after each case whether to end the sweep there."""
     recorded = reference if isinstance(reference, ReferenceOutputs) else None
     if recorded is not None:
         every = [expected.case for expected in recorded.cases]
@@ -263,8 +266,8 @@ def run(
     reference_ms: dict[str, float] = {}
     hows: dict[str, None] = {}
     eager = ""
-    per_shape = False
-    ends = edges(every)
+    limited = False
+    ends = longest(every)
     export_ms: list[dict[str, float]] = [{} for _ in exports]
     stopped = ""
     for index, case in enumerate(every):
@@ -272,10 +275,11 @@ def run(
             progress(case.name, index, len(every))
         expected.append(recorded.cases[index] if recorded else expect(reference, case))
         measure = latency_repeats > 0 and timed(case) and not expected[-1].skipped
-        if measure and recorded is None and (case.name in ends or not per_shape):
-            timer = timing(reference, case, expected[-1].outputs)
-            per_shape = per_shape or timer.per_shape
-            if case.name in ends or not timer.per_shape:
+        if measure and recorded is None:
+            costly = getattr(reference, "per_shape", lambda _: False)(case.inputs)
+            limited = limited or costly
+            if case.name in ends or not costly:
+                timer = timing(reference, case, expected[-1].outputs)
                 reference_ms[case.name] = median_ms(timer.call, latency_repeats)
                 hows[timer.how] = None
                 eager = eager or timer.eager
@@ -295,8 +299,8 @@ def run(
             break
     if progress:
         progress("done", len(every), len(every))
-    if per_shape:
-        hows["at the shortest and the longest length of each batch only"] = None
+    if limited:
+        hows[LONGEST_ONLY] = None
     return RunResults(
         ReferenceOutputs(device, tuple(expected), *((recorded.latency, recorded.timing, recorded.eager) if recorded
                                                     else (reference_ms, "; ".join(hows), eager))),
