@@ -13,7 +13,7 @@ from typing import Any
 from rnnexport import plugins
 from rnnexport.console import native_logs_off, native_stderr_silenced
 from rnnexport.device import Device, resolve_device
-from rnnexport.errors import UserError
+from rnnexport.errors import UserError, one_line
 from rnnexport.exported import Interface
 from rnnexport.options import ValidateOptions
 from rnnexport.parity import ExportResult, check, closers
@@ -80,7 +80,11 @@ GUESSED = ("read from the runtime signatures: neither export carries rnnexport's
 def _interface(target: Any, path: Path, device: Device) -> tuple[tuple[list[Any], list[Any]], Interface | None]:
     """The export's inputs and outputs as rnnexport stored them (else as its runtime declares them),
     and the stored interface (None: a foreign file)."""
-    stored = target.stored_interface(path)
+    try:
+        stored = target.stored_interface(path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: the interface rnnexport stored in it cannot be read ({one_line(exc)}); "
+                        "export it again") from None
     if stored is not None:
         return (list(stored.inputs), list(stored.outputs)), stored
     return target.interface(path, device), None

@@ -61,7 +61,9 @@ def check(exports: tuple[Path, ...], golden: Path, **params: Any) -> int:
 def compare(first: Path, second: Path, **params: Any) -> int:
     """Check export B against export A (any two formats of the same interface) over the sweep, with
     no source: A's outputs are the reference, B is allowed A's default tolerance on top of its own
-    (each may differ from the source by its own), and latency ratios are against A.
+    (each may differ from the source by its own), and latency ratios are against A. The sweep
+    follows the interface rnnexport stored in A or B (token ids within the vocabulary, masking,
+    lengths inputs); for files another tool wrote, their runtime signatures, and the report says so.
 
     \b
     Examples:

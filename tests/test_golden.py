@@ -389,3 +389,10 @@ def test_compare_builds_its_sweep_from_the_interface_rnnexport_stored(token_expo
     mixed = CliRunner().invoke(cli, ["compare", str(tmp_path / "foreign.onnx"), tflite, "--lengths", "4",
                                      "--batches", "2", "--latency-repeats", "0"])
     assert mixed.exit_code == 0 and f"interface as rnnexport stored it in {tflite}" in mixed.output, mixed.output
+
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "rnnexport.interface", '{"inputs": [{"nam": "ids"}]}'
+    onnx.save(proto, str(tmp_path / "garbled.onnx"))
+    garbled = CliRunner().invoke(cli, ["compare", str(tmp_path / "garbled.onnx"), tflite])
+    assert garbled.exit_code == 2 and "Traceback" not in garbled.output, garbled.output
+    assert f"{tmp_path / 'garbled.onnx'}: the interface rnnexport stored in it cannot be read" in garbled.output
