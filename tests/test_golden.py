@@ -275,10 +275,41 @@ def test_latency_note_flags_an_eager_source_and_one_traced_per_shape_is_timed_at
              for kind in ("random", "padded")]
     assert longest(cases) == {"len=40 batch=1", "len=40 batch=3"}
     eager = reference_timing("source", "the model called eagerly", "tracing it fails: no numpy() in a graph")
-    assert eager == ("the source timed as the model called eagerly; EAGER: tracing it fails: no numpy() in a graph, "
-                     "so its ratios measure TensorFlow's eager loop, not the source as deployed")
+    assert eager == ("the source timed as the model called eagerly; EAGER (tracing it fails: no numpy() in a graph): "
+                     "its ratios measure TensorFlow's eager loop, not the source as deployed")
     assert "EAGER" not in reference_timing("source", "the graph in a TF1 Session.run", "")
     assert reference_timing("source", "", "") == "the source was not timed here"
+
+
+def test_a_source_that_cannot_be_traced_is_timed_eagerly_and_flagged(tmp_path):
+    """A Lambda that reads its tensor with numpy runs eagerly only: the reference falls back to
+    the eager model, and the latency table says so instead of giving its ratio silently."""
+    import keras
+
+    def build(eager_only: bool):
+        i = keras.Input((None, 3), name="x")
+        x = keras.layers.Lambda(lambda t: t + 0.0 * float(__import__("numpy").asarray(t).sum()),
+                                output_shape=(None, 3), name="numpy")(i) if eager_only else i
+        return keras.Model(i, keras.layers.Dense(2, name="out")(keras.layers.GRU(4, return_sequences=True)(x)))
+
+    keras.utils.set_random_seed(4)
+    plain = build(False)
+    plain.save(tmp_path / "plain.keras")
+    eager = build(True)
+    eager.set_weights(plain.get_weights())
+    eager.save(tmp_path / "eager.keras")
+    runner = CliRunner()
+    made = runner.invoke(cli, ["convert", str(tmp_path / "plain.keras"), "--to", "onnx", "--out", str(tmp_path),
+                               "--no-validate"])
+    assert made.exit_code == 0, made.output
+    checked = runner.invoke(cli, ["validate", str(tmp_path / "eager.keras"), str(tmp_path / "plain.onnx"), "--unsafe",
+                                  "--lengths", "3,40", "--batches", "1", "--report", str(tmp_path / "r.json")])
+    assert checked.exit_code == 0, checked.output
+    latency = _valid(tmp_path / "r.json")["exports"][0]["latency"]
+    assert latency["reference_eager"].startswith("tracing it fails: Cannot convert a symbolic tf.Tensor")
+    assert latency["reference_timing"].startswith("the model called eagerly; at the longest length of each batch")
+    assert [s["reference_median_ms"] is None for s in latency["shapes"]] == [True, False]
+    assert "EAGER (tracing it fails: Cannot convert a symbolic tf.Tensor" in checked.output
 
 
 @pytest.fixture(scope="module")

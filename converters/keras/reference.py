@@ -3,6 +3,7 @@ rebuilt for any length, called in a `tf.function` traced once per model."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +125,7 @@ class KerasReference(Closable):
             eager = "" if _agree(call(), [outputs[name] for name in self.opened.output_names]) else (
                 "traced, it does not reproduce the eager model")
         except Exception as exc:  # noqa: BLE001 - a model that cannot be traced is timed eagerly, and says so
-            eager = f"tracing it fails: {one_line(exc)}"
+            eager = f"tracing it fails: {_failure(exc)}"
         if eager:
             return Timing(lambda: self.run(inputs), "the model called eagerly", eager=eager)
         return Timing(call, self.TRACED_PER_SHAPE)
@@ -138,6 +139,16 @@ class KerasReference(Closable):
         with tf.device(self.tf_device):
             _, finals = keras_streaming.run_chunk(model, arrays, start)
         return {name: np.asarray(value) for name, value in finals.items()}
+
+
+def _failure(exc: Exception) -> str:
+    """What failed in a trace, in one line: Keras puts it in bold between the layer it failed in
+    and the arguments, a tf.function last, after the user's code."""
+    bold = re.search(r"\x1b\[1m(.*?)\x1b\[0m", str(exc), re.S)
+    if bold:
+        return " ".join(bold.group(1).split())
+    said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return said[-1] if said and said[0] == "in user code:" else one_line(exc)
 
 
 def _listed(outputs: Any) -> list[Any]:

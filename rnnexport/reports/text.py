@@ -90,8 +90,7 @@ def reference_timing(against: str, how: str, eager: str) -> str:
         return f"the {against} was not timed here"
     line = f"the {against} timed as {how}"
     if eager:
-        line += (f"; EAGER: {eager}, so its ratios measure TensorFlow's eager loop, not the source as "
-                 "deployed")
+        line += f"; EAGER ({eager}): its ratios measure TensorFlow's eager loop, not the source as deployed"
     return line
 
 
