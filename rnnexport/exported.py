@@ -5,7 +5,7 @@ conversion stored in it. Each target reads its own files (`Target.contents`) int
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from rnnexport.model import TensorInfo
@@ -119,7 +119,10 @@ class Interface:
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> Interface:
         def tensors(key: str) -> tuple[TensorInfo, ...]:
-            return tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in stored[key])
+            # Keys a newer rnnexport may add are left out: what this version knows still describes the file.
+            known = {f.name for f in fields(TensorInfo)}
+            return tuple(TensorInfo(**{**{k: v for k, v in t.items() if k in known}, "shape": tuple(t["shape"])})
+                         for t in stored[key])
 
         return cls(tensors("inputs"), tensors("outputs"), stored.get("fixed_length"), stored.get("min_length", 1))
 

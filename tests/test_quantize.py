@@ -136,6 +136,24 @@ def test_int16x8_is_a_tflite_mode_only(quantized, tmp_path):
     assert wrong.exit_code == 2 and "target 'onnx' does not take 'int16x8'" in wrong.output
 
 
+def test_int8_with_the_loop_form_keeps_every_layer_a_loop(tmp_path):
+    """--tflite-form loop holds for int8 too: no LSTM becomes an integer kernel, and the report
+    says why each layer is a loop."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    i = keras.Input((None, 3), name="x")
+    keras.Model(i, keras.layers.Dense(2, activation="softmax")(keras.layers.LSTM(4, return_sequences=True, name="lstm")(i))
+                ).save(tmp_path / "lstm.keras")
+    outcome = CliRunner().invoke(cli, ["convert", str(tmp_path / "lstm.keras"), "--to", "tflite", "--quantize", "int8",
+                                       "--tflite-form", "loop", "--lengths", "1,9", "--batches", "1,3", *AGREEMENT,
+                                       "--out", str(tmp_path / "out"), "--json"])
+    details = _export(outcome, "tflite")["details"]
+    assert outcome.exit_code == 0, outcome.output
+    assert details["recurrent_ops"] == {"WHILE": 3}
+    assert details["not_fused"] == {"lstm": "--tflite-form loop"}
+
+
 def test_int8_streaming_is_refused_naming_why_and_what_to_do_instead(tmp_path):
     import keras
 

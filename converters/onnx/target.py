@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,8 @@ class OnnxTarget(Target):
         from rnnexport_converters.onnx.runtime import OnnxRunner
 
         # onnxruntime reads the metadata, so that a machine with only the runtime can: no onnx.
-        stored = OnnxRunner(path, Device("cpu", "/CPU:0", "CPU")).session.get_modelmeta().custom_metadata_map
+        with closing(OnnxRunner(path, Device("cpu", "/CPU:0", "CPU"))) as runner:
+            stored = runner.session.get_modelmeta().custom_metadata_map
         return Interface.from_dict(json.loads(stored[META + "interface"])) if META + "interface" in stored else None
 
     def describe(self, path: Path) -> ExportDetails:

@@ -154,11 +154,11 @@ class Layers:
         self.converter_fused: list[str] = []
 
     def __call__(self, recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
-        if self.integer and not converter_fusable(recurrence, call):
+        if self.integer and not self.refused and not converter_fusable(recurrence, call):
             self.forms[recurrence.name] = "fused"
             self.converter_fused.append(recurrence.name)
             return _keras_lstm_layer(recurrence, inputs)
-        reason = integer_kernel(recurrence, call) if self.integer else fusable(recurrence, call) or self.refused
+        reason = (integer_kernel(recurrence, call) if self.integer else fusable(recurrence, call)) or self.refused
         self.forms[recurrence.name] = "loop" if reason else "fused"
         if reason:
             self.reasons[recurrence.name] = reason

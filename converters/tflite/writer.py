@@ -78,9 +78,10 @@ STEP_FILE = "a streaming step file takes its state from its inputs, which the lo
 
 
 def _refused(options: TfliteOptions) -> str:
-    if options.quantize is not None:
-        return QUANTIZED
-    return "--tflite-form loop" if options.form == "loop" else ""
+    if options.form == "loop":
+        return "--tflite-form loop"
+    # int8 files choose their own integer kernels (`Layers(integer=True)`).
+    return QUANTIZED if options.quantize not in (None, "int8") else ""
 
 
 def _sequence_file(model: RecurrentModel, options: TfliteOptions,

@@ -192,7 +192,9 @@ def _by_length(quality: tuple[OutputQuality, ...], agreement: bool, threshold: f
     for i, q in enumerate(o for o in quality if o.kind is not None or not agreement):
         points = []
         for length, totals in q.by_length:
-            value = totals.agreement * 100 if agreement and totals.agreement is not None else totals.snr_db
+            if agreement and totals.agreement is None:
+                continue
+            value = totals.agreement * 100 if agreement else totals.snr_db
             points.append((length, value, value is None or value >= threshold))
         if points:
             found.append(Series(f"output {q.name}", COLORS[i % len(COLORS)], "", tuple(points)))
@@ -204,7 +206,8 @@ def _ranking(e: ExportResult) -> str:
     if not e.layers_by_snr:
         return ""
     limit = e.thresholds.min_snr_db
-    top = max([limit, *(layer.snr_db for layer in e.layers_by_snr if layer.snr_db is not None)]) * 1.1
+    # At least 1 dB, so that a --min-snr of 0 or less with every layer below it still scales the bars.
+    top = max([limit, 1.0, *(layer.snr_db for layer in e.layers_by_snr if layer.snr_db is not None)]) * 1.1
     rows = []
     for layer in e.layers_by_snr:
         snr = layer.snr_db
