@@ -226,6 +226,7 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
     With --fail-fast the first model that fails stops the run: the workers still running are ended,
     and every model not finished is reported as not run."""
     from rnnexport.parity import ExportResult
+    from rnnexport.parity.results import not_run_because
 
     if command not in ("convert", "validate"):
         raise ValueError(command)
@@ -292,7 +293,7 @@ def run_fleet(command: str, models: Sequence[ModelEntry], given: Given, config: 
                         break
         first = next((outcomes[t.index].label for t in tasks if t.index in outcomes and failing(outcomes[t.index])), "")
     for task in (t for t in tasks if t.index not in outcomes):
-        outcome = Outcome(task.label, error=f"not run (--fail-fast): {first} failed first", crashed=True)
+        outcome = Outcome(task.label, error=not_run_because(first), crashed=True)
         outcome.exports = [ExportResult.not_run(task.label, target, str(path), first)
                            for target, path in destinations[task.index] or [("unknown", Path("-"))]]
         outcomes[task.index] = outcome

@@ -267,7 +267,7 @@ def test_fail_fast_stops_the_whole_run(fleet, jobs):
     assert "not run (--fail-fast)" in result.output
 
     # convert: the first source failing its latency gate stops the run before the second is checked.
-    converted = _invoke(["convert", "models/en.keras", "models/de.keras", "--out", f"ff-{jobs}", "--fail-fast",
+    converted = _invoke(["convert", "models/en.keras", "models/de.keras", "--to", "onnx", "--out", f"ff-{jobs}", "--fail-fast",
                          "--lengths", "3", "--batches", "1", "--max-latency-ms", "1e-9", *workers,
                          "--report", str(report)], work)
     assert converted.exit_code == 1, converted.output

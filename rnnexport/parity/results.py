@@ -213,6 +213,11 @@ class Drift:
                 "layers_note": self.layers_note, "description": self.describe()}
 
 
+def not_run_because(first: str) -> str:
+    """Why a source was not run: --fail-fast stopped the run when the source `first` failed."""
+    return f"not run (--fail-fast): {first} failed first"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportResult(Export):
     """Parity of one export against its source over the whole sweep."""
@@ -238,7 +243,7 @@ class ExportResult(Export):
         the source `first` failed."""
         return cls(source=source, source_kind="unknown", target=target, path=path,
                    tolerance=Tolerance(0.0, 0.0), device="-", reference_device="-", cases=(),
-                   error=f"not run (--fail-fast): {first} failed first")
+                   error=not_run_because(first))
 
     @classmethod
     def of(cls, export: Export, **found: Any) -> ExportResult:
