@@ -120,3 +120,26 @@ def checked_exports(result, bound: float):
 def export_result(result, target: str):
     """The parity result of one target in a ConvertResult."""
     return next(e for e in result.report.exports if e.target == target)
+
+
+def every_kind(path, reset_before=False):
+    """A softmax classifier over a Bidirectional LSTM, a GRU, (with `reset_before`, a
+    GRU(reset_after=False),) a SimpleRNN and an LSTM, saved at `path`."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    i = keras.Input((None, 4), name="x")
+    x = L.Bidirectional(L.LSTM(8, return_sequences=True), name="bilstm")(i)
+    x = L.GRU(8, return_sequences=True, name="gru")(x)
+    if reset_before:
+        x = L.GRU(8, return_sequences=True, reset_after=False, name="gru_v1")(x)
+    x = L.SimpleRNN(8, return_sequences=True, name="rnn")(x)
+    x = L.LSTM(8, return_sequences=True, name="lstm")(x)
+    dense = L.Dense(3, activation="softmax", name="probs")
+    model = keras.Model(i, dense(x))
+    # Decisive class scores: a quantized export is judged on decisions a float export makes clearly.
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 6.0, bias])
+    model.save(path)
+    return path

@@ -15,7 +15,7 @@ from rnnexport.cli import cli
 from rnnexport.parity.decisions import LOGITS, SIGMOID, SOFTMAX, Scores, class_kinds, judge, scores
 from rnnexport.thresholds import DEFAULT_THRESHOLDS, ThresholdOverrides, Thresholds
 
-from conftest import ROOT, TESTS, run_python
+from conftest import ROOT, TESTS, every_kind, run_python
 
 SCHEMA = json.loads((ROOT / "rnnexport" / "schemas" / "report.schema.json").read_text())
 LAYERS = ["bilstm", "gru", "rnn", "lstm", "probs"]
@@ -26,30 +26,11 @@ SWEEP = ["--lengths", "1,9,20", "--batches", "1,8"]
 AGREEMENT = ["--min-agreement", "0.9"]
 
 
-def _every_kind(path):
-    import keras
-
-    L = keras.layers
-    keras.utils.set_random_seed(3)
-    i = keras.Input((None, 4), name="x")
-    x = L.Bidirectional(L.LSTM(8, return_sequences=True), name="bilstm")(i)
-    x = L.GRU(8, return_sequences=True, name="gru")(x)
-    x = L.SimpleRNN(8, return_sequences=True, name="rnn")(x)
-    x = L.LSTM(8, return_sequences=True, name="lstm")(x)
-    dense = L.Dense(3, activation="softmax", name="probs")
-    model = keras.Model(i, dense(x))
-    # Decisive class scores: a quantized export is judged on decisions a float export makes clearly.
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel * 6.0, bias])
-    model.save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     """One model, exported to TFLite and ONNX int8 with integer I/O, calibrated on 16 sequences."""
     tmp = tmp_path_factory.mktemp("quantized")
-    source = _every_kind(tmp / "kinds.keras")
+    source = every_kind(tmp / "kinds.keras")
     rng = np.random.default_rng(7)
     np.savez(tmp / "calibration.npz", x=rng.standard_normal((16, 20, 4)).astype(np.float32))
     np.savez(tmp / "zeros.npz", x=np.zeros((16, 20, 4), np.float32))

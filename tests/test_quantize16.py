@@ -12,34 +12,16 @@ from click.testing import CliRunner
 from rnnexport.cli import cli
 from rnnexport.thresholds import DEFAULT_THRESHOLDS
 
+from conftest import every_kind
+
 LAYERS = {"bilstm", "gru", "gru_v1", "rnn", "lstm"}
-
-
-def _every_kind(path):
-    import keras
-
-    L = keras.layers
-    keras.utils.set_random_seed(3)
-    i = keras.Input((None, 4), name="x")
-    x = L.Bidirectional(L.LSTM(8, return_sequences=True), name="bilstm")(i)
-    x = L.GRU(8, return_sequences=True, name="gru")(x)
-    x = L.GRU(8, return_sequences=True, reset_after=False, name="gru_v1")(x)
-    x = L.SimpleRNN(8, return_sequences=True, name="rnn")(x)
-    x = L.LSTM(8, return_sequences=True, name="lstm")(x)
-    dense = L.Dense(3, activation="softmax", name="probs")
-    model = keras.Model(i, dense(x))
-    # Decisive class scores, as in test_quantize: decisions a float export makes clearly.
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel * 6.0, bias])
-    model.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def int16x8(tmp_path_factory):
     """One model with every layer kind, converted once to 16x8 with int16 I/O and validated over the sweep."""
     tmp = tmp_path_factory.mktemp("int16x8")
-    source = _every_kind(tmp / "kinds.keras")
+    source = every_kind(tmp / "kinds.keras", reset_before=True)
     rng = np.random.default_rng(7)
     np.savez(tmp / "calibration.npz", x=rng.standard_normal((16, 20, 4)).astype(np.float32))
     outcome = CliRunner().invoke(cli, [

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from rnnexport.reports.text import cases, error, failing, latency_tables, latency_title, output_lines, worst
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from rnnexport.parity import ExportResult
     from rnnexport.parity.decisions import OutputQuality
     from rnnexport.reports.report import ParityReport
@@ -118,14 +120,8 @@ def _svg_chart(series: list[Series], x_label: str, tolerances: list[tuple[float,
         if atol > 0:
             parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(atol):.1f}" y2="{y(atol):.1f}" '
                          f'stroke="{color}" class=tol><title>atol {atol:g}</title></line>')
-    for s in series:
-        path = " ".join(f"{'L' if i else 'M'}{x(at):.1f},{y(v):.1f}" for i, (at, v, _) in enumerate(s.points))
-        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        parts.append(f'<path d="{path}" stroke="{s.color}"{dash} class=line><title>{_esc(s.label)}</title></path>')
-        for at, v, passed in s.points:
-            label = "NaN/Inf or no output" if v is None else f"{v:.3g}"
-            parts.append(f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{s.color}" class="{"ok" if passed else "bad"}">'
-                         f'<title>{_esc(s.label)}, {x_label} {at}: max abs err {label}</title></circle>')
+    parts += _lines(series, x, y, lambda at, v: f"{x_label} {at}: max abs err "
+                                                + ("NaN/Inf or no output" if v is None else f"{v:.3g}"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -174,15 +170,24 @@ def _linear_chart(series: list[Series], y_label: str, unit: str, threshold: floa
                  f'transform="rotate(-90 14 {(top + height - bottom) / 2:.1f})">{_esc(y_label)}</text>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
                  f'class=threshold><title>{_esc(threshold_label)}</title></line>')
-    for s in series:
-        path = " ".join(f"{'L' if i else 'M'}{x(at):.1f},{y(v):.1f}" for i, (at, v, _) in enumerate(s.points))
-        parts.append(f'<path d="{path}" stroke="{s.color}" class=line><title>{_esc(s.label)}</title></path>')
-        for at, v, passed in s.points:
-            shown = "exact" if v is None else f"{v:.1f}{unit}"
-            parts.append(f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{s.color}" class="{"ok" if passed else "bad"}">'
-                         f'<title>{_esc(s.label)}, length {at}: {shown}</title></circle>')
+    parts += _lines(series, x, y, lambda at, v: f"length {at}: " + ("exact" if v is None else f"{v:.1f}{unit}"))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _lines(series: Sequence[Series], x: Callable[[int], float], y: Callable[[float | None], float],
+           describe: Callable[[int, float | None], str]) -> list[str]:
+    """Each series as a line through its points, each point a circle marked passed or failed,
+    titled with the series' label and `describe(length, value)`."""
+    parts = []
+    for s in series:
+        path = " ".join(f"{'L' if i else 'M'}{x(at):.1f},{y(v):.1f}" for i, (at, v, _) in enumerate(s.points))
+        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        parts.append(f'<path d="{path}" stroke="{s.color}"{dash} class=line><title>{_esc(s.label)}</title></path>')
+        for at, v, passed in s.points:
+            parts.append(f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{s.color}" class="{"ok" if passed else "bad"}">'
+                         f'<title>{_esc(s.label)}, {_esc(describe(at, v))}</title></circle>')
+    return parts
 
 
 def _by_length(quality: tuple[OutputQuality, ...], agreement: bool, threshold: float) -> list[Series]:
