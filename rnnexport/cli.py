@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
@@ -12,7 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -32,6 +33,7 @@ from rnnexport import cli_checks
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
 from rnnexport.errors import Interrupted, UserError, one_line
+from rnnexport.tf import own_process
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -367,4 +369,27 @@ cli.add_command(cli_checks.compare)
 
 
 def main() -> None:
-    cli(prog_name="rnnexport")
+    """The console script: the command, then an exit that skips tearing the interpreter down."""
+    own_process()
+    try:
+        cli(prog_name="rnnexport")
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: object) -> NoReturn:
+    """Exit with `code` once the exit handlers have run, without finalizing the interpreter:
+    with TensorFlow imported that takes about a second (`benchmarks/convert_vs_hand.py`), and a
+    finished command has nothing left to release. A thread still working gets the usual exit,
+    which waits for it."""
+    working = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+    if working or not (code is None or isinstance(code, int)):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what the usual exit runs first: logging, Ray, multiprocessing, temporary files
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that stopped reading (`| head`) or a closed stream
+            pass
+    os._exit(code or 0)
