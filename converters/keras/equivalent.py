@@ -17,7 +17,7 @@ import numpy as np
 from rnnexport_converters.keras import recurrences as keras_recurrences
 from rnnexport_converters.keras import streaming as keras_streaming
 from rnnexport.model import RecurrentModel, Replacement, SourceInfo
-from rnnexport.tf import tensorflow
+from rnnexport.tf import function as tf_function, tensorflow
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def sequence(equivalent: KerasEquivalent, batch: int | None = None) -> Any:
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: tf.identity(out, name=name) for name, out in zip(output_names, outputs)}
 
-    traced = tf.function(function, input_signature=specs)
+    traced = tf_function(function, input_signature=specs)
     traced.get_concrete_function()
     return traced
 

@@ -13,7 +13,7 @@ from rnnexport_converters.keras import streaming as keras_streaming
 from rnnexport.device import Device
 from rnnexport.errors import one_line
 from rnnexport.runner import Arrays, Closable, Timing
-from rnnexport.tf import tensorflow
+from rnnexport.tf import function, tensorflow
 
 if TYPE_CHECKING:
     from rnnexport_converters.keras.source import OpenedKeras
@@ -77,7 +77,7 @@ class KerasReference(Closable):
         if key not in self._functions:
             tf = tensorflow()
             specs = [tf.TensorSpec((None, *tensor.shape[1:]), a.dtype) for a, tensor in zip(arrays, model.inputs)]
-            traced = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
+            traced = function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
                                  input_signature=specs)
             expected = eager()
             try:
@@ -114,7 +114,7 @@ class KerasReference(Closable):
             return Timing(lambda: self.run(inputs), self.TRACED_ONCE)
         model, arrays = self._model(inputs)
         tf = tensorflow()
-        traced = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
+        traced = function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
                              input_signature=[tf.TensorSpec(a.shape, a.dtype) for a in arrays])
 
         def call() -> list[np.ndarray]:

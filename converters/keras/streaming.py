@@ -19,7 +19,7 @@ from rnnexport_converters.keras import recurrences as keras_recurrences
 from rnnexport_converters.keras import windows as keras_windows
 
 from rnnexport.model import WINDOW, Replacement, StateInfo, Streaming, TensorInfo, state_name
-from rnnexport.tf import tensorflow
+from rnnexport.tf import function as traced, tensorflow
 
 # Layers that compute each time step from that step alone (given the `axis` check below).
 PER_STEP = frozenset({
@@ -247,7 +247,7 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
             result.update({s.next_name: tf.identity(finals[s.next_name], name=s.next_name) for s in states})
             return result
 
-        function = tf.function(step, input_signature=specs)
+        function = traced(step, input_signature=specs)
         function.get_concrete_function()
         return function
 
@@ -261,7 +261,7 @@ def streaming(model: Any, module: Any, inputs: Sequence[TensorInfo], output_name
             values[s.name] = tf.identity(start, name=s.name)
         return values
 
-    init = tf.function(initial_state, input_signature=[tf.TensorSpec((), tf.int32, name="batch")])
+    init = traced(initial_state, input_signature=[tf.TensorSpec((), tf.int32, name="batch")])
     init.get_concrete_function()
     module.initial_state = init
     module.step = trace_step(None)

@@ -33,7 +33,7 @@ from typing import Any
 
 from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport_converters.tflite.loops import loop_layer, merge
-from rnnexport.tf import tensorflow
+from rnnexport.tf import function, tensorflow
 
 STUB_PREFIX = "RnnexportRecurrence"
 # The activations LiteRT's fused sequence kernels compute (their `fused_activation_function`);
@@ -105,7 +105,7 @@ def _keras_lstm(inputs: Any, weights: DirectionWeights) -> Any:
     tf = tensorflow()
     batch, units = inputs.shape[0], weights.recurrent_kernel.shape[0]
 
-    @tf.function(experimental_attributes={"api_implements": f"lstm_{uuid.uuid4().hex}", "time_major": False,
+    @function(experimental_attributes={"api_implements": f"lstm_{uuid.uuid4().hex}", "time_major": False,
                                           "go_backwards": False})
     def standard_lstm(x: Any, init_h: Any, init_c: Any, kernel: Any, recurrent_kernel: Any, bias: Any) -> Any:
         def step(state: Any, x_t: Any) -> Any:
@@ -201,7 +201,7 @@ class Layers:
         # The body only gives the converter the results' shapes. The state shapes [batch, size]
         # are operands so that the kernel's state tensors can be filled with zeros from them; the
         # kernel leaves its final state in those tensors, which serve as the op's other results.
-        @tf.function(experimental_implements=signature)
+        @function(experimental_implements=signature)
         def stub(x: Any, *state_shapes: Any) -> Any:
             sequence = tf.zeros(tf.concat([tf.shape(x)[:2], state_shapes[0][1:]], axis=0), x.dtype)
             return (sequence, *(tf.zeros(shape, x.dtype) for shape in state_shapes))
