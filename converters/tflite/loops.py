@@ -9,9 +9,11 @@ from rnnexport.model import DirectionWeights, LayerCall, Recurrence
 from rnnexport.tf import tensorflow
 
 # The nested loops of a returned sequence (see `_sequence`): the outermost runs blocks of 128
-# steps, each a loop over blocks of 8, each a loop over single steps. Measured against one loop
-# level less and one more, and other sizes, on LSTM(256) over 100 and 1000 steps.
-SPANS = (128, 8, 1)
+# steps, each a loop over blocks of 16, each a loop over single steps. Measured against one loop
+# level less and one more, and other sizes (64-512, 8-32), on LSTM(256) and Bidirectional(LSTM(128))
+# over 100 and 1000 steps: the blocks of 16 halve how often LiteRT allocates and frees the
+# innermost loop's tensors, which it does each time a loop starts.
+SPANS = (128, 16, 1)
 
 
 def _activation(name: str) -> Any:
@@ -138,7 +140,8 @@ def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any, length: An
 
 
 def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
-    """Every step's output [time, batch, out] and the final state, in one pass of nested loops.
+    """Every step's output [capacity, batch, out] (rows past the length zeros) and the final
+    state, in one pass of nested loops.
 
     A LiteRT loop copies what it carries on every trip, so a loop over the steps that carried
     every output so far would copy the whole sequence per step. Here the steps are run in blocks
@@ -152,58 +155,92 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
     # trip (a 1000-step LSTM took 10% longer).
     empty = {span: tf.zeros(tf.concat([[span], tf.shape(h)], 0), h.dtype) for span in SPANS[:-1]}
 
-    def blocks(spans: tuple[int, ...], start: Any, count: Any, capacity: Any, h: Any, c: Any) -> Any:
-        """Steps start .. start + count - 1 in blocks of spans[0] steps: their outputs [capacity,
-        *h's shape] (rows past `count` zeros) and the state after them."""
+    def blocks(spans: tuple[int, ...], start: Any, end: Any, capacity: Any, h: Any, c: Any) -> Any:
+        """Steps start .. end - 1 in blocks of spans[0] steps: their outputs [capacity, *h's
+        shape] (rows past the last step zeros) and the state after them."""
         span = spans[0]
+        # Where the next block goes in this level's outputs, a row index followed by zeros: carried
+        # and advanced, with the step it starts at, by one addition each per trip.
+        advance = tf.constant([span] + [0] * len(h.shape), tf.int32)
 
-        def body(j: Any, h: Any, c: Any, outputs: Any) -> Any:
-            first = start + j * span
+        def body(first: Any, at: Any, h: Any, c: Any, outputs: Any) -> Any:
             if span == 1:
                 keep = None if steps is None else tf.gather(steps, first)
                 out, h, c = step(tf.gather(projected, first), h, c, keep)
                 block = tf.expand_dims(out, 0)
             else:
-                block, h, c = blocks(spans[1:], first, tf.minimum(span, count - j * span), span, h, c)
-            at = tf.concat([[j * span], tf.zeros([len(h.shape)], tf.int32)], 0)
-            return j + 1, h, c, xla_dynamic_update_slice(outputs, block, at)
+                block, h, c = blocks(spans[1:], first, tf.minimum(first + span, end), span, h, c)
+            return first + span, at + advance, h, c, xla_dynamic_update_slice(outputs, block, at)
 
         outputs = empty[capacity] if isinstance(capacity, int) else tf.zeros(
             tf.concat([[capacity], tf.shape(h)], 0), h.dtype)
-        trips = (count + span - 1) // span
-        _, h, c, outputs = tf.while_loop(lambda j, *_: j < trips, body, [tf.constant(0), h, c, outputs])
+        start_at = tf.zeros([len(h.shape) + 1], tf.int32)
+        _, _, h, c, outputs = tf.while_loop(lambda first, *_: first < end, body, [start, start_at, h, c, outputs])
         return outputs, h, c
 
     length = tf.shape(projected)[0]
     outer = SPANS[0]
-    sequence, h, c = blocks(SPANS, 0, length, (length + outer - 1) // outer * outer, h, c)
-    # A GATHER of the first rows, not the STRIDED_SLICE that `sequence[:length]` becomes: LiteRT's
-    # strided slice copies element by element through a callback (6-9% of a 1000-step layer's
-    # time), its gather copies whole rows.
-    return tf.gather(sequence, tf.range(length)), h, c
+    sequence, h, c = blocks(SPANS, tf.constant(0), length, (length + outer - 1) // outer * outer, h, c)
+    return sequence, h, c
+
+
+def _order(length: Any, batch: Any, reads_backwards: list[bool], returns_reversed: list[bool]) -> tuple[Any, Any]:
+    """GATHER_ND indices that move every direction's steps into the loops' order and back.
+
+    The first, [time, (direction,) batch, 2-3], reads a batch-first [batch, time, (direction,)
+    features] tensor time-major, a direction that `reads_backwards` from the last step; the
+    second, [batch, time, (direction,) 2-3], reads the loops' time-major [capacity, (direction,)
+    batch, features] outputs batch-first, the first `length` steps, in input order where a
+    direction `returns_reversed` (the backward half of a Bidirectional layer). One gather each
+    where it would otherwise take transposes, reversals, stacking and a slice, each a copy of
+    the whole sequence."""
+    tf = tensorflow()
+    t = tf.range(length)
+
+    def grid(flipped: list[bool]) -> list[Any]:
+        """[time, (direction,) batch] grids of the time, (direction) and batch row to read."""
+        times = [length - 1 - t if flip else t for flip in flipped]
+        if len(flipped) == 1:
+            shape = tf.stack([length, batch])
+            return [tf.broadcast_to(times[0][:, None], shape), tf.broadcast_to(tf.range(batch)[None, :], shape)]
+        shape = tf.stack([length, len(flipped), batch])
+        return [tf.broadcast_to(tf.stack(times, 1)[:, :, None], shape),
+                tf.broadcast_to(tf.range(len(flipped))[None, :, None], shape),
+                tf.broadcast_to(tf.range(batch)[None, None, :], shape)]
+
+    time, *rest = grid(reads_backwards)
+    into = tf.stack([rest[-1], time, *rest[:-1]], -1)
+    back = tf.stack(grid(returns_reversed), -1)
+    return into, tf.transpose(back, [len(rest), *range(len(rest)), len(rest) + 1])
 
 
 def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
-                zero_masked_output: bool) -> list[tuple[Any, Any, Any]]:
-    """Every direction of the layer in one set of loops: per direction (sequence [batch, time,
-    out] in input order, or None; h; c)."""
+                zero_masked_output: bool) -> tuple[Any, list[tuple[Any, Any]]]:
+    """Every direction of the layer in one set of loops: the sequence [batch, time, (direction,)
+    out] in input order (None unless the layer returns it), and each direction's final (h, c)."""
     tf = tensorflow()
+    import numpy as np
+
     directions = recurrence.directions
     count = len(directions)
     states = 2 if recurrence.cell == "lstm" else 1
     step = _masked_step(_cell(recurrence, directions), zero_masked_output)
-    batch = tf.shape(inputs)[0]
-    steps = None if mask is None else tf.transpose(tf.cast(mask, tf.bool), [1, 0])
-    projections, masks, starts = [], [], []
+    batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    backwards = [recurrence.go_backwards or index == 1 for index in range(count)]
+    to_loops, from_loops = _order(length, batch, backwards, [index == 1 for index in range(count)])
+    # Every direction's input projection in one matrix product.
+    projected = tf.matmul(inputs, tf.constant(np.concatenate([w.kernel for w in directions], axis=1)))
+    projected = projected + tf.constant(np.concatenate([w.input_bias for w in directions]))
+    if count > 1:
+        projected = tf.reshape(projected, tf.stack([batch, length, count, directions[0].kernel.shape[1]]))
+    projected = tf.gather_nd(projected, to_loops)
+    steps = None
+    if mask is not None:
+        steps = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+        reversed_steps = [tf.reverse(steps, [0]) if backward else steps for backward in backwards]
+        steps = reversed_steps[0] if count == 1 else tf.stack(reversed_steps, 1)
+    starts = []
     for index, weights in enumerate(directions):
-        projected = tf.matmul(inputs, tf.constant(weights.kernel)) + tf.constant(weights.input_bias)
-        projected = tf.transpose(projected, [1, 0, 2])
-        direction_steps = steps
-        if recurrence.go_backwards or index == 1:
-            projected = tf.reverse(projected, [0])
-            direction_steps = None if steps is None else tf.reverse(steps, [0])
-        projections.append(projected)
-        masks.append(direction_steps)
         h = tf.zeros(tf.stack([batch, weights.recurrent_kernel.shape[0]]), inputs.dtype)
         c = tf.zeros(tf.stack([batch, recurrence.units]), inputs.dtype)
         if initial is not None:
@@ -212,33 +249,35 @@ def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
                 c = initial[index * states + 1] + c
         starts.append((h, c))
 
-    def stack(tensors: list[Any], axis: int) -> Any:
-        return tensors[0] if count == 1 else tf.stack(tensors, axis)
+    def stack(tensors: list[Any]) -> Any:
+        return tensors[0] if count == 1 else tf.stack(tensors, 0)
 
-    def unstack(tensor: Any, axis: int) -> list[Any]:
-        return [tensor] if count == 1 else tf.unstack(tensor, count, axis)
+    def unstack(tensor: Any) -> list[Any]:
+        return [tensor] if count == 1 else tf.unstack(tensor, count, 0)
 
-    projected, steps = stack(projections, 1), None if steps is None else stack(masks, 1)
-    h, c = stack([h for h, _ in starts], 0), stack([c for _, c in starts], 0)
+    h, c = stack([h for h, _ in starts]), stack([c for _, c in starts])
     if not recurrence.return_sequences:
-        h, c = _last_step(step, projected, steps, h, c, tf.shape(projected)[0])
-        return [(None, h, c) for h, c in zip(unstack(h, 0), unstack(c, 0))]
+        h, c = _last_step(step, projected, steps, h, c, length)
+        return None, list(zip(unstack(h), unstack(c)))
     sequence, h, c = _sequence(step, projected, steps, h, c)
-    results = []
-    for index, (direction, h, c) in enumerate(zip(unstack(sequence, 1), unstack(h, 0), unstack(c, 0))):
-        direction = tf.transpose(direction, [1, 0, 2])
-        # A Bidirectional layer turns its backward sequence back into input order.
-        results.append((tf.reverse(direction, [1]) if index == 1 else direction, h, c))
-    return results
+    return tf.gather_nd(sequence, from_loops), list(zip(unstack(h), unstack(c)))
 
 
 def loop_layer(recurrence: Recurrence, inputs: Any, call: LayerCall) -> Any:
     """The layer's outputs, as Keras returns them, from loops with hoisted input projections."""
-    results = _directions(recurrence, inputs, call.mask, call.initial_state, recurrence.zero_output_for_mask)
-    outputs = [sequence if recurrence.return_sequences else h for sequence, h, _ in results]
-    merged = outputs[0] if len(outputs) == 1 else merge(recurrence.merge_mode, *outputs)
+    tf = tensorflow()
+    sequence, finals = _directions(recurrence, inputs, call.mask, call.initial_state, recurrence.zero_output_for_mask)
+    if not recurrence.return_sequences:
+        merged = finals[0][0] if len(finals) == 1 else merge(recurrence.merge_mode, *(h for h, _ in finals))
+    elif len(finals) == 1:
+        merged = sequence
+    elif recurrence.merge_mode == "concat":  # [batch, time, direction, out] is already the concatenation
+        shape = tf.shape(sequence)
+        merged = tf.reshape(sequence, tf.stack([shape[0], shape[1], 2 * sequence.shape[-1]]))
+    else:
+        merged = merge(recurrence.merge_mode, *tf.unstack(sequence, 2, axis=2))
     if not recurrence.return_state:
         return merged
     states = 2 if recurrence.cell == "lstm" else 1
-    finals = [state for _, h, c in results for state in ((h, c) if states == 2 else (h,))]
+    finals = [state for h, c in finals for state in ((h, c) if states == 2 else (h,))]
     return [*(merged if isinstance(merged, list) else [merged]), *finals]
