@@ -1,3 +1,3 @@
-from rnnexport.cli import main
+from rnnexport.cli import entry_point
 
-main()
+entry_point()

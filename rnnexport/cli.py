@@ -369,10 +369,16 @@ cli.add_command(cli_checks.compare)
 
 
 def main() -> None:
-    """The console script: the command, then an exit that skips tearing the interpreter down."""
+    """The command, ending as click ends it (`SystemExit`), for a program that runs it."""
+    cli(prog_name="rnnexport")
+
+
+def entry_point() -> NoReturn:
+    """The `rnnexport` console script and `python -m rnnexport`: a process of its own, which the
+    command then ends without tearing the interpreter down (`_exit`)."""
     own_process()
     try:
-        cli(prog_name="rnnexport")
+        main()
     except SystemExit as exc:
         _exit(exc.code)
     _exit(0)
@@ -389,7 +395,8 @@ def _exit(code: object) -> NoReturn:
     atexit._run_exitfuncs()  # what the usual exit runs first: logging, Ray, multiprocessing, temporary files
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None where the process started with the descriptor closed
+                stream.flush()
         except (OSError, ValueError):  # a reader that stopped reading (`| head`) or a closed stream
             pass
     os._exit(code or 0)

@@ -140,8 +140,8 @@ def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any, length: An
 
 
 def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
-    """Every step's output [capacity, batch, out] (rows past the length zeros) and the final
-    state, in one pass of nested loops.
+    """Every step's output [capacity, (direction,) batch, out] (rows past the length zeros) and
+    the final state, in one pass of nested loops.
 
     A LiteRT loop copies what it carries on every trip, so a loop over the steps that carried
     every output so far would copy the whole sequence per step. Here the steps are run in blocks
@@ -217,7 +217,8 @@ def _order(length: Any, batch: Any, reads_backwards: list[bool], returns_reverse
 def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
                 zero_masked_output: bool) -> tuple[Any, list[tuple[Any, Any]]]:
     """Every direction of the layer in one set of loops: the sequence [batch, time, (direction,)
-    out] in input order (None unless the layer returns it), and each direction's final (h, c)."""
+    out] in the order Keras returns it (a go_backwards layer's reversed, a Bidirectional layer's
+    backward half in input order), None unless the layer returns it; each direction's final (h, c)."""
     tf = tensorflow()
     import numpy as np
 
@@ -228,7 +229,7 @@ def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
     batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
     backwards = [recurrence.go_backwards or index == 1 for index in range(count)]
     to_loops, from_loops = _order(length, batch, backwards, [index == 1 for index in range(count)])
-    # Every direction's input projection in one matrix product.
+    # The directions' kernels side by side: one pass over the inputs for all their projections.
     projected = tf.matmul(inputs, tf.constant(np.concatenate([w.kernel for w in directions], axis=1)))
     projected = projected + tf.constant(np.concatenate([w.input_bias for w in directions]))
     if count > 1:
