@@ -85,19 +85,35 @@ def realworld() -> Path:
 
 
 @pytest.fixture(scope="session")
-def converted_kinds(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
     """Every Keras layer kind saved as .keras and converted to every target (and validated) once
-    per session: kind -> (model, source path, ConvertResult)."""
+    per run: kind -> (model, source path, ConvertResult). The first xdist worker to need them
+    converts them (70 s) while the others wait, then they load its files and results."""
+    import fcntl
+    import pickle
+
+    import keras
+
     import rnnexport
     from keras_models import KINDS, build
 
-    out = tmp_path_factory.mktemp("kinds")
-    results = {}
-    for kind in KINDS:
-        model = build(kind)
-        path = out / f"{kind}.keras"
-        model.save(path)
-        results[kind] = (model, path, rnnexport.convert(path, out / "exports", rnnexport.ConvertOptions(targets=("all",))))
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent  # the run's directory, which every worker shares
+    out, done = shared / "kinds", shared / "kinds.pickle"
+    with open(shared / "kinds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            converted = pickle.loads(done.read_bytes())
+            return {kind: (keras.saving.load_model(path), path, result) for kind, (path, result) in converted.items()}
+        out.mkdir()
+        results = {}
+        for kind in KINDS:
+            model = build(kind)
+            path = out / f"{kind}.keras"
+            model.save(path)
+            options = rnnexport.ConvertOptions(targets=("all",))
+            results[kind] = (model, path, rnnexport.convert(path, out / "exports", options))
+        done.write_bytes(pickle.dumps({kind: (path, result) for kind, (_, path, result) in results.items()}))
     return results
 
 
