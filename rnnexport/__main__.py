@@ -1,3 +1,3 @@
-from rnnexport.cli import entry_point
+from rnnexport.console_script import entry_point
 
 entry_point()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import logging
@@ -13,7 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -33,7 +32,6 @@ from rnnexport import cli_checks
 from rnnexport.config import Config, ModelEntry
 from rnnexport.console import ConsoleProgress, native_stderr_silenced
 from rnnexport.errors import Interrupted, UserError, one_line
-from rnnexport.tf import own_process
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -371,32 +369,3 @@ cli.add_command(cli_checks.compare)
 def main() -> None:
     """The command, ending as click ends it (`SystemExit`), for a program that runs it."""
     cli(prog_name="rnnexport")
-
-
-def entry_point() -> NoReturn:
-    """The `rnnexport` console script and `python -m rnnexport`: a process of its own, which the
-    command then ends without tearing the interpreter down (`_exit`)."""
-    own_process()
-    try:
-        main()
-    except SystemExit as exc:
-        _exit(exc.code)
-    _exit(0)
-
-
-def _exit(code: object) -> NoReturn:
-    """Exit with `code` once the exit handlers have run, without finalizing the interpreter:
-    with TensorFlow imported that takes about a second (`benchmarks/convert_vs_hand.py`), and a
-    finished command has nothing left to release. A thread still working gets the usual exit,
-    which waits for it."""
-    working = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
-    if working or not (code is None or isinstance(code, int)):
-        sys.exit(code)
-    atexit._run_exitfuncs()  # what the usual exit runs first: logging, Ray, multiprocessing, temporary files
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:  # None where the process started with the descriptor closed
-                stream.flush()
-        except (OSError, ValueError):  # a reader that stopped reading (`| head`) or a closed stream
-            pass
-    os._exit(code or 0)

@@ -299,7 +299,7 @@ def test_junit_report_has_a_case_per_export_and_case(tmp_path):
 def _run_main(code: str, *args: str) -> subprocess.CompletedProcess:
     """`rnnexport ARGS` through the console script's `entry_point`, after `code`, in a fresh
     interpreter."""
-    script = (f"import sys\nfrom rnnexport.cli import entry_point\n{code}\nsys.argv = ['rnnexport', *sys.argv[1:]]\n"
+    script = (f"import sys\nfrom rnnexport.console_script import entry_point\n{code}\nsys.argv = ['rnnexport', *sys.argv[1:]]\n"
               "entry_point()\n")
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
 
