@@ -78,7 +78,7 @@ class KerasReference(Closable):
             tf = tensorflow()
             specs = [tf.TensorSpec((None, *tensor.shape[1:]), a.dtype) for a, tensor in zip(arrays, model.inputs)]
             traced = function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
-                                 input_signature=specs)
+                              input_signature=specs)
             expected = eager()
             try:
                 agrees = _agree(_listed(traced(*arrays)), expected)
@@ -115,7 +115,7 @@ class KerasReference(Closable):
         model, arrays = self._model(inputs)
         tf = tensorflow()
         traced = function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False),
-                             input_signature=[tf.TensorSpec(a.shape, a.dtype) for a in arrays])
+                          input_signature=[tf.TensorSpec(a.shape, a.dtype) for a in arrays])
 
         def call() -> list[np.ndarray]:
             with tf.device(self.tf_device):

@@ -106,7 +106,7 @@ def _keras_lstm(inputs: Any, weights: DirectionWeights) -> Any:
     batch, units = inputs.shape[0], weights.recurrent_kernel.shape[0]
 
     @function(experimental_attributes={"api_implements": f"lstm_{uuid.uuid4().hex}", "time_major": False,
-                                          "go_backwards": False})
+                                       "go_backwards": False})
     def standard_lstm(x: Any, init_h: Any, init_c: Any, kernel: Any, recurrent_kernel: Any, bias: Any) -> Any:
         def step(state: Any, x_t: Any) -> Any:
             h, c = state
