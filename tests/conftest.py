@@ -159,3 +159,15 @@ def every_kind(path, reset_before=False):
     dense.set_weights([kernel * 6.0, bias])
     model.save(path)
     return path
+
+
+# The test files that take longest (minutes of fixtures and conversions), longest first. Two
+# xdist workers take whole files in collection order (`--dist loadfile`); alphabetical order left
+# most of these for the end, where one worker ran the last of them while the other sat idle.
+LONGEST_FIRST = ("test_realworld.py", "test_tflite_target.py", "test_streaming.py", "test_tf2_savedmodel.py",
+                 "test_tf1_source.py", "test_keras2_eras.py", "test_unrolled_source.py", "test_fleet.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
