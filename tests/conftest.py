@@ -105,7 +105,7 @@ def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
         if done.exists():
             converted = pickle.loads(done.read_bytes())
             return {kind: (keras.saving.load_model(path), path, result) for kind, (path, result) in converted.items()}
-        out.mkdir()
+        out.mkdir(exist_ok=True)  # a worker that failed here first left it; this one then reports its own error
         results = {}
         for kind in KINDS:
             model = build(kind)
