@@ -10,9 +10,14 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from rnnexport import ValidateOptions  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 REALWORLD = ROOT.parent / "shared" / "realworld"
+# The sweep of a test that reads no latency: timing each shape (three more calls of every export and
+# of the source) made up to half of a conversion's time.
+UNTIMED = ValidateOptions(latency_repeats=0)
 
 
 def run_python(script: Path, *args: str, legacy_keras: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -111,8 +116,7 @@ def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
             model = build(kind)
             path = out / f"{kind}.keras"
             model.save(path)
-            # Untimed: these tests read parity, ops and files; timing the sweeps cost their four files 8% more CPU.
-            options = rnnexport.ConvertOptions(targets=("all",), validation=rnnexport.ValidateOptions(latency_repeats=0))
+            options = rnnexport.ConvertOptions(targets=("all",), validation=UNTIMED)  # these tests read no latency
             results[kind] = (model, path, rnnexport.convert(path, out / "exports", options))
         done.write_bytes(pickle.dumps({kind: (path, result) for kind, (_, path, result) in results.items()}))
     return results

@@ -10,7 +10,7 @@ from rnnexport import plugins
 from rnnexport.device import resolve_device
 from rnnexport.errors import UnsupportedModelError
 
-from conftest import TESTS, run_python
+from conftest import TESTS, UNTIMED, run_python
 
 H5_MODELS = {
     "dgaintel": "dgaintel-cnn-lstm-h5/domain_classifier_model.h5",
@@ -24,7 +24,7 @@ H5_MODELS = {
 def converted(realworld, tmp_path_factory):
     out = tmp_path_factory.mktemp("realworld")
     return rnnexport.convert([realworld / p for p in H5_MODELS.values()], out,
-                             rnnexport.ConvertOptions(targets=("all",)))
+                             rnnexport.ConvertOptions(targets=("all",), validation=UNTIMED))
 
 
 def test_keras2_h5_models_convert_to_all_and_pass_parity(converted):
@@ -98,7 +98,8 @@ DEEPNLP_OUTPUT = "pos_var_scope_zh_1/pos_variables/output_node:0"
 
 
 def test_deepnlp_tf14_checkpoint_converts_to_every_target_and_passes(realworld, tmp_path):
-    options = rnnexport.ConvertOptions(targets=("all",), source=rnnexport.SourceOptions(outputs=(DEEPNLP_OUTPUT,)))
+    options = rnnexport.ConvertOptions(targets=("all",), source=rnnexport.SourceOptions(outputs=(DEEPNLP_OUTPUT,)),
+                                       validation=UNTIMED)
     result = rnnexport.convert(realworld / "deepnlp-pos-tf1ckpt", tmp_path, options)
     assert result.report.passed, result.report.failures()
     for export in result.report.exports:
@@ -139,7 +140,8 @@ def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_pa
         (kind, units, "dynamic_rnn") for kind, units in cells]
     assert info.fixed_length == length and [t.name for t in info.inputs] == ["Mfcc"]
     assert info.outputs[0].shape == (None, 12) and info.min_length == shortest
-    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), source=source))
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), source=source,
+                                                                        validation=UNTIMED))
     assert result.report.passed, result.report.failures()
     for export in result.report.exports:
         assert {shortest, shortest + 1, length, 4 * length} <= {c.case.length for c in export.checked}
@@ -154,7 +156,7 @@ def test_mlkws_frozen_graphs_convert_from_their_feature_tensor(realworld, tmp_pa
 def _streaming(**source):
     return rnnexport.ConvertOptions(
         targets=("all",), source=rnnexport.SourceOptions(**source), export=rnnexport.ExportOptions(streaming=True),
-        validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,))))
+        validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,)), latency_repeats=0))
 
 
 def _chunked(result):
@@ -201,7 +203,7 @@ def test_cutkum_dynamic_rnn_with_dropout_state_and_lengths_converts_to_every_tar
     assert info.outputs[0].name == "probs" and info.outputs[0].shape == (None, None, 5)
     assert "'placeholder/keep_prob:0' gates dropout; fed 1, which switches it off, and left out of the export" in info.notes
     assert "'placeholder/fw_state:0' holds an initial state; fed zeros, where the export's cells start" in info.notes
-    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",)))
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), validation=UNTIMED))
     assert result.report.passed, result.report.failures()
     assert {e.target for e in result.report.exports} == {"onnx", "savedmodel", "tflite"}
     for export in result.report.exports:
@@ -219,7 +221,7 @@ def test_iteam1_tf_keras_savedmodel_converts_to_every_target_against_its_signatu
     assert [(l.kind, l.units or l.details["units"]) for l in info.layers] == [
         ("LSTM", 64), ("Dense", 32), ("Dense", 32), ("Dense", 1)]
     assert info.fixed_length == 5 and info.inputs[0].shape == (None, None, 1)
-    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",)))
+    result = rnnexport.convert(path, tmp_path, rnnexport.ConvertOptions(targets=("all",), validation=UNTIMED))
     assert result.report.passed, result.report.failures()
     assert {e.target for e in result.report.exports} == {"savedmodel", "onnx", "tflite"}
     signature = "source (signature 'serving_default')"
