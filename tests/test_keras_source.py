@@ -106,22 +106,25 @@ def test_keras2_semantics_match_tf_keras_itself(keras2_files, tmp_path):
     from conftest import TESTS, run_python
     from rnnexport.device import resolve_device
 
-    for name in ("hard_sigmoid_gru", "masked_bidirectional"):
+    names, opened, args = ("hard_sigmoid_gru", "masked_bidirectional"), {}, []
+    for name in names:
         path = keras2_files[name]
-        opened = plugins.find_source(path).open(path, rnnexport.SourceOptions())
-        info = opened.info
+        opened[name] = plugins.find_source(path).open(path, rnnexport.SourceOptions())
         rng = np.random.default_rng(0)
-        if info.inputs[0].vocab_size:
-            x = rng.integers(1, info.inputs[0].vocab_size, size=(2, 23)).astype("int32")
+        if opened[name].info.inputs[0].vocab_size:
+            x = rng.integers(1, opened[name].info.inputs[0].vocab_size, size=(2, 23)).astype("int32")
             x[1, 15:] = 0
         else:
             x = rng.standard_normal((2, 23, 4)).astype("float32")
-        np.savez(tmp_path / "in.npz", x=x)
-        run_python(TESTS / "tfkeras_helper.py", "predict", str(path), str(tmp_path / "in.npz"),
-                   str(tmp_path / "out.npz"), legacy_keras=True)
-        expected = np.load(tmp_path / "out.npz")["arr_0"]
-        ours = opened.reference(resolve_device("cpu")).run({info.inputs[0].name: x})
-        np.testing.assert_allclose(next(iter(ours.values())), expected, atol=1e-5)
+        np.savez(tmp_path / f"{name}.in.npz", x=x)
+        args += [str(path), str(tmp_path / f"{name}.in.npz"), str(tmp_path / f"{name}.out.npz")]
+    run_python(TESTS / "tfkeras_helper.py", "predict", *args, legacy_keras=True)  # one tf-keras process for both
+    for name in names:
+        info = opened[name].info
+        x = np.load(tmp_path / f"{name}.in.npz")["x"]
+        expected = np.load(tmp_path / f"{name}.out.npz")["arr_0"]
+        ours = opened[name].reference(resolve_device("cpu")).run({info.inputs[0].name: x})
+        np.testing.assert_allclose(next(iter(ours.values())), expected, atol=1e-5, err_msg=name)
     assert any("hard_sigmoid" in n for n in rnnexport.inspect(keras2_files["hard_sigmoid_gru"]).notes)
 
 

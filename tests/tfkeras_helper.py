@@ -1,7 +1,7 @@
 """Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the test process.
 
     write DIR                   write the Keras 2 .h5 fixtures into DIR
-    predict MODEL.h5 IN OUT     load MODEL.h5 with tf-keras, predict on IN.npz, save OUT.npz
+    predict MODEL.h5 IN OUT ... load each MODEL.h5 with tf-keras, predict on its IN.npz, save its OUT.npz
 """
 
 import sys
@@ -61,4 +61,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "write":
         write(Path(sys.argv[2]))
     else:
-        predict(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        paths = [Path(arg) for arg in sys.argv[2:]]
+        for model_path, inputs_path, out_path in zip(paths[::3], paths[1::3], paths[2::3]):
+            predict(model_path, inputs_path, out_path)
