@@ -17,7 +17,7 @@ from rnnexport import ConvertOptions, SourceOptions, SweepOptions, ValidateOptio
 from rnnexport.device import resolve_device
 from rnnexport.errors import SourceError, UnsupportedModelError
 
-from conftest import TESTS, export_result, run_python
+from conftest import TESTS, UNTIMED, export_result, run_python
 
 
 @keras.saving.register_keras_serializable(package="rnnexport_tests")
@@ -48,7 +48,7 @@ def converted(eras, tmp_path_factory):
                ("keras208_sequential", "keras225_conv_sequential", "keras225_bidirectional", "tfkeras_slash_unrolled",
                 "keras225_every_layer")]
     sources.append(eras / "json_beside" / "model.h5")
-    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,))))
+    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,)), latency_repeats=0))
     return rnnexport.convert(sources, tmp_path_factory.mktemp("eras_out"), options)
 
 
@@ -130,7 +130,7 @@ def test_cudnn_layers_are_read_as_the_layers_they_compute(eras, tmp_path):
         ("Bidirectional(LSTM)", None), ("GRU", True)]
     assert "cuDNN-only layers read as the LSTM or GRU they compute: bilstm, gru" in info.notes
     result = rnnexport.convert(path, tmp_path, ConvertOptions(validation=ValidateOptions(
-        sweep=SweepOptions(lengths=(1, 2, 11, 44), batches=(2,)))))
+        sweep=SweepOptions(lengths=(1, 2, 11, 44), batches=(2,)), latency_repeats=0)))
     assert result.report.passed, result.report.failures()
 
 
@@ -175,7 +175,7 @@ def test_custom_layer_needs_its_class(eras, tmp_path):
     with pytest.raises(SourceError, match=r"^--custom-objects 'no_such_module:Scale': cannot import module"):
         rnnexport.inspect(path, SourceOptions(custom_objects=("no_such_module:Scale",)))
     result = rnnexport.convert(path, tmp_path, ConvertOptions(source=CUSTOM, validation=ValidateOptions(
-        sweep=SweepOptions(lengths=(1, 2, 9, 40)))))
+        sweep=SweepOptions(lengths=(1, 2, 9, 40)), latency_repeats=0)))
     assert result.report.passed, result.report.failures()
     assert {c.case.length for c in result.report.exports[0].checked} == {1, 2, 9, 40}
 
@@ -219,11 +219,11 @@ def test_keras3_model_with_a_minimum_length_is_swept_from_there(tmp_path):
     assert info.min_length == 9
     assert ("shortest length 9 (conv1d: kernel 5, valid padding; dilated: kernel 3, dilation 2, valid padding): "
             "the sweep starts there") in info.notes
-    result = rnnexport.convert(path, tmp_path / "default")
+    result = rnnexport.convert(path, tmp_path / "default", ConvertOptions(validation=UNTIMED))
     assert result.report.passed, result.report.failures()
     assert {c.case.length for c in export_result(result, "savedmodel").checked} == {9, 10, 32, 128}
     asked = rnnexport.convert(path, tmp_path / "asked", ConvertOptions(force=True, validation=ValidateOptions(
-        sweep=SweepOptions(lengths=(2, 12), batches=(2,)))))
+        sweep=SweepOptions(lengths=(2, 12), batches=(2,)), latency_repeats=0)))
     export = export_result(asked, "savedmodel")
     assert asked.report.passed and [c.case.length for c in export.checked] == [12]
     assert [c.skipped for c in export.skipped] == ["the source needs at least 9 steps, this case has 2"] * 2

@@ -37,7 +37,7 @@ def savedmodels(tmp_path_factory):
 def converted(savedmodels, tmp_path_factory):
     """Each converted to a SavedModel and swept at the default lengths, at batch 2."""
     out = tmp_path_factory.mktemp("tf2_exports")
-    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,))))
+    options = ConvertOptions(validation=ValidateOptions(sweep=SweepOptions(batches=(2,)), latency_repeats=0))
     return {name: rnnexport.convert(savedmodels / name, out, options) for name in CONVERTED}
 
 
@@ -109,7 +109,7 @@ def test_a_fixed_length_signature_is_the_reference_at_its_length_and_freed_at_th
 def test_a_signature_its_lowered_graph_cannot_free_stays_the_only_reference(savedmodels, tmp_path):
     """The signature reads only its 6 traced steps: freed, its graph returns 6 steps for 13, so it
     serves no other length; the signature serves 6 steps and shorter ones padded."""
-    sweep = ValidateOptions(sweep=SweepOptions(lengths=(2, 6, 13), batches=(2,)))
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(2, 6, 13), batches=(2,)), latency_repeats=0)
     export = _checked(rnnexport.convert(savedmodels / "bound_signature", tmp_path, ConvertOptions(validation=sweep)))
     methods = {c.case.length: c.reference_method for c in export.checked}
     assert methods == {2: f"{SIGNATURE}, padded from 2 to 6 steps", 6: SIGNATURE}
@@ -147,7 +147,7 @@ def test_a_subclassed_model_with_a_state_input_is_described_then_exported_per_ou
     info = rnnexport.inspect(savedmodels / "subclassed_state", source)
     assert [l.kind for l in info.layers] == ["keras GRU(units=4)", "matmul + bias"]
     assert "'h:0' holds an initial state; fed zeros, where the export's cells start" in info.notes
-    sweep = ValidateOptions(sweep=SweepOptions(batches=(2,)))
+    sweep = ValidateOptions(sweep=SweepOptions(batches=(2,)), latency_repeats=0)
     export = _checked(rnnexport.convert(savedmodels / "subclassed_state", tmp_path,
                                         ConvertOptions(source=source, validation=sweep)))
     assert {c.case.length for c in export.checked} == {1, 2, 7, 32, 128}
@@ -178,7 +178,7 @@ def test_tf2_frozen_graphs_have_their_loops_rewritten_as_tf1_loops(savedmodels, 
     assert any(n.name.startswith("unused_control_flow_input") for n in lowered.node if n.op == "Placeholder")
     expected = {"frozen_lstm_lowered": (["keras LSTM(units=4)", "matmul + bias"], (None, None, 2)),
                 "frozen_gru_while": (["keras GRU(units=5)", "matmul + bias + activation"], (None, 2))}
-    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 7), batches=(2,)))
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 7), batches=(2,)), latency_repeats=0)
     for name, (kinds, shape) in expected.items():
         path = savedmodels / f"{name}.pb"
         assert plugins.find_source(path).name == "unrolled-graph"
@@ -196,7 +196,7 @@ def test_a_tf2_frozen_graph_traced_at_one_length_is_fed_at_a_free_length(savedmo
     path = savedmodels / "frozen_lstm_fixed.pb"
     info = rnnexport.inspect(path)
     assert info.fixed_length == 6 and [(t.name, t.shape) for t in info.outputs] == [("Identity", (None, 2))]
-    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 6, 13), batches=(2,)))
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 6, 13), batches=(2,)), latency_repeats=0)
     export = _checked(rnnexport.convert(path, tmp_path, ConvertOptions(validation=sweep)))
     methods = {c.case.length: c.reference_method for c in export.checked}
     assert sorted(methods) == [1, 6, 13] and methods[6] == "source" and not export.skipped

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import checked_exports, export_result
+from conftest import UNTIMED, checked_exports, export_result
 
 import rnnexport
 from rnnexport.cli import cli
@@ -56,7 +56,8 @@ def unrolled_converted(frozen_files, keras_savedmodels, tmp_path_factory):
     out = tmp_path_factory.mktemp("unrolled_exports")
     paths = {name: frozen_files / f"{name}.pb" for name in FROZEN}
     paths.update({name: keras_savedmodels / name for name in KERAS})
-    return {name: rnnexport.convert(path, out, ConvertOptions(targets=("all",))) for name, path in paths.items()}
+    options = ConvertOptions(targets=("all",), validation=UNTIMED)
+    return {name: rnnexport.convert(path, out, options) for name, path in paths.items()}
 
 
 @pytest.mark.parametrize("name", FROZEN + KERAS)
