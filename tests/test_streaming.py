@@ -66,9 +66,24 @@ def assert_streams(result, states, bound):
             assert np.isfinite(worst) and worst < bound, (export.target, case.case.name, worst)
 
 
+@pytest.fixture(scope="module")
+def keras_streamed(tmp_path_factory):
+    """kind -> (directory, ConvertResult): each Keras kind converted with STREAMING once for the
+    tests that read its files or its report."""
+    converted = {}
+
+    def streamed(kind):
+        if kind not in converted:
+            out = tmp_path_factory.mktemp(kind)
+            converted[kind] = out, rnnexport.convert(build(kind), out, STREAMING)
+        return converted[kind]
+
+    return streamed
+
+
 @pytest.mark.parametrize("kind", KERAS)
-def test_keras_models_stream_in_every_format(kind, tmp_path):
-    result = rnnexport.convert(build(kind), tmp_path, STREAMING)
+def test_keras_models_stream_in_every_format(keras_streamed, kind):
+    _, result = keras_streamed(kind)
     assert_streams(result, KERAS[kind], 1e-5)
     written = sorted(p.path.name for p in result.artifacts)
     assert written == sorted(f"{kind}{suffix}" for suffix in (
@@ -106,12 +121,12 @@ def test_unrolled_graphs_stream(frozen_files, tmp_path, name):
     assert_streams(rnnexport.convert(frozen_files / f"{name}.pb", tmp_path, STREAMING), FROZEN[name], 5e-5)
 
 
-def test_entry_points_and_state_names_in_each_runtime(tmp_path):
+def test_entry_points_and_state_names_in_each_runtime(keras_streamed):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    rnnexport.convert(build("lstm"), tmp_path, STREAMING)
-    loaded = tf.saved_model.load(str(tmp_path / "lstm.savedmodel"))
+    out, _ = keras_streamed("lstm")
+    loaded = tf.saved_model.load(str(out / "lstm.savedmodel"))
     assert sorted(loaded.signatures) == ["initial_state", "serving_default", "step"]
     step = loaded.signatures["step"]
     assert sorted(step.structured_input_signature[1]) == ["lstm_c", "lstm_h", "x"]
@@ -121,22 +136,22 @@ def test_entry_points_and_state_names_in_each_runtime(tmp_path):
     assert {k: v.shape.as_list() for k, v in zeros.items()} == {"lstm_h": [4, 8], "lstm_c": [4, 8]}
     assert all(not v.numpy().any() for v in zeros.values())
 
-    proto = onnx.load(str(tmp_path / "lstm.step.onnx"))
+    proto = onnx.load(str(out / "lstm.step.onnx"))
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in (*proto.graph.input, *proto.graph.output)}
     assert dims == {"x": ["batch", "time", 5], "lstm_h": ["batch", 8], "lstm_c": ["batch", 8],
                     "lstm": ["batch", "time", 8], "lstm_h_next": ["batch", 8], "lstm_c_next": ["batch", 8]}
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["rnnexport.entry_point"] == "step" and json.loads(meta["rnnexport.states"]) == ["lstm_h", "lstm_c"]
-    initial = onnx.load(str(tmp_path / "lstm.initial_state.onnx"))
+    initial = onnx.load(str(out / "lstm.initial_state.onnx"))
     assert [i.name for i in initial.graph.input] == ["batch"]
 
-    signatures = Interpreter(str(tmp_path / "lstm.step.tflite")).get_signature_list()
+    signatures = Interpreter(str(out / "lstm.step.tflite")).get_signature_list()
     assert signatures == {
         "initial_state": {"inputs": ["batch"], "outputs": ["lstm_c", "lstm_h"]},
         "step": {"inputs": ["lstm_c", "lstm_h", "x"], "outputs": ["lstm", "lstm_c_next", "lstm_h_next"]},
     }
-    assert not Interpreter(str(tmp_path / "lstm.tflite")).get_signature_list().keys() - {"serving_default"}
+    assert not Interpreter(str(out / "lstm.tflite")).get_signature_list().keys() - {"serving_default"}
 
 
 def stateful_gru():
@@ -222,16 +237,16 @@ class ForgetsState:
         return outputs, after
 
 
-def test_the_streaming_check_fails_when_state_is_not_carried(tmp_path):
+def test_the_streaming_check_fails_when_state_is_not_carried(keras_streamed):
     from rnnexport.parity import ExportUnderTest, check
     from rnnexport.plugins import find_source
     from rnnexport.sweep import build_stream_cases
 
-    model = build("lstm")
-    result = rnnexport.convert(model, tmp_path, STREAMING)
+    model = build("lstm")  # seeded: the weights of the model keras_streamed converted
+    out, result = keras_streamed("lstm")
     opened = find_source(model).open(model, STREAMING.source)
     device = resolve_device("cpu")
-    target, path = get_target("savedmodel"), tmp_path / "lstm.savedmodel"
+    target, path = get_target("savedmodel"), out / "lstm.savedmodel"
     broken = ExportUnderTest("lstm", "keras", "savedmodel", str(path), result.report.exports[0].tolerance,
                              runner=target.runner(path, device), time_axes={"lstm": 1},
                              stream_runner=ForgetsState(target.stream_runner(path, device)))
