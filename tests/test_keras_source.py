@@ -10,7 +10,7 @@ from rnnexport import ConvertOptions, SweepOptions, ValidateOptions
 from rnnexport import plugins
 from rnnexport.errors import SourceError, UnsupportedModelError
 
-from conftest import artifact, export_result
+from conftest import UNTIMED, artifact, export_result
 from keras_models import KINDS, build
 
 
@@ -85,7 +85,7 @@ def test_masked_model_is_checked_on_padded_batches(converted):
 def test_in_memory_model(tmp_path):
     model = build("stacked")
     result = rnnexport.convert(model, tmp_path, ConvertOptions(validation=ValidateOptions(
-        sweep=SweepOptions(lengths=(3, 70), batches=(2,)))))
+        sweep=SweepOptions(lengths=(3, 70), batches=(2,)), latency_repeats=0)))
     assert result.report.passed
     assert result.artifacts[0].path == tmp_path / "stacked.savedmodel"
     assert [c.case.length for c in result.report.exports[0].cases] == [3, 3, 70]
@@ -93,7 +93,7 @@ def test_in_memory_model(tmp_path):
 
 def test_keras2_h5_files_written_by_tf_keras(keras2_files, tmp_path):
     assert set(keras2_files) == {"fixed_lstm", "hard_sigmoid_gru", "masked_bidirectional", "sequential_simplernn"}
-    result = rnnexport.convert(sorted(keras2_files.values()), tmp_path)
+    result = rnnexport.convert(sorted(keras2_files.values()), tmp_path, ConvertOptions(validation=UNTIMED))
     assert result.report.passed, result.report.failures()
     assert len(result.report.exports) == 4
     info = rnnexport.inspect(keras2_files["fixed_lstm"])
@@ -152,7 +152,8 @@ def test_lambda_layer_needs_unsafe(tmp_path):
     keras.Model(i, keras.layers.GRU(4, return_sequences=True)(x)).save(path)
     with pytest.raises(UnsupportedModelError, match="layer 'double' is a Lambda layer.*--unsafe"):
         rnnexport.inspect(path)
-    result = rnnexport.convert(path, tmp_path, ConvertOptions(source=rnnexport.SourceOptions(unsafe=True)))
+    options = ConvertOptions(source=rnnexport.SourceOptions(unsafe=True), validation=UNTIMED)
+    result = rnnexport.convert(path, tmp_path, options)
     assert result.report.passed
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import ROOT, TESTS, artifact, export_result, run_python
+from conftest import ROOT, TESTS, UNTIMED, artifact, export_result, run_python
 from onnx import helper, numpy_helper
 from rnnexport_converters.keras.layers import TrainedState
 from rnnexport_converters.onnx.forms import to_loop
@@ -68,7 +68,7 @@ MASKED_MODELS = {
 def _convert(model, tmp_path, custom_objects=(), **target_options):
     keras.utils.set_random_seed(7)
     options = ConvertOptions(targets=("onnx",), source=SourceOptions(custom_objects=custom_objects),
-                             export=ExportOptions(target_options={"onnx": target_options}))
+                             export=ExportOptions(target_options={"onnx": target_options}), validation=UNTIMED)
     result = rnnexport.convert(model, tmp_path, options)
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
@@ -218,8 +218,8 @@ def test_streaming_step_files_are_fused(tmp_path):
     x = L.GRU(5, return_sequences=True, name="gru")(i)
     x = L.SimpleRNN(4, return_sequences=True, name="rnn")(x)
     model = keras.Model(i, L.LSTM(3, name="lstm")(x), name="streamed")
-    result = rnnexport.convert(model, tmp_path, ConvertOptions(targets=("onnx",),
-                                                               export=ExportOptions(streaming=True)))
+    options = ConvertOptions(targets=("onnx",), export=ExportOptions(streaming=True), validation=UNTIMED)
+    result = rnnexport.convert(model, tmp_path, options)
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert [c for c in export.cases if c.case.chunk] and all(c for c in export.cases if c.case.chunk)
@@ -239,7 +239,7 @@ def test_readme_deployers_streaming_loop_runs(tmp_path):
     source = ROOT / "samples" / "lstm_variable.keras"
     result = rnnexport.convert(source, tmp_path / "exports", ConvertOptions(
         targets=("onnx",), export=ExportOptions(streaming=True),
-        validation=ValidateOptions(sweep=SweepOptions(lengths=(3,)))))
+        validation=ValidateOptions(sweep=SweepOptions(lengths=(3,)), latency_repeats=0)))
     assert result.report.passed, result.report.failures()
     scope: dict = {}
     exec(code.replace('"exports/', f'"{tmp_path}/exports/'), scope)  # noqa: S102 - the README's own code
@@ -255,7 +255,7 @@ def tf1_cells(tmp_path_factory):
 
 
 def test_tf1_peepholes_are_the_fused_ops_p_input(tf1_cells, tmp_path):
-    result = rnnexport.convert(tf1_cells / "peepholes", tmp_path, ConvertOptions(targets=("onnx",)))
+    result = rnnexport.convert(tf1_cells / "peepholes", tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == {"LSTM": 1}
@@ -271,7 +271,8 @@ def test_tf1_peepholes_are_the_fused_ops_p_input(tf1_cells, tmp_path):
     ("projected", "its projection (TF1 num_proj) has no ONNX LSTM equivalent"),
 ])
 def test_tf1_clip_and_projection_stay_loops_and_say_why(tf1_cells, tmp_path, name, reason):
-    export = export_result(rnnexport.convert(tf1_cells / name, tmp_path, ConvertOptions(targets=("onnx",))), "onnx")
+    result = rnnexport.convert(tf1_cells / name, tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
+    export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == {"Loop": 1}
     assert export.details["not_fused"]["rnn_0"].startswith(reason)

@@ -14,7 +14,7 @@ import rnnexport
 from rnnexport import ConvertOptions
 from rnnexport.cli import cli
 
-from conftest import artifact, export_result
+from conftest import UNTIMED, artifact, export_result
 from keras_models import KINDS, build
 
 FUSED = {
@@ -119,7 +119,8 @@ def test_one_session_serves_every_length_and_batch(converted_kinds):
 
 
 def test_keras2_hard_sigmoid_becomes_onnx_hard_sigmoid(keras2_files, tmp_path):
-    result = rnnexport.convert(keras2_files["hard_sigmoid_gru"], tmp_path, ConvertOptions(targets=("onnx",)))
+    options = ConvertOptions(targets=("onnx",), validation=UNTIMED)
+    result = rnnexport.convert(keras2_files["hard_sigmoid_gru"], tmp_path, options)
     assert result.report.passed, result.report.failures()
     (gru,) = _nodes(artifact(result, "onnx"), "GRU")
     assert _attr(gru, "activations") == [b"HardSigmoid", b"Tanh"]
@@ -141,7 +142,8 @@ def test_opset_option(tmp_path):
 def test_tampered_weights_fail_validate(tmp_path):
     path = tmp_path / "gru.keras"
     build("gru_reset_before").save(path)
-    good = artifact(rnnexport.convert(path, tmp_path / "e", ConvertOptions(targets=("onnx",))), "onnx")
+    options = ConvertOptions(targets=("onnx",), validation=UNTIMED)
+    good = artifact(rnnexport.convert(path, tmp_path / "e", options), "onnx")
     proto = onnx.load(str(good))
     (gru,) = [n for n in proto.graph.node if n.op_type == "GRU"]
     recurrent = next(i for i in proto.graph.initializer if i.name == gru.input[2])
@@ -167,7 +169,8 @@ def test_more_than_ten_recurrent_layers_each_get_their_own_op(tmp_path):
         x = (keras.layers.GRU, keras.layers.LSTM, keras.layers.SimpleRNN)[n % 3](4 + n, return_sequences=True,
                                                                               name=f"r{n}")(x)
     result = rnnexport.convert(keras.Model(i, x, name="deep"), tmp_path, ConvertOptions(
-        targets=("onnx",), validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(1, 9, 40)))))
+        targets=("onnx",),
+        validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(1, 9, 40)), latency_repeats=0)))
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == {"GRU": 4, "LSTM": 4, "RNN": 4}

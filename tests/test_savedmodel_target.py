@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import rnnexport
 from rnnexport.cli import cli
 
-from conftest import TESTS, artifact, run_python
+from conftest import TESTS, UNTIMED, artifact, run_python
 from keras_models import KINDS, build
 
 
@@ -116,7 +116,7 @@ def test_corrupted_weight_fails_validate_naming_output_and_case(tmp_path):
     model = build("lstm")
     source = tmp_path / "lstm.keras"
     model.save(source)
-    good = rnnexport.convert(source, tmp_path / "good").artifacts[0].path
+    good = rnnexport.convert(source, tmp_path / "good", rnnexport.ConvertOptions(validation=UNTIMED)).artifacts[0].path
     bad = tmp_path / "bad.savedmodel"
     _corrupt(good, bad, 1.01)
     runner = CliRunner()

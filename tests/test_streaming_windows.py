@@ -17,7 +17,8 @@ from rnnexport.options import ConvertOptions, ExportOptions, SweepOptions, Valid
 
 CHUNKS = (1, 2, 5, 17)
 STREAMING = ConvertOptions(targets=("all",), export=ExportOptions(streaming=True),
-                           validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(2,), chunks=CHUNKS)))
+                           validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(2,), chunks=CHUNKS),
+                                                      latency_repeats=0))
 # Every windowed kind, stacked: causal convolutions of kernel 2, 3 and 5 at dilation 1 and 2, left
 # padding before a valid convolution of kernel 5 (through a per-step layer), before max pooling of
 # 3 and average pooling of 2 steps, then an LSTM (whose TFLite kernel would keep state between calls

@@ -5,7 +5,7 @@ them; heads after them, also per static_rnn step."""
 
 import numpy as np
 import pytest
-from conftest import TESTS, checked_exports, export_result, run_python
+from conftest import TESTS, UNTIMED, checked_exports, export_result, run_python
 
 import rnnexport
 from rnnexport import plugins
@@ -27,7 +27,7 @@ def files(tmp_path_factory):
 
 def _convert(path, out, *targets, outputs=()):
     source = rnnexport.SourceOptions(outputs=outputs)
-    return rnnexport.convert(path, out, rnnexport.ConvertOptions(targets=targets, source=source))
+    return rnnexport.convert(path, out, rnnexport.ConvertOptions(targets=targets, source=source, validation=UNTIMED))
 
 
 def _recurrent(info):
@@ -95,7 +95,8 @@ def test_tf_layers_dense_before_and_after_dynamic_rnn(files, tmp_path):
     assert [layer.kind for layer in info.layers if not layer.recurrent] == [
         "Dense(7, activation=relu)", "matmul + bias"]
     # A dense front end works step by step, so the export also streams.
-    options = rnnexport.ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True))
+    options = rnnexport.ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True),
+                                       validation=UNTIMED)
     result = rnnexport.convert(files / "layers_dense_dynamic.pb", tmp_path, options)
     for _, export, checked in checked_exports(result, 1e-5):
         assert {c.case.length for c in export.checked if c.case.chunk is None} == SWEEP

@@ -4,7 +4,7 @@ time-major tensors and bidirectional runners with lengths, frozen and checkpoint
 
 import numpy as np
 import pytest
-from conftest import TESTS, checked_exports, export_result, run_python
+from conftest import TESTS, UNTIMED, checked_exports, export_result, run_python
 
 import rnnexport
 from rnnexport.errors import SourceError, UnsupportedModelError
@@ -22,7 +22,7 @@ def dynamic_files(tmp_path_factory):
 
 
 def _convert(dynamic_files, tmp_path, name, targets=("onnx",)):
-    return rnnexport.convert(dynamic_files / name, tmp_path, ConvertOptions(targets=targets))
+    return rnnexport.convert(dynamic_files / name, tmp_path, ConvertOptions(targets=targets, validation=UNTIMED))
 
 
 def _notes(info):
@@ -172,7 +172,8 @@ def test_training_branches_are_set_aside_and_several_outputs_listed(dynamic_file
 
 def test_initial_state_placeholders_become_the_streaming_state(dynamic_files, tmp_path):
     options = ConvertOptions(targets=("onnx",), export=rnnexport.ExportOptions(streaming=True),
-                             validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,))))
+                             validation=rnnexport.ValidateOptions(sweep=rnnexport.SweepOptions(lengths=(3,)),
+                                                                  latency_repeats=0))
     result = rnnexport.convert(dynamic_files / "initial_state_tuple.pb", tmp_path, options)
     assert result.report.passed, result.report.failures()
     export = export_result(result, "onnx")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TESTS, checked_exports, export_result, run_python
+from conftest import TESTS, UNTIMED, checked_exports, export_result, run_python
 
 import rnnexport
 from rnnexport.cli import cli
@@ -119,7 +119,7 @@ def test_the_reference_computes_what_the_real_tf1_cells_compute(ckpts, name):
 
 def test_a_cell_spec_converts_to_every_target_and_streams(ckpts, tmp_path):
     options = ConvertOptions(targets=("all",), source=SourceOptions(cells=SPECS["lstm_start_and_head"]),
-                             export=ExportOptions(streaming=True))
+                             export=ExportOptions(streaming=True), validation=UNTIMED)
     result = rnnexport.convert(ckpts / "lstm_start_and_head" / "model.ckpt", tmp_path, options)
     for target, export, _ in checked_exports(result, 5e-5):
         assert not export.skipped
@@ -141,7 +141,7 @@ def test_a_keras_config_names_the_architecture(ckpts, tmp_path):
 
     gru = dict(reset_after=False, return_sequences=True)
     path = _keras_config(tmp_path, keras.layers.GRU(8, **gru), keras.layers.GRU(6, **gru))
-    options = ConvertOptions(targets=("all",), source=SourceOptions(architecture=path))
+    options = ConvertOptions(targets=("all",), source=SourceOptions(architecture=path), validation=UNTIMED)
     result = rnnexport.convert(ckpts / "gru_stack", tmp_path / "out", options)
     for target, export, checked in checked_exports(result, 5e-5):
         assert checked == DEFAULT_LENGTHS and not export.skipped, target

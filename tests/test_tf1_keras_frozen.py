@@ -12,7 +12,7 @@ import pytest
 import rnnexport
 from rnnexport import ConvertOptions, SourceOptions
 
-from conftest import TESTS, export_result, run_python
+from conftest import TESTS, UNTIMED, export_result, run_python
 
 HARD = "recurrent_activation=hard_sigmoid_keras2"
 LAYERS = {
@@ -46,7 +46,8 @@ def converted(frozen, tmp_path_factory):
     directory, manifest = frozen
     out = tmp_path_factory.mktemp("tf1_keras_frozen_exports")
     return {name: rnnexport.convert(directory / f"{name}.pb", out / name,
-                                    ConvertOptions(targets=("all",), source=_source(manifest, name)))
+                                    ConvertOptions(targets=("all",), source=_source(manifest, name),
+                                                   validation=UNTIMED))
             for name in LAYERS}
 
 

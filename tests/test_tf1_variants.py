@@ -5,7 +5,7 @@ maps a dataset iterator's tensors."""
 
 import numpy as np
 import pytest
-from conftest import TESTS, checked_exports, run_python
+from conftest import TESTS, UNTIMED, checked_exports, run_python
 
 import rnnexport
 from rnnexport import plugins
@@ -24,7 +24,7 @@ def variant_files(tmp_path_factory):
 
 
 def _convert(variant_files, tmp_path, name):
-    return rnnexport.convert(variant_files / name, tmp_path, ConvertOptions(targets=("onnx",)))
+    return rnnexport.convert(variant_files / name, tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
 
 
 def _recurrent(info):
@@ -100,9 +100,9 @@ def test_a_savedmodel_fed_by_a_dataset_iterator_takes_its_signature_inputs(varia
     assert ("the signature's output 'outputs' is computed by ArgMax -> Reshape -> GatherV2 from the per-step scores "
             "'Reshape_1:0'; the export returns those scores (their argmax gives the labels)") in info.notes
     # The shared GRU with lengths is swept in full above; here a short sweep of rows padded and not.
-    sweep = SweepOptions(lengths=(1, 2, 9), batches=(3,))
+    sweep = ValidateOptions(sweep=SweepOptions(lengths=(1, 2, 9), batches=(3,)), latency_repeats=0)
     result = rnnexport.convert(variant_files / "iterator_savedmodel", tmp_path,
-                               ConvertOptions(targets=("onnx",), validation=ValidateOptions(sweep=sweep)))
+                               ConvertOptions(targets=("onnx",), validation=sweep))
     for _, export, checked in checked_exports(result, 5e-5):
         assert {1, 2, 9} <= checked and not export.skipped
         assert any(c.case.name.startswith("lengths") for c in export.checked)

@@ -15,7 +15,7 @@ from rnnexport.cli import cli
 from rnnexport.errors import ExportError
 from rnnexport.options import ExportOptions
 
-from conftest import artifact, export_result
+from conftest import UNTIMED, artifact, export_result
 from keras_models import KINDS, build, flex_op
 
 LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
@@ -120,7 +120,7 @@ def fusable_models(tmp_path_factory):
     ("projected", {LSTM: 1}),
 ])
 def test_fused_kernels_compute_states_directions_masks_and_tf1_cells(fusable_models, tmp_path, name, ops):
-    result = rnnexport.convert(fusable_models / name, tmp_path, ConvertOptions(targets=("tflite",)))
+    result = rnnexport.convert(fusable_models / name, tmp_path, ConvertOptions(targets=("tflite",), validation=UNTIMED))
     export = export_result(result, "tflite")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == ops
@@ -137,7 +137,8 @@ def test_a_masked_fused_layer_runs_rows_with_holes_as_keras_does(fusable_models,
 
     model = keras.models.load_model(fusable_models / name)
     rnnexport.convert(fusable_models / name, tmp_path, ConvertOptions(
-        targets=("tflite",), validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(1,)))))
+        targets=("tflite",),
+        validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(1,)), latency_repeats=0)))
     run = Interpreter(model_path=str(tmp_path / name.replace(".keras", ".tflite"))).get_signature_runner()
     rng = np.random.default_rng(3)
     if name == "masked_rnn.keras":
@@ -229,7 +230,7 @@ def test_a_fixed_batch_file_answers_right_or_refuses_another_batch(tmp_path):
     model.save(path)
     rnnexport.convert(path, tmp_path / "out", ConvertOptions(
         targets=("tflite",), export=ExportOptions(target_options={"tflite": {"batch": 2}}),
-        validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(2,)))))
+        validation=ValidateOptions(sweep=SweepOptions(lengths=(3,), batches=(2,)), latency_repeats=0)))
     interpreter = Interpreter(model_path=str(tmp_path / "out" / "stacked.tflite"))
     (index,) = [d["index"] for d in interpreter.get_input_details()]
     (out,) = [d["index"] for d in interpreter.get_output_details()]
@@ -269,7 +270,7 @@ def test_fixed_batch_is_recorded_and_other_batches_run_in_chunks(tmp_path):
     build("gru_reset_after").save(path)
     result = rnnexport.convert(path, tmp_path, ConvertOptions(
         targets=("tflite",), export=ExportOptions(target_options={"tflite": {"batch": 2}}),
-        validation=ValidateOptions(sweep=SweepOptions(lengths=(1, 9, 100), batches=(1, 2, 5)))))
+        validation=ValidateOptions(sweep=SweepOptions(lengths=(1, 9, 100), batches=(1, 2, 5)), latency_repeats=0)))
     export = export_result(result, "tflite")
     assert export.passed, export.failures()
     assert export.details["batch"] == 2
