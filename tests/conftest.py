@@ -58,28 +58,55 @@ def heavy_imports(code: str) -> list[str]:
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
+def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The run's temporary directory, which every xdist worker shares."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def written_once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, write) -> Path:
+    """The directory `name` that `write(directory)` fills once per run: the first xdist worker to
+    need it writes it while the others wait, then every worker reads the same files."""
+    import fcntl
+    import shutil
+
+    shared = _shared(tmp_path_factory, worker_id)
+    out, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # left by a worker that failed here first; this one reports its own error
+            out.mkdir()
+            write(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
-def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def keras2_files(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Path]:
     """Keras 2 `.h5` files written by tf-keras itself, as users of tf.keras < 2.16 have them."""
-    out = tmp_path_factory.mktemp("keras2")
-    run_python(TESTS / "tfkeras_helper.py", "write", str(out), legacy_keras=True)
+    out = written_once(tmp_path_factory, worker_id, "keras2", lambda out: run_python(
+        TESTS / "tfkeras_helper.py", "write", str(out), legacy_keras=True))
     return {p.stem: p for p in out.glob("*.h5")}
 
 
 @pytest.fixture(scope="session")
-def tf1_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Checkpoints written by the real TF1 cells and runners (tf1_helper.CHECKPOINTED)."""
-    out = tmp_path_factory.mktemp("tf1")
-    run_python(TESTS / "tf1_helper.py", "write", str(out), legacy_keras=True)
-    return out
+def tf1_written(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The TF1 fixtures of tf1_helper, checkpoints and frozen graphs, written by one tf-keras process."""
+    return written_once(tmp_path_factory, worker_id, "tf1", lambda out: run_python(
+        TESTS / "tf1_helper.py", "both", str(out), legacy_keras=True))
 
 
 @pytest.fixture(scope="session")
-def frozen_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tf1_files(tf1_written: Path) -> Path:
+    """Checkpoints written by the real TF1 cells and runners (tf1_helper.CHECKPOINTED)."""
+    return tf1_written / "ckpt"
+
+
+@pytest.fixture(scope="session")
+def frozen_files(tf1_written: Path) -> Path:
     """Frozen GraphDefs of statically unrolled TF1 graphs (tf1_helper.FROZEN), as `<name>.pb`."""
-    out = tmp_path_factory.mktemp("frozen")
-    run_python(TESTS / "tf1_helper.py", "freeze", str(out), legacy_keras=True)
-    return out
+    return tf1_written / "frozen"
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +129,7 @@ def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
     import rnnexport
     from keras_models import KINDS, build
 
-    shared = tmp_path_factory.getbasetemp()
-    shared = shared if worker_id == "master" else shared.parent  # the run's directory, which every worker shares
+    shared = _shared(tmp_path_factory, worker_id)
     out, done = shared / "kinds", shared / "kinds.pickle"
     with open(shared / "kinds.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -5,6 +5,7 @@ Runs under tf-keras (TF_USE_LEGACY_KERAS=1) in a subprocess, never inside the te
     write DIR [NAME ...]    write the checkpoints (all of them, or the named ones) into DIR/NAME/
     freeze DIR [NAME ...]   write frozen GraphDefs (weights as constants) DIR/NAME.pb of the
                             unrolled builders (FROZEN, all of them or the named ones)
+    both DIR                all the checkpoints into DIR/ckpt/ and all the frozen graphs into DIR/frozen/
 
 Each checkpoint's graph has a float input `x` [batch, 10, 5] (token ids `ids` [batch, 10] where
 named so) and one output `y`; `manifest.json` in DIR lists what each one holds. DIR/steps/ holds
@@ -263,4 +264,9 @@ def write(out: Path, names: list[str], frozen: bool) -> None:
 if __name__ == "__main__":
     np.random.seed(0)
     v1.disable_v2_behavior()
-    write(Path(sys.argv[2]), sys.argv[3:], sys.argv[1] == "freeze")
+    if sys.argv[1] == "both":
+        for folder, frozen in (("ckpt", False), ("frozen", True)):
+            (Path(sys.argv[2]) / folder).mkdir(parents=True, exist_ok=True)
+            write(Path(sys.argv[2]) / folder, [], frozen)
+    else:
+        write(Path(sys.argv[2]), sys.argv[3:], sys.argv[1] == "freeze")
