@@ -110,6 +110,14 @@ def frozen_files(tf1_written: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lstm_cells(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """TF1 LSTMCell checkpoints with peepholes, a cell clip and a projection (onnx_fusion_helper),
+    which the ONNX and the TFLite tests both convert."""
+    return written_once(tmp_path_factory, worker_id, "lstm_cells", lambda out: run_python(
+        TESTS / "onnx_fusion_helper.py", "write", str(out), legacy_keras=True))
+
+
+@pytest.fixture(scope="session")
 def realworld() -> Path:
     if not REALWORLD.is_dir():
         pytest.skip(f"{REALWORLD} is absent (a clone outside the team); the real-world models live there")

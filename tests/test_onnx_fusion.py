@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import ROOT, TESTS, UNTIMED, artifact, export_result, run_python
+from conftest import ROOT, UNTIMED, artifact, export_result
 from onnx import helper, numpy_helper
 from rnnexport_converters.keras.layers import TrainedState
 from rnnexport_converters.onnx.forms import to_loop
@@ -247,15 +247,8 @@ def test_readme_deployers_streaming_loop_runs(tmp_path):
     assert set(scope["state"]) == {"lstm_h", "lstm_c"}
 
 
-@pytest.fixture(scope="module")
-def tf1_cells(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tf1_onnx")
-    run_python(TESTS / "onnx_fusion_helper.py", "write", str(out), legacy_keras=True)
-    return out
-
-
-def test_tf1_peepholes_are_the_fused_ops_p_input(tf1_cells, tmp_path):
-    result = rnnexport.convert(tf1_cells / "peepholes", tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
+def test_tf1_peepholes_are_the_fused_ops_p_input(lstm_cells, tmp_path):
+    result = rnnexport.convert(lstm_cells / "peepholes", tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == {"LSTM": 1}
@@ -270,8 +263,8 @@ def test_tf1_peepholes_are_the_fused_ops_p_input(tf1_cells, tmp_path):
     ("peepholes_clipped", "ONNX's clip bounds each gate's input, TF1's cell_clip bounds the cell state"),
     ("projected", "its projection (TF1 num_proj) has no ONNX LSTM equivalent"),
 ])
-def test_tf1_clip_and_projection_stay_loops_and_say_why(tf1_cells, tmp_path, name, reason):
-    result = rnnexport.convert(tf1_cells / name, tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
+def test_tf1_clip_and_projection_stay_loops_and_say_why(lstm_cells, tmp_path, name, reason):
+    result = rnnexport.convert(lstm_cells / name, tmp_path, ConvertOptions(targets=("onnx",), validation=UNTIMED))
     export = export_result(result, "onnx")
     assert export.passed, export.failures()
     assert export.details["recurrent_ops"] == {"Loop": 1}
