@@ -73,11 +73,12 @@ def test_int16x8_file_computes_the_cells_in_int16_with_int8_weights(int16x8):
     bodies = {op.builtinOptions.bodySubgraphIndex for s in model.subgraphs for op in ops(s, "WHILE")}
     recurrent = [op for s, op in products if model.subgraphs.index(s) in bodies]
     # gru, gru_v1 (two: gates and candidate), rnn and lstm; both directions of the bidirectional
-    # LSTM step together in one BATCH_MATMUL, whose constant operand the quantizer makes int16.
+    # LSTM step together in one BATCH_MATMUL, and project their inputs in another before the
+    # loops, whose constant operands the quantizer makes int16.
     assert len(recurrent) == 5
     batched = [(s, op) for s in model.subgraphs for op in ops(s, "BATCH_MATMUL")]
-    assert len(batched) == 1 and model.subgraphs.index(batched[0][0]) in bodies
-    assert {batched[0][0].tensors[i].type for i in (*batched[0][1].inputs, *batched[0][1].outputs)} == {types.INT16}
+    assert sorted(model.subgraphs.index(s) in bodies for s, _ in batched) == [False, True]
+    assert {s.tensors[i].type for s, op in batched for i in (*op.inputs, *op.outputs)} == {types.INT16}
     gates = [(s, op) for s in model.subgraphs for name in ("LOGISTIC", "TANH") for op in ops(s, name)]
     assert gates and {s.tensors[op.outputs[0]].type for s, op in gates} == {types.INT16}
     main = model.subgraphs[0]

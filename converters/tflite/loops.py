@@ -126,22 +126,23 @@ def _masked_step(step: Any, zero_masked_output: bool) -> Any:
     return masked
 
 
-def _last_step(step: Any, projected: Any, steps: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any]:
-    """The state after `length` steps, from a loop that carries nothing else. The condition reads
-    `length`, not the sequence: LiteRT copies everything the condition reads on every step."""
+def _last_step(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any]:
+    """The state after `length` steps, from a loop that carries nothing else (`read(t, h, c)`: the
+    arguments of step t). The condition reads `length`, not the sequence: LiteRT copies everything
+    the condition reads on every step."""
     tf = tensorflow()
 
     def body(t: Any, h: Any, c: Any) -> Any:
-        _, h, c = step(tf.gather(projected, t), h, c, None if steps is None else tf.gather(steps, t))
+        _, h, c = step(*read(t, h, c))
         return t + 1, h, c
 
     _, h, c = tf.while_loop(lambda t, *_: t < length, body, [tf.constant(0), h, c])
     return h, c
 
 
-def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
+def _sequence(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any, Any]:
     """Every step's output [capacity, (direction,) batch, out] (rows past the length zeros) and
-    the final state, in one pass of nested loops.
+    the final state, in one pass of nested loops (`read(t, h, c)`: the arguments of step t).
 
     A LiteRT loop copies what it carries on every trip, so a loop over the steps that carried
     every output so far would copy the whole sequence per step. Here the steps are run in blocks
@@ -165,8 +166,7 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
 
         def body(first: Any, at: Any, h: Any, c: Any, outputs: Any) -> Any:
             if span == 1:
-                keep = None if steps is None else tf.gather(steps, first)
-                out, h, c = step(tf.gather(projected, first), h, c, keep)
+                out, h, c = step(*read(first, h, c))
                 block = tf.expand_dims(out, 0)
             else:
                 block, h, c = blocks(spans[1:], first, tf.minimum(first + span, end), span, h, c)
@@ -178,7 +178,6 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
         _, _, h, c, outputs = tf.while_loop(lambda first, *_: first < end, body, [start, start_at, h, c, outputs])
         return outputs, h, c
 
-    length = tf.shape(projected)[0]
     outer = SPANS[0]
     sequence, h, c = blocks(SPANS, tf.constant(0), length, (length + outer - 1) // outer * outer, h, c)
     return sequence, h, c
@@ -187,31 +186,34 @@ def _sequence(step: Any, projected: Any, steps: Any, h: Any, c: Any) -> tuple[An
 def _order(length: Any, batch: Any, reads_backwards: list[bool], returns_reversed: list[bool]) -> tuple[Any, Any]:
     """GATHER_ND indices that move every direction's steps into the loops' order and back.
 
-    The first, [time, (direction,) batch, 2-3], reads a batch-first [batch, time, (direction,)
-    features] tensor time-major, a direction that `reads_backwards` from the last step; the
+    The first, [(direction,) time, batch, 2], reads the batch-first [batch, time, features] inputs
+    time-major, once per direction, a direction that `reads_backwards` from the last step; the
     second, [batch, time, (direction,) 2-3], reads the loops' time-major [capacity, (direction,)
     batch, features] outputs batch-first, the first `length` steps, in input order where a
     direction `returns_reversed` (the backward half of a Bidirectional layer). One gather each
     where it would otherwise take transposes, reversals, stacking and a slice, each a copy of
-    the whole sequence."""
+    the whole sequence; the inputs are moved before their projection, which is several times
+    their size."""
     tf = tensorflow()
     t = tf.range(length)
+    rows = tf.range(batch)
 
-    def grid(flipped: list[bool]) -> list[Any]:
-        """[time, (direction,) batch] grids of the time, (direction) and batch row to read."""
-        times = [length - 1 - t if flip else t for flip in flipped]
-        if len(flipped) == 1:
-            shape = tf.stack([length, batch])
-            return [tf.broadcast_to(times[0][:, None], shape), tf.broadcast_to(tf.range(batch)[None, :], shape)]
-        shape = tf.stack([length, len(flipped), batch])
-        return [tf.broadcast_to(tf.stack(times, 1)[:, :, None], shape),
-                tf.broadcast_to(tf.range(len(flipped))[None, :, None], shape),
-                tf.broadcast_to(tf.range(batch)[None, None, :], shape)]
+    def times(flip: bool) -> Any:
+        return length - 1 - t if flip else t
 
-    time, *rest = grid(reads_backwards)
-    into = tf.stack([rest[-1], time, *rest[:-1]], -1)
-    back = tf.stack(grid(returns_reversed), -1)
-    return into, tf.transpose(back, [len(rest), *range(len(rest)), len(rest) + 1])
+    shape = tf.stack([length, batch])
+    into = [tf.stack([tf.broadcast_to(rows[None, :], shape), tf.broadcast_to(times(flip)[:, None], shape)], -1)
+            for flip in reads_backwards]
+    if len(returns_reversed) == 1:
+        back = [tf.broadcast_to(times(returns_reversed[0])[:, None], shape), tf.broadcast_to(rows[None, :], shape)]
+    else:
+        shape = tf.stack([length, len(returns_reversed), batch])
+        back = [tf.broadcast_to(tf.stack([times(flip) for flip in returns_reversed], 1)[:, :, None], shape),
+                tf.broadcast_to(tf.range(len(returns_reversed))[None, :, None], shape),
+                tf.broadcast_to(rows[None, None, :], shape)]
+    back = tf.stack(back, -1)
+    into = into[0] if len(into) == 1 else tf.stack(into, 0)
+    return into, tf.transpose(back, [len(back.shape) - 2, *range(len(back.shape) - 2), len(back.shape) - 1])
 
 
 def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
@@ -229,17 +231,30 @@ def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
     batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
     backwards = [recurrence.go_backwards or index == 1 for index in range(count)]
     to_loops, from_loops = _order(length, batch, backwards, [index == 1 for index in range(count)])
-    # The directions' kernels side by side: one pass over the inputs for all their projections.
-    projected = tf.matmul(inputs, tf.constant(np.concatenate([w.kernel for w in directions], axis=1)))
-    projected = projected + tf.constant(np.concatenate([w.input_bias for w in directions]))
-    if count > 1:
-        projected = tf.reshape(projected, tf.stack([batch, length, count, directions[0].kernel.shape[1]]))
-    projected = tf.gather_nd(projected, to_loops)
+    features, gates = directions[0].kernel.shape
+    if count == 1:
+        projected = tf.matmul(tf.gather_nd(inputs, to_loops), tf.constant(directions[0].kernel))
+        projected = projected + tf.constant(directions[0].input_bias)
+    else:
+        # Every direction's projection in one batched product over all its steps. A batched
+        # product has no bias, and adding one after it would pass over the projections again: the
+        # inputs get a feature that is always 1, and the kernels the biases as its row.
+        ones = tf.concat([inputs, tf.ones_like(inputs[:, :, :1])], -1)
+        flat = tf.reshape(tf.gather_nd(ones, to_loops), tf.stack([count, length * batch, features + 1]))
+        kernels = [np.concatenate([w.kernel, w.input_bias[None, :]]) for w in directions]
+        projected = tf.reshape(tf.matmul(flat, _stacked(kernels, matrix=True)), tf.stack([count, length, batch, gates]))
     steps = None
     if mask is not None:
         steps = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
         reversed_steps = [tf.reverse(steps, [0]) if backward else steps for backward in backwards]
-        steps = reversed_steps[0] if count == 1 else tf.stack(reversed_steps, 1)
+        steps = reversed_steps[0] if count == 1 else tf.stack(reversed_steps, 0)
+    # Time is the first axis of one direction's tensors, the second after the direction axis.
+    time_axis = 0 if count == 1 else 1
+
+    def read(t: Any, h: Any, c: Any) -> tuple[Any, ...]:
+        keep = None if steps is None else tf.gather(steps, t, axis=time_axis)
+        return tf.gather(projected, t, axis=time_axis), h, c, keep
+
     starts = []
     for index, weights in enumerate(directions):
         h = tf.zeros(tf.stack([batch, weights.recurrent_kernel.shape[0]]), inputs.dtype)
@@ -258,9 +273,9 @@ def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
 
     h, c = stack([h for h, _ in starts]), stack([c for _, c in starts])
     if not recurrence.return_sequences:
-        h, c = _last_step(step, projected, steps, h, c, length)
+        h, c = _last_step(step, read, h, c, length)
         return None, list(zip(unstack(h), unstack(c)))
-    sequence, h, c = _sequence(step, projected, steps, h, c)
+    sequence, h, c = _sequence(step, read, h, c, length)
     return tf.gather_nd(sequence, from_loops), list(zip(unstack(h), unstack(c)))
 
 
