@@ -128,8 +128,7 @@ def realworld() -> Path:
 def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
     """Every Keras layer kind saved as .keras and converted to every target (and validated) once
     per run: kind -> (model, source path, ConvertResult). The first xdist worker to need them
-    converts them (70 s) while the others wait, then they load its files and results."""
-    import fcntl
+    converts them (70 s), then every worker loads those files and results."""
     import pickle
 
     import keras
@@ -137,23 +136,18 @@ def converted_kinds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
     import rnnexport
     from keras_models import KINDS, build
 
-    shared = _shared(tmp_path_factory, worker_id)
-    out, done = shared / "kinds", shared / "kinds.pickle"
-    with open(shared / "kinds.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
-            converted = pickle.loads(done.read_bytes())
-            return {kind: (keras.saving.load_model(path), path, result) for kind, (path, result) in converted.items()}
-        out.mkdir(exist_ok=True)  # a worker that failed here first left it; this one then reports its own error
+    def convert(out: Path) -> None:
         results = {}
         for kind in KINDS:
-            model = build(kind)
             path = out / f"{kind}.keras"
-            model.save(path)
+            build(kind).save(path)
             options = rnnexport.ConvertOptions(targets=("all",), validation=UNTIMED)  # these tests read no latency
-            results[kind] = (model, path, rnnexport.convert(path, out / "exports", options))
-        done.write_bytes(pickle.dumps({kind: (path, result) for kind, (_, path, result) in results.items()}))
-    return results
+            results[kind] = (path, rnnexport.convert(path, out / "exports", options))
+        (out / "results.pickle").write_bytes(pickle.dumps(results))
+
+    out = written_once(tmp_path_factory, worker_id, "kinds", convert)
+    converted = pickle.loads((out / "results.pickle").read_bytes())
+    return {kind: (keras.saving.load_model(path), path, result) for kind, (path, result) in converted.items()}
 
 
 def artifact(result, target: str) -> Path:
