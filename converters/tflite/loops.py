@@ -127,13 +127,14 @@ def _masked_step(step: Any, zero_masked_output: bool) -> Any:
 
 
 def _last_step(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any]:
-    """The state after `length` steps, from a loop that carries nothing else (`read(t, h, c)`: the
-    arguments of step t). The condition reads `length`, not the sequence: LiteRT copies everything
+    """The state after `length` steps, from a loop that carries nothing else (`read(t)`: step t's
+    input and mask). The condition reads `length`, not the sequence: LiteRT copies everything
     the condition reads on every step."""
     tf = tensorflow()
 
     def body(t: Any, h: Any, c: Any) -> Any:
-        _, h, c = step(*read(t, h, c))
+        x, keep = read(t)
+        _, h, c = step(x, h, c, keep)
         return t + 1, h, c
 
     _, h, c = tf.while_loop(lambda t, *_: t < length, body, [tf.constant(0), h, c])
@@ -142,7 +143,7 @@ def _last_step(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, 
 
 def _sequence(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, Any, Any]:
     """Every step's output [capacity, (direction,) batch, out] (rows past the length zeros) and
-    the final state, in one pass of nested loops (`read(t, h, c)`: the arguments of step t).
+    the final state, in one pass of nested loops (`read(t)`: step t's input and mask).
 
     A LiteRT loop copies what it carries on every trip, so a loop over the steps that carried
     every output so far would copy the whole sequence per step. Here the steps are run in blocks
@@ -166,7 +167,8 @@ def _sequence(step: Any, read: Any, h: Any, c: Any, length: Any) -> tuple[Any, A
 
         def body(first: Any, at: Any, h: Any, c: Any, outputs: Any) -> Any:
             if span == 1:
-                out, h, c = step(*read(first, h, c))
+                x, keep = read(first)
+                out, h, c = step(x, h, c, keep)
                 block = tf.expand_dims(out, 0)
             else:
                 block, h, c = blocks(spans[1:], first, tf.minimum(first + span, end), span, h, c)
@@ -251,9 +253,8 @@ def _directions(recurrence: Recurrence, inputs: Any, mask: Any, initial: Any,
     # Time is the first axis of one direction's tensors, the second after the direction axis.
     time_axis = 0 if count == 1 else 1
 
-    def read(t: Any, h: Any, c: Any) -> tuple[Any, ...]:
-        keep = None if steps is None else tf.gather(steps, t, axis=time_axis)
-        return tf.gather(projected, t, axis=time_axis), h, c, keep
+    def read(t: Any) -> tuple[Any, Any]:
+        return tf.gather(projected, t, axis=time_axis), None if steps is None else tf.gather(steps, t, axis=time_axis)
 
     starts = []
     for index, weights in enumerate(directions):
